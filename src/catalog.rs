@@ -1,0 +1,401 @@
+//! `images/catalog.toml`: every image the project builds, the parent each one builds from, and what the hub
+//! shows users for the single-user ones. Parsing validates everything the pipeline and the hub rely on.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The parsed, validated catalog, images in file order (which is also the spawn dropdown's order).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub images: Vec<ImageEntry>,
+    pub profiles: Vec<Profile>,
+}
+
+/// How an image comes to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipe {
+    /// A Debian rootfs made by mmdebstrap from `<folder>/base.toml`, imported through the Engine API.
+    Mmdebstrap,
+    /// A Dockerfile built FROM the parent catalog image.
+    Dockerfile { dockerfile: String, parent: String },
+}
+
+/// What the hub needs to offer an image to users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SingleUser {
+    pub display_name: String,
+    pub description: String,
+    pub home: String,
+    pub default_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageEntry {
+    pub name: String,
+    /// The folder under `images/`.
+    pub folder: String,
+    pub recipe: Recipe,
+    pub single_user: Option<SingleUser>,
+}
+
+impl ImageEntry {
+    pub fn parent(&self) -> Option<&str> {
+        match &self.recipe {
+            Recipe::Mmdebstrap => None,
+            Recipe::Dockerfile { parent, .. } => Some(parent),
+        }
+    }
+
+    pub fn folder_path(&self, root: &Path) -> PathBuf {
+        root.join("images").join(&self.folder)
+    }
+}
+
+/// A choice of `SPAWNER=profiles`: an image with CPU and memory limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub display_name: String,
+    pub image: String,
+    pub cpu_limit: f64,
+    pub mem_limit: String,
+}
+
+/// A catalog that cannot be used, with the one-line reason and a hint for the admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError {
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\nhint: {}", self.message, self.hint)
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+fn error(message: impl Into<String>, hint: impl Into<String>) -> CatalogError {
+    CatalogError { message: message.into(), hint: hint.into() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    #[serde(default)]
+    image: Vec<RawImage>,
+    #[serde(default)]
+    profile: Vec<Profile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    name: String,
+    folder: Option<String>,
+    dockerfile: Option<String>,
+    parent: Option<String>,
+    bootstrap: Option<String>,
+    #[serde(default)]
+    single_user: bool,
+    display_name: Option<String>,
+    description: Option<String>,
+    home: Option<String>,
+    default_url: Option<String>,
+}
+
+impl Catalog {
+    /// Reads and validates the catalog at `path`; `root` is the checkout, whose `images/` holds the folders.
+    pub fn load(root: &Path) -> Result<Catalog, CatalogError> {
+        let path = crate::catalog_path(root);
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            error(
+                format!("cannot read the catalog {}: {err}", path.display()),
+                "run from a jhub-docker checkout; the catalog lives at images/catalog.toml",
+            )
+        })?;
+        let catalog = Catalog::parse(&text)?;
+        catalog.check_folders(root)?;
+        Ok(catalog)
+    }
+
+    /// Parses and validates catalog text, without looking at the file system.
+    pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        let raw: RawCatalog = toml::from_str(text).map_err(|err| {
+            let first_line = err.to_string().lines().next().unwrap_or_default().to_string();
+            error(
+                format!("images/catalog.toml is not a valid catalog: {first_line}"),
+                "the fields an [[image]] may have are listed at the top of images/catalog.toml",
+            )
+        })?;
+        let mut seen = BTreeSet::new();
+        let mut images = Vec::new();
+        for raw_image in raw.image {
+            let image = validate_image(raw_image, &seen)?;
+            seen.insert(image.name.clone());
+            images.push(image);
+        }
+        if images.is_empty() {
+            return Err(error("images/catalog.toml lists no image", "add an [[image]] entry"));
+        }
+        let mut profile_names = BTreeSet::new();
+        for profile in &raw.profile {
+            if !profile_names.insert(profile.name.clone()) {
+                return Err(error(
+                    format!("profile `{}` is listed twice in images/catalog.toml", profile.name),
+                    "give every [[profile]] its own name",
+                ));
+            }
+            let target = images.iter().find(|image| image.name == profile.image);
+            if !target.is_some_and(|image| image.single_user.is_some()) {
+                return Err(error(
+                    format!("profile `{}` names `{}`, which is not a single-user image", profile.name, profile.image),
+                    "a profile's image must be an [[image]] with single_user = true",
+                ));
+            }
+            if !(profile.cpu_limit > 0.0) {
+                return Err(error(
+                    format!("profile `{}` has cpu_limit {}", profile.name, profile.cpu_limit),
+                    "cpu_limit is a number of CPUs above 0, such as 1.0 or 0.5",
+                ));
+            }
+            if !is_memory_size(&profile.mem_limit) {
+                return Err(error(
+                    format!("profile `{}` has mem_limit `{}`", profile.name, profile.mem_limit),
+                    "mem_limit is a size such as 512M, 2G or 4G",
+                ));
+            }
+        }
+        Ok(Catalog { images, profiles: raw.profile })
+    }
+
+    /// Checks that every entry's folder and Dockerfile (or base.toml) exists under `root/images`.
+    pub fn check_folders(&self, root: &Path) -> Result<(), CatalogError> {
+        for image in &self.images {
+            let folder = image.folder_path(root);
+            if !folder.is_dir() {
+                return Err(error(
+                    format!("image `{}`: folder images/{} does not exist", image.name, image.folder),
+                    format!("create images/{}/ or fix `folder` in images/catalog.toml", image.folder),
+                ));
+            }
+            let recipe_file = match &image.recipe {
+                Recipe::Mmdebstrap => "base.toml",
+                Recipe::Dockerfile { dockerfile, .. } => dockerfile.as_str(),
+            };
+            if !folder.join(recipe_file).is_file() {
+                return Err(error(
+                    format!("image `{}`: images/{}/{recipe_file} does not exist", image.name, image.folder),
+                    format!("add images/{}/{recipe_file} or fix the entry in images/catalog.toml", image.folder),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ImageEntry> {
+        self.images.iter().find(|image| image.name == name)
+    }
+
+    /// The single-user images, in catalog (dropdown) order.
+    pub fn single_user_images(&self) -> impl Iterator<Item = (&ImageEntry, &SingleUser)> {
+        self.images.iter().filter_map(|image| image.single_user.as_ref().map(|single_user| (image, single_user)))
+    }
+
+    /// Resolves image names given on a command line, with their ancestors, in build order (parents first).
+    /// An empty selection means every image.
+    pub fn with_ancestors(&self, selection: &[String]) -> Result<Vec<&ImageEntry>, CatalogError> {
+        let mut wanted = BTreeSet::new();
+        for name in selection {
+            let mut current = self.get(name).ok_or_else(|| {
+                let known: Vec<&str> = self.images.iter().map(|image| image.name.as_str()).collect();
+                error(format!("unknown image `{name}`"), format!("the catalog has: {}", known.join(", ")))
+            })?;
+            wanted.insert(current.name.as_str());
+            while let Some(parent) = current.parent() {
+                current = self.get(parent).expect("validated: parents exist");
+                wanted.insert(current.name.as_str());
+            }
+        }
+        // Catalog order already has parents before children (validated at parse time).
+        Ok(self.images.iter().filter(|image| selection.is_empty() || wanted.contains(image.name.as_str())).collect())
+    }
+}
+
+fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntry, CatalogError> {
+    let name = raw.name;
+    if name.is_empty()
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.starts_with('-')
+    {
+        return Err(error(
+            format!("image name `{name}` in images/catalog.toml is not valid"),
+            "names use lowercase letters, digits and `-`, such as `datascience` or `uv-lab`",
+        ));
+    }
+    if earlier.contains(&name) {
+        return Err(error(format!("image `{name}` is listed twice in images/catalog.toml"), "give every [[image]] its own name"));
+    }
+    let folder = raw.folder.unwrap_or_else(|| name.clone());
+    if folder.is_empty() || folder.contains("..") || folder.starts_with('/') {
+        return Err(error(
+            format!("image `{name}`: folder `{folder}` is not a folder under images/"),
+            "`folder` names a folder directly under images/, such as `datascience`",
+        ));
+    }
+    let recipe = match (raw.bootstrap.as_deref(), raw.parent) {
+        (Some("mmdebstrap"), None) => {
+            if raw.dockerfile.is_some() {
+                return Err(error(
+                    format!("image `{name}` is bootstrapped and also names a dockerfile"),
+                    "a bootstrapped image is made from base.toml: drop `dockerfile`",
+                ));
+            }
+            Recipe::Mmdebstrap
+        }
+        (Some("mmdebstrap"), Some(_)) => {
+            return Err(error(
+                format!("image `{name}` is bootstrapped and also has a parent"),
+                "a bootstrapped image is the root of a chain: drop `parent`",
+            ));
+        }
+        (Some(other), _) => {
+            return Err(error(format!("image `{name}`: unknown bootstrap `{other}`"), "the only bootstrap is \"mmdebstrap\""));
+        }
+        (None, None) => {
+            return Err(error(
+                format!("image `{name}` has neither a parent nor a bootstrap"),
+                "set parent = \"base\" (or bootstrap = \"mmdebstrap\" for a root image)",
+            ));
+        }
+        (None, Some(parent)) => {
+            if !earlier.contains(&parent) {
+                return Err(error(
+                    format!("image `{name}`: parent `{parent}` is not listed before it in images/catalog.toml"),
+                    "list every parent image above the images built from it",
+                ));
+            }
+            Recipe::Dockerfile { dockerfile: raw.dockerfile.unwrap_or_else(|| "Dockerfile".to_string()), parent }
+        }
+    };
+    let single_user = if raw.single_user {
+        let require = |field: Option<String>, key: &str| {
+            field.filter(|value| !value.trim().is_empty()).ok_or_else(|| {
+                error(
+                    format!("single-user image `{name}` has no `{key}`"),
+                    format!("add {key} = \"…\" to its entry in images/catalog.toml"),
+                )
+            })
+        };
+        let home = require(raw.home, "home")?;
+        if !home.starts_with('/') {
+            return Err(error(format!("image `{name}`: home `{home}` is not an absolute path"), "use a path such as /home/jovyan"));
+        }
+        Some(SingleUser {
+            display_name: require(raw.display_name, "display_name")?,
+            description: raw.description.unwrap_or_default(),
+            home,
+            default_url: require(raw.default_url, "default_url")?,
+        })
+    } else {
+        if raw.display_name.is_some() || raw.home.is_some() || raw.default_url.is_some() {
+            return Err(error(
+                format!("image `{name}` has single-user fields but not single_user = true"),
+                "add single_user = true, or drop display_name / home / default_url",
+            ));
+        }
+        None
+    };
+    Ok(ImageEntry { name, folder, recipe, single_user })
+}
+
+fn is_memory_size(text: &str) -> bool {
+    let digits = text.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    !digits.is_empty() && digits.len() + 1 >= text.len() && digits.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[image]]
+name = "base"
+bootstrap = "mmdebstrap"
+
+[[image]]
+name = "lab"
+parent = "base"
+single_user = true
+display_name = "Lab"
+home = "/home/jovyan"
+default_url = "/lab"
+
+[[profile]]
+name = "lab-small"
+display_name = "Lab, small"
+image = "lab"
+cpu_limit = 1.0
+mem_limit = "1G"
+"#;
+
+    #[test]
+    fn parses_a_good_catalog() {
+        let catalog = Catalog::parse(GOOD).unwrap();
+        assert_eq!(catalog.images.len(), 2);
+        assert_eq!(catalog.get("lab").unwrap().parent(), Some("base"));
+        assert_eq!(catalog.single_user_images().count(), 1);
+        assert_eq!(catalog.profiles[0].image, "lab");
+    }
+
+    fn message_of(text: &str) -> String {
+        Catalog::parse(text).unwrap_err().message
+    }
+
+    #[test]
+    fn rejects_unknown_parent_duplicates_and_missing_fields() {
+        assert!(message_of(&GOOD.replace("parent = \"base\"", "parent = \"nope\"")).contains("parent `nope`"));
+        assert!(message_of(&format!("{GOOD}\n[[image]]\nname = \"lab\"\nparent = \"base\"\n")).contains("listed twice"));
+        assert!(message_of(&GOOD.replace("home = \"/home/jovyan\"\n", "")).contains("no `home`"));
+        assert!(message_of(&GOOD.replace("name = \"lab\"", "name = \"Lab!\"")).contains("not valid"));
+        assert!(message_of(&GOOD.replace("mem_limit = \"1G\"", "mem_limit = \"lots\"")).contains("mem_limit"));
+        assert!(message_of(&GOOD.replace("image = \"lab\"", "image = \"base\"")).contains("not a single-user image"));
+        assert!(message_of(&GOOD.replace("bootstrap", "bootstrapp")).contains("not a valid catalog"));
+        assert!(message_of("").contains("no image"));
+    }
+
+    #[test]
+    fn missing_folder_and_dockerfile_are_named() {
+        let root = std::env::temp_dir().join(format!("jhub-catalog-test-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("images/base")).unwrap();
+        std::fs::write(root.join("images/base/base.toml"), "").unwrap();
+        let catalog = Catalog::parse(GOOD).unwrap();
+        let missing_folder = catalog.check_folders(&root).unwrap_err();
+        assert_eq!(missing_folder.message, "image `lab`: folder images/lab does not exist");
+        std::fs::create_dir_all(root.join("images/lab")).unwrap();
+        let missing_dockerfile = catalog.check_folders(&root).unwrap_err();
+        assert_eq!(missing_dockerfile.message, "image `lab`: images/lab/Dockerfile does not exist");
+        std::fs::write(root.join("images/lab/Dockerfile"), "FROM scratch\n").unwrap();
+        catalog.check_folders(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn selection_pulls_in_ancestors_and_rejects_unknown_names() {
+        let catalog = Catalog::parse(GOOD).unwrap();
+        let names = |selection: &[&str]| -> Vec<String> {
+            let selection: Vec<String> = selection.iter().map(|s| s.to_string()).collect();
+            catalog.with_ancestors(&selection).unwrap().iter().map(|image| image.name.clone()).collect()
+        };
+        assert_eq!(names(&["lab"]), ["base", "lab"]);
+        assert_eq!(names(&[]), ["base", "lab"]);
+        let unknown = catalog.with_ancestors(&["labb".to_string()]).unwrap_err();
+        assert_eq!(unknown.message, "unknown image `labb`");
+        assert_eq!(unknown.hint, "the catalog has: base, lab");
+    }
+}
