@@ -152,13 +152,13 @@ impl Catalog {
                 ));
             }
             let target = images.iter().find(|image| image.name == profile.image);
-            if !target.is_some_and(|image| image.single_user.is_some()) {
+            if target.is_none_or(|image| image.single_user.is_none()) {
                 return Err(error(
                     format!("profile `{}` names `{}`, which is not a single-user image", profile.name, profile.image),
                     "a profile's image must be an [[image]] with single_user = true",
                 ));
             }
-            if !(profile.cpu_limit > 0.0) {
+            if profile.cpu_limit.is_nan() || profile.cpu_limit <= 0.0 {
                 return Err(error(
                     format!("profile `{}` has cpu_limit {}", profile.name, profile.cpu_limit),
                     "cpu_limit is a number of CPUs above 0, such as 1.0 or 0.5",
@@ -229,10 +229,7 @@ impl Catalog {
 
 fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntry, CatalogError> {
     let name = raw.name;
-    if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        || name.starts_with('-')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.starts_with('-') {
         return Err(error(
             format!("image name `{name}` in images/catalog.toml is not valid"),
             "names use lowercase letters, digits and `-`, such as `datascience` or `uv-lab`",

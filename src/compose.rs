@@ -32,11 +32,7 @@ impl std::error::Error for ComposeError {}
 pub fn detect_cli() -> Result<Vec<String>, ComposeError> {
     let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
     for candidate in candidates {
-        let answered = Command::new(candidate[0])
-            .args(&candidate[1..])
-            .arg("version")
-            .output()
-            .is_ok_and(|output| output.status.success());
+        let answered = Command::new(candidate[0]).args(&candidate[1..]).arg("version").output().is_ok_and(|output| output.status.success());
         if answered {
             return Ok(candidate.iter().map(|word| word.to_string()).collect());
         }

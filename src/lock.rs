@@ -19,6 +19,10 @@ const HEADER: &str = "# images.lock: what `cargo xtask build-images` built and p
 #[serde(deny_unknown_fields)]
 pub struct Lock {
     pub version: u32,
+    /// For each pinned input source (`datascience/requirements.in`, `hub/package.json`), its `sha256:` when
+    /// `cargo xtask lock` last compiled it; a source that differs means its pinned file is stale.
+    #[serde(default)]
+    pub pinned: BTreeMap<String, String>,
     #[serde(default)]
     pub image: BTreeMap<String, LockedImage>,
 }
@@ -44,10 +48,6 @@ pub struct LockedImage {
     /// `sha256:` of every file in the image folder, by path relative to it.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
-    /// For each pinned input source (`requirements.in`, `package.json`), its `sha256:` when `cargo xtask
-    /// lock` last compiled it; a source that differs means the pinned file is stale.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub pinned: BTreeMap<String, String>,
     /// Versions of the key components (python, jupyterhub, jupyterlab, code-server, marimo, node, …).
     #[serde(default)]
     pub versions: BTreeMap<String, String>,
@@ -79,7 +79,7 @@ impl std::error::Error for LockError {}
 
 impl Lock {
     pub fn new() -> Lock {
-        Lock { version: LOCK_VERSION, image: BTreeMap::new() }
+        Lock { version: LOCK_VERSION, pinned: BTreeMap::new(), image: BTreeMap::new() }
     }
 
     /// Reads the lock at `path`; a missing file is an empty lock (nothing built yet).
@@ -137,6 +137,7 @@ mod tests {
 
     fn sample() -> Lock {
         let mut lock = Lock::new();
+        lock.pinned.insert("minimal/requirements.in".to_string(), "sha256:ee".to_string());
         lock.image.insert(
             "minimal".to_string(),
             LockedImage {
@@ -146,7 +147,6 @@ mod tests {
                 size: 42,
                 tags: vec!["jhub/minimal:aa".to_string(), "jhub/minimal:latest".to_string()],
                 files: BTreeMap::from([("Dockerfile".to_string(), "sha256:dd".to_string())]),
-                pinned: BTreeMap::from([("requirements.in".to_string(), "sha256:ee".to_string())]),
                 versions: BTreeMap::from([("python".to_string(), "3.13.5".to_string())]),
                 ..LockedImage::default()
             },

@@ -1,0 +1,150 @@
+//! The root image: `images/base/base.toml` names a Debian suite and packages; mmdebstrap makes the rootfs
+//! tar and the Engine API imports it. No registry is reachable on our machines, so this is where every
+//! image chain starts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use bollard::Docker;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::engine;
+use crate::ui::UserError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSpec {
+    pub suite: String,
+    pub variant: String,
+    pub mirror: String,
+    /// The Python the suite ships, which pinned Python inputs are compiled for.
+    pub python_version: String,
+    pub packages: Vec<String>,
+}
+
+impl BaseSpec {
+    pub fn load(image_name: &str, folder: &Path) -> Result<BaseSpec, UserError> {
+        let path = folder.join("base.toml");
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            UserError::new(
+                format!("image `{image_name}`: cannot read {}: {err}", path.display()),
+                "a bootstrapped image needs base.toml in its folder",
+            )
+        })?;
+        let spec: BaseSpec = toml::from_str(&text).map_err(|err| {
+            UserError::new(
+                format!("image `{image_name}`: base.toml is not valid: {}", err.to_string().lines().next().unwrap_or_default()),
+                "base.toml has suite, variant, mirror, python_version and packages",
+            )
+        })?;
+        if let Some(bad) =
+            spec.packages.iter().find(|name| name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        {
+            return Err(UserError::new(
+                format!("image `{image_name}`: `{bad}` in base.toml is not a Debian package name"),
+                "package names use a-z, 0-9, +, - and .",
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+/// What bootstrapping produced.
+pub struct Bootstrapped {
+    pub image_id: String,
+    pub rootfs_sha256: String,
+}
+
+/// Makes the rootfs with mmdebstrap (its output goes to `log`) and imports it tagged `tag`.
+pub async fn bootstrap(
+    docker: &Docker,
+    image_name: &str,
+    spec: &BaseSpec,
+    work_dir: &Path,
+    log: &Path,
+    tag: &str,
+) -> anyhow::Result<Bootstrapped> {
+    if which("mmdebstrap").is_none() {
+        return Err(UserError::new(
+            "mmdebstrap is not installed, so the base image cannot be made",
+            "apt-get install -y mmdebstrap (or run ci/setup-host.sh)",
+        )
+        .into());
+    }
+    std::fs::create_dir_all(work_dir)?;
+    let rootfs = work_dir.join(format!("{image_name}-rootfs.tar"));
+    let log_file = std::fs::File::create(log)?;
+    let status = tokio::process::Command::new("mmdebstrap")
+        .arg(format!("--variant={}", spec.variant))
+        .arg(format!("--include={}", spec.packages.join(",")))
+        // Keep apt's lists out of the image: every build stage runs `apt-get update` itself.
+        .arg("--aptopt=Acquire::Languages \"none\"")
+        .arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/*")
+        .arg(&spec.suite)
+        .arg(&rootfs)
+        .arg(&spec.mirror)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .status()
+        .await?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&rootfs);
+        return Err(UserError::new(
+            format!("image `{image_name}`: mmdebstrap failed ({status}); the last lines of its log are above"),
+            format!(
+                "a package that cannot be fetched is named in the log ({}); check images/{image_name}/base.toml and that {} is reachable",
+                log.display(),
+                spec.mirror
+            ),
+        )
+        .into());
+    }
+    let tar = tokio::fs::read(&rootfs).await?;
+    let rootfs_sha256 = crate::context::sha256_hex(&tar);
+    let (repo, version) = tag.rsplit_once(':').expect("tags are repo:version");
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(version)
+        .changes(vec!["ENV LANG=C.UTF-8".to_string(), "CMD [\"/bin/bash\"]".to_string()])
+        .build();
+    let mut stream = docker.create_image(Some(options), Some(bollard::body_full(tar.into())), None);
+    let mut log = tokio::fs::OpenOptions::new().append(true).open(log).await?;
+    while let Some(info) = stream.next().await {
+        let info = info.map_err(|err| {
+            UserError::new(
+                format!("image `{image_name}`: the engine refused the rootfs import: {err}"),
+                "check `docker info` and free disk space",
+            )
+        })?;
+        if let Some(status) = info.status {
+            log.write_all(format!("import: {status}\n").as_bytes()).await?;
+        }
+    }
+    let _ = std::fs::remove_file(&rootfs);
+    let image_id = docker.inspect_image(tag).await?.id.unwrap_or_default();
+    Ok(Bootstrapped { image_id, rootfs_sha256 })
+}
+
+/// The Debian packages in an image and their versions, read with dpkg-query.
+pub async fn package_versions(docker: &Docker, image: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let argv: Vec<String> = ["dpkg-query", "-W", "-f", "${Package}=${Version}\\n"].map(String::from).to_vec();
+    let output = engine::run_in_container(docker, image, &argv, std::time::Duration::from_secs(60)).await?;
+    anyhow::ensure!(output.exit_code == 0, "dpkg-query failed in {image}: {}", output.stderr.trim());
+    Ok(output
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, version)| (name.to_string(), version.to_string()))
+        .collect())
+}
+
+/// The path of `program` on PATH, if any.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|path| path.is_file())
+}

@@ -1,0 +1,379 @@
+//! `cargo xtask build-images`: builds every catalog image (or the named ones and their parents) in order,
+//! skips those whose content key matches the lock and whose image exists, runs each image's smoke checks,
+//! and records the result in `images.lock`, written atomically after every image that succeeds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::{BuildImageOptionsBuilder, PruneImagesOptionsBuilder};
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use jhub_docker::catalog::{Catalog, ImageEntry, Recipe};
+use jhub_docker::lock::{Lock, LockedImage};
+use tokio::io::AsyncWriteExt;
+
+use crate::base::{self, BaseSpec};
+use crate::checks::Checks;
+use crate::context::{BUILD_CA_NAME, ContentKey, Context};
+use crate::ui::{self, UserError};
+use crate::{engine, pin};
+
+const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+struct Options {
+    selection: Vec<String>,
+    locked: bool,
+    ca_bundle: PathBuf,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, UserError> {
+    let mut options = Options {
+        selection: Vec::new(),
+        locked: false,
+        ca_bundle: std::env::var_os("JHUB_CA_BUNDLE").map(PathBuf::from).unwrap_or_else(|| DEFAULT_CA_BUNDLE.into()),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--locked" => options.locked = true,
+            "--ca-bundle" => {
+                let value =
+                    args.next().ok_or_else(|| UserError::new("--ca-bundle needs a file", "pass --ca-bundle /path/to/ca-bundle.crt"))?;
+                options.ca_bundle = value.into();
+            }
+            flag if flag.starts_with('-') => {
+                return Err(UserError::new(
+                    format!("unknown option `{flag}` for build-images"),
+                    "options are --locked and --ca-bundle FILE",
+                ));
+            }
+            name => options.selection.push(name.to_string()),
+        }
+    }
+    Ok(options)
+}
+
+/// How one image fared, for the summary table.
+struct Outcome {
+    name: String,
+    status: &'static str,
+    size: u64,
+    image_id: String,
+    seconds: f64,
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let options = parse_options(args)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcomes = runtime.block_on(build_images(&jhub_docker::repo_root(), &options))?;
+    print_summary(&outcomes);
+    Ok(())
+}
+
+async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outcome>> {
+    let catalog = Catalog::load(root).map_err(UserError::from)?;
+    let images = catalog.with_ancestors(&options.selection).map_err(UserError::from)?;
+    let lock_path = jhub_docker::lock_path(root);
+    let mut lock = Lock::load(&lock_path).map_err(UserError::from)?;
+    if options.locked {
+        check_locked(root, &catalog, &images, &lock)?;
+    }
+    let ca_bundle = std::fs::read(&options.ca_bundle).map_err(|err| {
+        UserError::new(
+            format!("cannot read the build CA bundle {}: {err}", options.ca_bundle.display()),
+            "pass --ca-bundle FILE or set JHUB_CA_BUNDLE to the CA bundle your HTTPS proxy needs (any PEM bundle)",
+        )
+    })?;
+    let docker = engine::connect().await?;
+    let logs_dir = root.join("target").join("xtask-logs");
+    std::fs::create_dir_all(&logs_dir)?;
+
+    let progress = MultiProgress::new();
+    let bars: HashMap<&str, ProgressBar> = images.iter().map(|image| (image.name.as_str(), new_bar(&progress, &image.name))).collect();
+    let mut outcomes = Vec::new();
+    for image in &images {
+        let bar = &bars[image.name.as_str()];
+        let started = Instant::now();
+        let log = logs_dir.join(format!("{}.log", image.name));
+        let result = build_one(&docker, root, image, &lock, &ca_bundle, &log, bar).await;
+        match result {
+            Ok((status, entry)) => {
+                let seconds = started.elapsed().as_secs_f64();
+                bar.finish_with_message(format!("{status} in {seconds:.0} s ({})", ui::human_size(entry.size)));
+                say(bar, &format!("{}: {status} in {seconds:.0} s", image.name));
+                outcomes.push(Outcome { name: image.name.clone(), status, size: entry.size, image_id: entry.image_id.clone(), seconds });
+                lock.image.insert(image.name.clone(), entry);
+                lock.write_atomically(&lock_path).map_err(|err| {
+                    UserError::new(format!("cannot write {}: {err}", lock_path.display()), "check that the checkout is writable")
+                })?;
+            }
+            Err(err) => {
+                bar.abandon_with_message("failed");
+                for other in bars.values().filter(|other| !other.is_finished()) {
+                    other.abandon_with_message("not built");
+                }
+                print_log_tail(&log);
+                // A failed classic build leaves dangling intermediate images behind.
+                let dangling = HashMap::from([("dangling", vec!["true"])]);
+                let _ = docker.prune_images(Some(PruneImagesOptionsBuilder::default().filters(&dangling).build())).await;
+                return Err(err);
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Builds (or confirms) one image and returns its new lock entry.
+async fn build_one(
+    docker: &Docker,
+    root: &Path,
+    image: &ImageEntry,
+    lock: &Lock,
+    ca_bundle: &[u8],
+    log: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<(&'static str, LockedImage)> {
+    let folder = image.folder_path(root);
+    let context = Context::read(&image.name, &folder)?;
+    let (checks, checks_sha256) = Checks::load(&image.name, &folder)?;
+    let parent = image.parent().map(|parent| lock.image.get(parent).expect("parents are processed first"));
+    let parent_id = parent.map(|parent| parent.image_id.clone()).unwrap_or_default();
+    let context_tar = context.tar();
+    let key = ContentKey::of(&context_tar, &parent_id);
+    let keyed_tag = format!("jhub/{}:{}", image.name, key.short());
+    let latest_tag = format!("jhub/{}:latest", image.name);
+    let previous = lock.image.get(&image.name);
+
+    let cached = match previous {
+        Some(previous) if previous.content_key == key.as_str() && engine::image_exists(docker, &previous.image_id).await => Some(previous),
+        _ => None,
+    };
+    let mut entry = match cached {
+        Some(previous) => {
+            // Tags may have been moved or removed by hand; the lock's id is what counts.
+            for tag in [&keyed_tag, &latest_tag] {
+                engine::tag(docker, &previous.image_id, tag).await?;
+            }
+            previous.clone()
+        }
+        None => {
+            let (image_id, rootfs_sha256) = match &image.recipe {
+                Recipe::Mmdebstrap => {
+                    bar.set_message("bootstrapping with mmdebstrap");
+                    say(bar, &format!("{}: bootstrapping a Debian rootfs with mmdebstrap (log: {})", image.name, log.display()));
+                    let spec = BaseSpec::load(&image.name, &folder)?;
+                    let work_dir = root.join("target").join("xtask-work");
+                    let made = base::bootstrap(docker, &image.name, &spec, &work_dir, log, &keyed_tag).await?;
+                    (made.image_id, made.rootfs_sha256)
+                }
+                Recipe::Dockerfile { dockerfile, .. } => {
+                    let parent_tag = parent.and_then(LockedImage::keyed_tag).expect("a built parent has a keyed tag").to_string();
+                    say(bar, &format!("{}: building FROM {parent_tag} (log: {})", image.name, log.display()));
+                    let upload = context.tar_with(&[(BUILD_CA_NAME, ca_bundle)]);
+                    let image_id = build_dockerfile(docker, &image.name, dockerfile, &parent_tag, &keyed_tag, upload, log, bar).await?;
+                    (image_id, String::new())
+                }
+            };
+            engine::tag(docker, &image_id, &latest_tag).await?;
+            LockedImage {
+                content_key: key.as_str().to_string(),
+                parent_id: parent_id.clone(),
+                image_id,
+                rootfs_sha256,
+                ..LockedImage::default()
+            }
+        }
+    };
+    entry.tags = vec![keyed_tag, latest_tag];
+    entry.files = context.file_hashes();
+    let needs_checks = cached.is_none() || entry.checks_sha256 != checks_sha256;
+    if needs_checks {
+        let total = checks.count();
+        let mut done = 0;
+        checks
+            .run(docker, &image.name, &entry.image_id, |name| {
+                done += 1;
+                bar.set_message(format!("check {done}/{total}: {name}"));
+            })
+            .await?;
+        bar.set_message("reading versions");
+        entry.versions = checks.versions(docker, &image.name, &entry.image_id).await?;
+        if image.recipe == Recipe::Mmdebstrap {
+            entry.packages = base::package_versions(docker, &entry.image_id).await?;
+        }
+        entry.checks_sha256 = checks_sha256;
+    }
+    entry.size = docker.inspect_image(&entry.image_id).await?.size.unwrap_or_default().max(0) as u64;
+    let status = match (cached.is_some(), needs_checks) {
+        (false, _) => "built",
+        (true, true) => "cached, checked",
+        (true, false) => "cached",
+    };
+    Ok((status, entry))
+}
+
+/// Runs a classic-builder build of `upload` and returns the image id. The full output goes to `log`.
+#[allow(clippy::too_many_arguments)]
+async fn build_dockerfile(
+    docker: &Docker,
+    image_name: &str,
+    dockerfile: &str,
+    parent_tag: &str,
+    tag: &str,
+    upload: Vec<u8>,
+    log: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<String> {
+    let build_args = HashMap::from([("BASE_IMAGE", parent_tag)]);
+    let options = BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(tag).rm(true).forcerm(true).buildargs(&build_args).build();
+    let mut log_file = tokio::fs::File::create(log).await?;
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(upload.into())));
+    let mut image_id = None;
+    while let Some(info) = stream.next().await {
+        let info = match info {
+            Ok(info) => info,
+            Err(err) => {
+                log_file.write_all(format!("error: {err}\n").as_bytes()).await?;
+                log_file.flush().await?;
+                let cause = err.to_string();
+                let cause = cause.lines().next().unwrap_or_default();
+                return Err(UserError::new(
+                    format!("image `{image_name}`: build failed: {cause}"),
+                    format!("the full log is {}; a hash mismatch or an unreachable package is named there", log.display()),
+                )
+                .into());
+            }
+        };
+        if let Some(text) = info.stream.as_deref() {
+            log_file.write_all(text.as_bytes()).await?;
+            let line = text.trim();
+            if line.starts_with("Step ") {
+                let short: String = line.chars().take(110).collect();
+                bar.set_message(short.clone());
+                if bar.is_hidden() {
+                    ui::note(&format!("{image_name}: {short}"));
+                }
+            }
+        }
+        if let Some(status) = info.status.as_deref() {
+            log_file.write_all(format!("{status}\n").as_bytes()).await?;
+        }
+        if let Some(id) = info.aux.and_then(|aux| aux.id) {
+            image_id = Some(id);
+        }
+    }
+    log_file.flush().await?;
+    let image_id = match image_id {
+        Some(id) => id,
+        None => docker.inspect_image(tag).await?.id.unwrap_or_default(),
+    };
+    anyhow::ensure!(!image_id.is_empty(), "image `{image_name}`: the engine reported no image id");
+    Ok(image_id)
+}
+
+/// `--locked`: the folders and pinned inputs must be exactly what the lock recorded. Image ids may still
+/// change (an engine that lacks an image builds it anew), but the inputs may not.
+fn check_locked(root: &Path, catalog: &Catalog, images: &[&ImageEntry], lock: &Lock) -> Result<(), UserError> {
+    let mut drift = Vec::new();
+    for image in images {
+        let Some(locked) = lock.image.get(&image.name) else {
+            drift.push(format!("{}: not in images.lock", image.name));
+            continue;
+        };
+        let current = Context::read(&image.name, &image.folder_path(root))?.file_hashes();
+        drift.extend(describe_file_drift(&image.name, &locked.files, &current));
+    }
+    drift.extend(pin::stale_inputs(root, catalog, lock)?);
+    if drift.is_empty() {
+        return Ok(());
+    }
+    let hint = if drift.iter().any(|line| line.contains("cargo xtask lock")) {
+        "run `cargo xtask lock`, then `cargo xtask build-images`, and commit images.lock"
+    } else {
+        "run `cargo xtask build-images` without --locked and commit images.lock"
+    };
+    Err(UserError::new(format!("images.lock is out of date: {}", drift.join("; ")), hint))
+}
+
+fn describe_file_drift(image_name: &str, locked: &BTreeMap<String, String>, current: &BTreeMap<String, String>) -> Vec<String> {
+    let mut changes = Vec::new();
+    for (path, hash) in current {
+        match locked.get(path) {
+            None => changes.push(format!("{image_name}: {path} added")),
+            Some(locked_hash) if locked_hash != hash => changes.push(format!("{image_name}: {path} changed")),
+            Some(_) => {}
+        }
+    }
+    changes.extend(locked.keys().filter(|path| !current.contains_key(*path)).map(|path| format!("{image_name}: {path} removed")));
+    changes
+}
+
+fn new_bar(progress: &MultiProgress, name: &str) -> ProgressBar {
+    let colour = ui::colour_wanted();
+    let template =
+        if colour { "{spinner:.cyan} {prefix:<12.bold} {elapsed:>4} {wide_msg}" } else { "{spinner} {prefix:<12} {elapsed:>4} {wide_msg}" };
+    let bar = progress.add(ProgressBar::new_spinner().with_prefix(name.to_string()));
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar.set_message("waiting");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A line for logs that are not a terminal (CI), where progress bars are not drawn.
+fn say(bar: &ProgressBar, text: &str) {
+    if bar.is_hidden() {
+        ui::note(text);
+    }
+}
+
+fn print_log_tail(log: &Path) {
+    let Ok(text) = std::fs::read_to_string(log) else { return };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(25);
+    eprintln!("--- last lines of {} ---", log.display());
+    for line in &lines[start..] {
+        eprintln!("{line}");
+    }
+    eprintln!("---");
+}
+
+fn print_summary(outcomes: &[Outcome]) {
+    println!("{:<14} {:<16} {:>10}  {:<19} {:>8}", "image", "status", "size", "id", "seconds");
+    for outcome in outcomes {
+        let short_id: String = outcome.image_id.trim_start_matches("sha256:").chars().take(12).collect();
+        println!(
+            "{:<14} {:<16} {:>10}  sha256:{short_id} {:>8.1}",
+            outcome.name,
+            outcome.status,
+            ui::human_size(outcome.size),
+            outcome.seconds
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_names_added_changed_and_removed_files() {
+        let locked = BTreeMap::from([("Dockerfile".to_string(), "sha256:1".to_string()), ("old.txt".to_string(), "sha256:2".to_string())]);
+        let current = BTreeMap::from([("Dockerfile".to_string(), "sha256:9".to_string()), ("new.txt".to_string(), "sha256:3".to_string())]);
+        assert_eq!(
+            describe_file_drift("lab", &locked, &current),
+            ["lab: Dockerfile changed", "lab: new.txt added", "lab: old.txt removed"]
+        );
+        assert!(describe_file_drift("lab", &locked, &locked).is_empty());
+    }
+
+    #[test]
+    fn options_reject_unknown_flags() {
+        let err = parse_options(&["--lockd".to_string()]).err().unwrap();
+        assert_eq!(err.message, "unknown option `--lockd` for build-images");
+        let options = parse_options(&["minimal".to_string(), "--locked".to_string()]).unwrap();
+        assert!(options.locked);
+        assert_eq!(options.selection, ["minimal"]);
+    }
+}

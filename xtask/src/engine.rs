@@ -1,0 +1,82 @@
+//! The Docker Engine, reached through bollard: connecting with a useful error, and the few calls the verbs
+//! share (does an image exist, run a command in a throwaway container, tag an image).
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{LogsOptionsBuilder, RemoveContainerOptionsBuilder, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+
+use crate::ui::UserError;
+
+/// Uploads of large contexts and rootfs tars take longer than bollard's default of 120 s for headers.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub async fn connect() -> Result<Docker, UserError> {
+    let unreachable = |err: bollard::errors::Error| {
+        UserError::new(
+            format!("cannot reach the Docker engine: {err}"),
+            "start it (`dockerd &`, or `systemctl start docker`); `cargo xtask doctor` checks the host",
+        )
+    };
+    let docker = Docker::connect_with_local_defaults().map_err(unreachable)?.with_timeout(ENGINE_TIMEOUT);
+    let docker = docker.negotiate_version().await.map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
+    Ok(docker)
+}
+
+/// Whether the engine has an image with this id or reference.
+pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
+    !reference.is_empty() && docker.inspect_image(reference).await.is_ok()
+}
+
+pub async fn tag(docker: &Docker, image_id: &str, tag: &str) -> anyhow::Result<()> {
+    let (repo, version) = tag.rsplit_once(':').expect("tags are repo:version");
+    docker.tag_image(image_id, Some(TagImageOptionsBuilder::default().repo(repo).tag(version).build())).await?;
+    Ok(())
+}
+
+/// What a command printed in a throwaway container, and how it exited.
+pub struct RunOutput {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `argv` in a fresh container of `image` (the image's entrypoint is replaced by `argv[0]`, so the
+/// command runs as written, as the image's default user), waits up to `timeout`, then removes it.
+pub async fn run_in_container(docker: &Docker, image: &str, argv: &[String], timeout: Duration) -> anyhow::Result<RunOutput> {
+    let config = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(argv[..1].to_vec()),
+        cmd: Some(argv[1..].to_vec()),
+        network_disabled: Some(true),
+        labels: Some([("io.jhub-docker.purpose".to_string(), "smoke-check".to_string())].into()),
+        ..Default::default()
+    };
+    let container = docker.create_container(None, config).await?.id;
+    let outcome = async {
+        docker.start_container(&container, None).await?;
+        let exit_code = match tokio::time::timeout(timeout, docker.wait_container(&container, None).next()).await {
+            Err(_) => anyhow::bail!("timed out after {} s", timeout.as_secs()),
+            Ok(Some(Ok(response))) => response.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+            Ok(Some(Err(err))) => return Err(err.into()),
+            Ok(None) => anyhow::bail!("the engine ended the wait without an exit code"),
+        };
+        let mut logs = docker.logs(&container, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()));
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        while let Some(chunk) = logs.next().await {
+            match chunk? {
+                bollard::container::LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+                other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            }
+        }
+        Ok(RunOutput { exit_code, stdout, stderr })
+    }
+    .await;
+    let _ = docker.remove_container(&container, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
+    outcome
+}

@@ -1,0 +1,141 @@
+//! `cargo xtask lock`: refreshes every image's pinned inputs — each `*.in` requirements file compiled by uv
+//! into a hash-locked `.txt` for the image's Python, each `package.json` resolved by npm into a
+//! `package-lock.json` with integrity hashes — and records the sources' hashes in `images.lock`, so
+//! `build-images --locked` can tell a stale pin.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jhub_docker::catalog::{Catalog, ImageEntry};
+use jhub_docker::lock::Lock;
+
+use crate::base::{BaseSpec, which};
+use crate::context::sha256_hex;
+use crate::ui::{self, UserError};
+
+/// A pinned input: the source a person edits and the file generated from it.
+#[derive(Debug, PartialEq)]
+struct PinnedInput {
+    /// `<image folder>/<path>`, the key in images.lock's `[pinned]` table.
+    key: String,
+    source: PathBuf,
+    kind: InputKind,
+}
+
+#[derive(Debug, PartialEq)]
+enum InputKind {
+    Requirements,
+    Npm,
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if let Some(arg) = args.first() {
+        return Err(UserError::new(format!("unknown argument `{arg}` for lock"), "`cargo xtask lock` takes no arguments").into());
+    }
+    let root = jhub_docker::repo_root();
+    let catalog = Catalog::load(&root).map_err(UserError::from)?;
+    let lock_path = jhub_docker::lock_path(&root);
+    let mut lock = Lock::load(&lock_path).map_err(UserError::from)?;
+    let inputs = pinned_inputs(&root, &catalog)?;
+    for (image, input) in &inputs {
+        let folder = input.source.parent().expect("a file has a folder");
+        let file_name = input.source.file_name().expect("a file has a name").to_string_lossy().into_owned();
+        ui::note(&format!("{}: pinning {}", image.name, input.key));
+        let mut command = match input.kind {
+            InputKind::Requirements => {
+                require_program("uv", "pip install uv==0.13.9")?;
+                let python = python_version_for(&root, &catalog, image)?;
+                let output = file_name.trim_end_matches(".in").to_string() + ".txt";
+                let mut command = Command::new("uv");
+                command.args(["pip", "compile", "--quiet", "--generate-hashes", "--python-version", &python]);
+                command.args(["--python-platform", "x86_64-unknown-linux-gnu", "--custom-compile-command", "cargo xtask lock"]);
+                command.args([&file_name, "-o", &output]);
+                command
+            }
+            InputKind::Npm => {
+                require_program("npm", "apt-get install -y npm, or any Node.js that ships npm")?;
+                let mut command = Command::new("npm");
+                command.args(["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"]);
+                command
+            }
+        };
+        let output = command.current_dir(folder).output()?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let first = stderr.lines().find(|line| !line.trim().is_empty()).unwrap_or("no output");
+            return Err(UserError::new(
+                format!("image `{}`: pinning {} failed: {first}", image.name, input.key),
+                "a requirement that does not exist or versions that conflict are named above; fix the source file",
+            )
+            .into());
+        }
+        lock.pinned.insert(input.key.clone(), sha256_hex(&std::fs::read(&input.source)?));
+    }
+    // Sources that no longer exist drop out of the lock.
+    lock.pinned.retain(|key, _| inputs.iter().any(|(_, input)| &input.key == key));
+    lock.write_atomically(&lock_path)?;
+    ui::note(&format!("pinned {} inputs; now run `cargo xtask build-images`", inputs.len()));
+    Ok(())
+}
+
+/// Every pinned input whose source changed since `cargo xtask lock` compiled it, described for a person.
+pub fn stale_inputs(root: &Path, catalog: &Catalog, lock: &Lock) -> Result<Vec<String>, UserError> {
+    let mut stale = Vec::new();
+    for (_, input) in pinned_inputs(root, catalog)? {
+        let current = std::fs::read(&input.source)
+            .map(|bytes| sha256_hex(&bytes))
+            .map_err(|err| UserError::new(format!("cannot read {}: {err}", input.source.display()), "check the file's permissions"))?;
+        if lock.pinned.get(&input.key) != Some(&current) {
+            stale.push(format!("{} changed since it was pinned (run `cargo xtask lock`)", input.key));
+        }
+    }
+    Ok(stale)
+}
+
+fn pinned_inputs<'a>(root: &Path, catalog: &'a Catalog) -> Result<Vec<(&'a ImageEntry, PinnedInput)>, UserError> {
+    let mut inputs = Vec::new();
+    for image in &catalog.images {
+        let folder = image.folder_path(root);
+        let mut pending = vec![folder.clone()];
+        while let Some(directory) = pending.pop() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&directory)
+                .map_err(|err| UserError::new(format!("cannot read {}: {err}", directory.display()), "check the folder's permissions"))?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect();
+            entries.sort();
+            for path in entries {
+                let name = path.file_name().expect("entries have names").to_string_lossy().into_owned();
+                if path.is_dir() && name != "node_modules" {
+                    pending.push(path);
+                    continue;
+                }
+                let kind = if name.ends_with(".in") {
+                    InputKind::Requirements
+                } else if name == "package.json" {
+                    InputKind::Npm
+                } else {
+                    continue;
+                };
+                let relative = path.strip_prefix(&folder).expect("below the folder").to_string_lossy().into_owned();
+                inputs.push((image, PinnedInput { key: format!("{}/{relative}", image.folder), source: path, kind }));
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// The Python version of the bootstrapped image at the root of `image`'s chain.
+fn python_version_for(root: &Path, catalog: &Catalog, image: &ImageEntry) -> Result<String, UserError> {
+    let mut current = image;
+    while let Some(parent) = current.parent() {
+        current = catalog.get(parent).expect("validated: parents exist");
+    }
+    Ok(BaseSpec::load(&current.name, &current.folder_path(root))?.python_version)
+}
+
+fn require_program(program: &str, install: &str) -> Result<(), UserError> {
+    match which(program) {
+        Some(_) => Ok(()),
+        None => Err(UserError::new(format!("`{program}` is not installed; `cargo xtask lock` needs it"), install)),
+    }
+}
