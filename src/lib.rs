@@ -8,9 +8,13 @@ pub mod lock;
 
 use std::path::{Path, PathBuf};
 
-/// The repository root: the folder holding this crate's `Cargo.toml`.
+/// The repository root: the folder holding this crate's `Cargo.toml`, unless `JHUB_REPO_ROOT` names
+/// another tree (the pipeline's own tests build a tiny catalog that way).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    match std::env::var_os("JHUB_REPO_ROOT") {
+        Some(root) if !root.is_empty() => PathBuf::from(root),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
 }
 
 /// Where the catalog lives inside a checkout.

@@ -78,9 +78,12 @@ pub async fn bootstrap(
     std::fs::create_dir_all(work_dir)?;
     let rootfs = work_dir.join(format!("{image_name}-rootfs.tar"));
     let log_file = std::fs::File::create(log)?;
-    let status = tokio::process::Command::new("mmdebstrap")
-        .arg(format!("--variant={}", spec.variant))
-        .arg(format!("--include={}", spec.packages.join(",")))
+    let mut command = tokio::process::Command::new("mmdebstrap");
+    command.arg(format!("--variant={}", spec.variant));
+    if !spec.packages.is_empty() {
+        command.arg(format!("--include={}", spec.packages.join(",")));
+    }
+    let status = command
         // Keep apt's lists out of the image: every build stage runs `apt-get update` itself.
         .arg("--aptopt=Acquire::Languages \"none\"")
         .arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/*")
