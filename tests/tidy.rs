@@ -1,5 +1,5 @@
-//! Tidiness checks that run with the normal tests: every Rust module says what it is for (`//!`), no TODO
-//! or FIXME is left behind, and the README only shows `cargo xtask` verbs that exist.
+//! Tidiness checks that run with the normal tests: every Rust module says what it is for (`//!`), no to-do
+//! or fix-me marker is left behind, and the README only shows `cargo xtask` verbs that exist.
 
 use std::path::{Path, PathBuf};
 
