@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptionsBuilder, PruneImagesOptionsBuilder};
+use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jhub_docker::catalog::{Catalog, ImageEntry, Recipe};
@@ -115,9 +115,9 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
                     other.abandon_with_message("not built");
                 }
                 print_log_tail(&log);
-                // A failed classic build leaves dangling intermediate images behind.
-                let dangling = HashMap::from([("dangling", vec!["true"])]);
-                let _ = docker.prune_images(Some(PruneImagesOptionsBuilder::default().filters(&dangling).build())).await;
+                // The intermediate images a failed classic build leaves are kept on purpose: they are the
+                // cache that makes the retry fast, and pruning dangling images engine-wide would pull the
+                // parents from under any other build running at the same time.
                 return Err(err);
             }
         }
