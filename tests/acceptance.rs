@@ -1,1 +1,438 @@
+//! Acceptance test of jhub-docker: real stacks (compose), real user containers, a real headless Chromium
+//! driven as a person would, and the catalog and images.lock as the expected truth.
+//!
+//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Two tests, run one after the
+//! other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a stack
+//! with closed signup, `profiles_limit_the_container` walks step g on a stack with `SPAWNER=profiles`.
+//!
+//! Environment: `JHUB_ACCEPTANCE_KEEP=1` leaves the stacks up (and prints their URL, the users'
+//! passwords and how to remove them); `JHUB_CHROMIUM` and `JHUB_CHROMEDRIVER` override the browser and
+//! driver binaries. Progress and timings go to stderr in every run. A failed step names itself, its user
+//! and its URL, and leaves screenshots, page sources and container logs under
+//! `target/acceptance-artifacts/<test>/` (with `stack.env`, the variables the stack ran with).
 
+/// Progress and timings on stderr, written past libtest's output capture so they show in every run
+/// (CI logs included), not only for failing tests or with `--nocapture`.
+macro_rules! progress {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+#[path = "acceptance/artifacts.rs"]
+mod artifacts;
+#[path = "acceptance/browser.rs"]
+mod browser;
+#[path = "acceptance/docker.rs"]
+mod docker;
+#[path = "acceptance/hub.rs"]
+mod hub;
+#[path = "acceptance/lab.rs"]
+mod lab;
+#[path = "acceptance/preflight.rs"]
+mod preflight;
+#[path = "acceptance/stack.rs"]
+mod stack;
+#[path = "acceptance/steps.rs"]
+mod steps;
+#[path = "acceptance/wait.rs"]
+mod wait;
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, ensure};
+
+use crate::artifacts::Artifacts;
+use crate::browser::{Browser, Chromedriver};
+use crate::preflight::Setup;
+use crate::stack::Stack;
+use crate::steps::Run;
+
+/// One stack at a time: the machine has two cores, and each stack spawns Chromium and user containers.
+static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The selector that proves code-server's workbench rendered.
+const VSCODE_RENDERED: &str = ".monaco-workbench";
+
+/// marimo started without a file shows its home page; its "Create a new notebook" link opens a tab.
+const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
+
+/// A marimo notebook's cell with its editor: the cells arrive over marimo's websocket, so this proves
+/// the session works through the proxy, not only that the HTML shell loaded.
+const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-editor']";
+
+/// A password no one guesses and NativeAuthenticator's common-password check does not know.
+fn fresh_password() -> String {
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("Acc-{random:016x}-pw")
+}
+
+/// A nonce written into the user's file, so its content proves it is the file this run wrote.
+fn fresh_nonce() -> String {
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("jhub-acceptance-{random:016x}")
+}
+
+/// `2G` → bytes, the way Docker (and DockerSpawner's `mem_limit`) reads it: powers of 1024.
+fn memory_bytes(size: &str) -> Result<i64> {
+    let (digits, unit) = size.split_at(size.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let number: i64 = digits.parse().with_context(|| format!("memory size `{size}`"))?;
+    let factor: i64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        other => return Err(anyhow!("memory size `{size}` has the unknown unit `{other}`")),
+    };
+    Ok(number * factor)
+}
+
+fn display_name(setup: &Setup, image: &str) -> Result<String> {
+    let entry = setup.catalog.get(image).ok_or_else(|| anyhow!("the catalog has no image `{image}`"))?;
+    let single_user = entry.single_user.as_ref().ok_or_else(|| anyhow!("catalog image `{image}` is not single-user"))?;
+    Ok(single_user.display_name.clone())
+}
+
+/// A test's failure as the harness prints it: the message and its causes, without the backtrace anyhow
+/// adds under RUST_BACKTRACE=1 (the step name, user and URL say where it failed).
+struct Failure(anyhow::Error);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Failure {
+        Failure(err)
+    }
+}
+
+/// The stack-1 scenario, steps a–f.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signup_spawn_switch_restart_stop() -> Result<(), Failure> {
+    let _one = ONE_STACK_AT_A_TIME.lock().await;
+    Ok(stack_one().await?)
+}
+
+async fn stack_one() -> Result<()> {
+    let test_started = Instant::now();
+    let setup = preflight::check().await?;
+    let artifacts = Artifacts::for_test(&setup.root, "signup_spawn_switch_restart_stop")?;
+    let stack = Stack::start(
+        &setup,
+        &[("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")],
+        &artifacts.dir,
+    )
+    .await?;
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let run = Run::new(&setup, &stack, &artifacts);
+    let admin = driver.session("admin").await?;
+    run.track(&admin);
+    let alice = driver.session("alice").await?;
+    run.track(&alice);
+    let admin_password = fresh_password();
+    let alice_password = fresh_password();
+    if stack::keeps() {
+        progress!("passwords (JHUB_ACCEPTANCE_KEEP): admin={admin_password} alice={alice_password}");
+    }
+    let nonce = fresh_nonce();
+    let mut spawns: Vec<(String, f64)> = Vec::new();
+
+    run.step("a.signup-and-authorize", "admin", step_a(&run, &admin, &admin_password, &alice, &alice_password)).await?;
+    let seconds = run.step("b.spawn-datascience", "alice", step_b(&run, &alice)).await?;
+    spawns.push(("datascience".to_string(), seconds));
+    run.step("c.vscode-and-marimo", "alice", step_c(&alice)).await?;
+    let seconds = run.step("d.switch-to-minimal", "alice", step_d(&run, &alice, &nonce)).await?;
+    spawns.push(("minimal".to_string(), seconds));
+    run.step("e.hub-restart-keeps-servers", "alice", step_e(&run, &alice, &nonce)).await?;
+    run.step("f.admin-stops-alice", "admin", step_f(&run, &admin)).await?;
+
+    let mut timings = String::new();
+    for (image, seconds) in &spawns {
+        progress!("spawn time (form submitted → Lab ready): alice, {image}: {seconds:.1} s");
+        timings.push_str(&format!("spawn alice {image} {seconds:.1} s\n"));
+    }
+    timings.push_str(&format!("total {:.1} s\n", test_started.elapsed().as_secs_f64()));
+    std::fs::write(artifacts.dir.join("timings.txt"), timings)?;
+    let _ = admin.close().await;
+    let _ = alice.close().await;
+    progress!("signup_spawn_switch_restart_stop: {:.1} s in total", test_started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// a. admin and alice sign up; alice is told to wait, cannot log in, the admin authorizes her, she logs in.
+async fn step_a(run: &Run<'_>, admin: &Browser, admin_password: &str, alice: &Browser, alice_password: &str) -> Result<()> {
+    let stack = run.stack;
+    let signed_up = hub::sign_up(admin, stack, "admin", admin_password).await?;
+    ensure!(signed_up.class == "alert-success", "signing up `admin` (always authorized) gave {}: {}", signed_up.class, signed_up.message);
+    let signed_up = hub::sign_up(alice, stack, "alice", alice_password).await?;
+    ensure!(
+        signed_up.class == "alert-info" && signed_up.message.contains("sent to the admin"),
+        "signing up `alice` with closed signup should say the request went to the admin, said ({}) {}",
+        signed_up.class,
+        signed_up.message
+    );
+    let refused = hub::submit_login(alice, stack, "alice", alice_password).await?;
+    ensure!(
+        refused.as_deref().is_some_and(|error| error.contains("not been authorized")),
+        "`alice` should not log in before approval; the login page said {refused:?}"
+    );
+    hub::log_in(admin, stack, "admin", admin_password).await?;
+    hub::authorize(admin, stack, "alice").await?;
+    hub::log_in(alice, stack, "alice", alice_password).await?;
+    Ok(())
+}
+
+/// b. the spawn form lists every single-user catalog image in order; alice starts the full image.
+async fn step_b(run: &Run<'_>, alice: &Browser) -> Result<f64> {
+    let setup = run.setup;
+    alice.goto(&run.stack.url("/hub/spawn")).await?;
+    hub::wait_spawn_form(alice).await?;
+    let offered: Vec<String> = hub::spawn_choices(alice, "image").await?.into_iter().map(|choice| choice.text).collect();
+    let catalog: Vec<String> = setup.catalog.single_user_images().map(|(_, single_user)| single_user.display_name.clone()).collect();
+    ensure!(offered == catalog, "the image dropdown offers {offered:?}, the catalog's single-user images are {catalog:?}");
+    let started = hub::choose_and_start(alice, "image", &display_name(setup, "datascience")?).await?;
+    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::settled_launcher_cards(alice).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress!("spawn time: alice, datascience: {seconds:.1} s (form submitted → Lab ready)");
+    let container = docker::running_user_container(&setup.docker, &run.stack.project, "alice").await?;
+    let image = container.image.clone().unwrap_or_default();
+    ensure!(
+        image == setup.image_id("datascience"),
+        "alice's container runs image {image}, images.lock says datascience is {}",
+        setup.image_id("datascience")
+    );
+    let labels = container.config.and_then(|config| config.labels).unwrap_or_default();
+    ensure!(
+        labels.get("io.jhub-docker.image").map(String::as_str) == Some("datascience"),
+        "alice's container is labelled io.jhub-docker.image={:?}, expected datascience",
+        labels.get("io.jhub-docker.image")
+    );
+    Ok(seconds)
+}
+
+/// c. the Launcher has VS Code and marimo; each opens and renders through the proxy.
+async fn step_c(alice: &Browser) -> Result<()> {
+    let cards = lab::settled_launcher_cards(alice).await?;
+    for wanted in ["VS Code", "marimo"] {
+        ensure!(cards.iter().any(|card| lab::names(card, wanted)), "the Launcher has no `{wanted}` card (cards: {cards:?})");
+    }
+    let (view, url) = lab::open_proxied_app(alice, "VS Code", VSCODE_RENDERED).await?;
+    progress!("VS Code workbench rendered at {url}");
+    lab::leave_app(alice, view).await?;
+    let (view, url) = lab::open_proxied_app(alice, "marimo", MARIMO_HOME_NEW_NOTEBOOK).await?;
+    progress!("marimo home rendered at {url}");
+    let url = lab::follow_into_new_tab(alice, MARIMO_HOME_NEW_NOTEBOOK).await?;
+    alice.visible(MARIMO_NOTEBOOK_RENDERED, wait::APP).await?;
+    progress!("marimo notebook rendered at {url}");
+    lab::leave_app(alice, view).await?;
+    lab::no_error_dialog(alice).await
+}
+
+/// d. alice writes a file from a terminal, stops her server, starts `minimal`: the container runs the
+/// locked minimal image, VS Code and marimo are gone from the Launcher, and the file is still there.
+async fn step_d(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<f64> {
+    let (setup, stack) = (run.setup, run.stack);
+    lab::run_in_new_terminal(alice, &format!("echo {nonce} > ~/persist.txt")).await?;
+    lab::wait_listed(alice, "persist.txt", wait::DEFAULT).await?;
+    hub::stop_from_home(alice, stack).await?;
+    docker::wait_user_container_gone(&setup.docker, &stack.project, "alice", Duration::from_secs(60)).await?;
+    hub::start_from_home(alice, stack).await?;
+    let started = hub::choose_and_start(alice, "image", &display_name(setup, "minimal")?).await?;
+    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    let cards = lab::settled_launcher_cards(alice).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress!("spawn time: alice, minimal: {seconds:.1} s (form submitted → Lab ready)");
+    let container = docker::running_user_container(&setup.docker, &stack.project, "alice").await?;
+    let image = container.image.clone().unwrap_or_default();
+    ensure!(
+        image == setup.image_id("minimal"),
+        "after choosing minimal alice's container runs {image}, images.lock says minimal is {}",
+        setup.image_id("minimal")
+    );
+    let labels = container.config.and_then(|config| config.labels).unwrap_or_default();
+    ensure!(
+        labels.get("io.jhub-docker.image").map(String::as_str) == Some("minimal"),
+        "alice's container is labelled io.jhub-docker.image={:?}, expected minimal",
+        labels.get("io.jhub-docker.image")
+    );
+    for gone in ["VS Code", "marimo"] {
+        ensure!(!cards.iter().any(|card| lab::names(card, gone)), "the minimal Launcher still offers `{gone}` (cards: {cards:?})");
+    }
+    lab::wait_listed(alice, "persist.txt", wait::DEFAULT).await?;
+    Ok(seconds)
+}
+
+/// e. the hub restarts while alice's server runs: her container stays, her open Lab keeps working
+/// (a new notebook's kernel reads the file back) and the file is still listed.
+async fn step_e(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<()> {
+    let (setup, stack) = (run.setup, run.stack);
+    let before = docker::running_user_container(&setup.docker, &stack.project, "alice").await?;
+    let hub_container = docker::service_container(&setup.docker, &stack.project, "hub").await?;
+    let hub_id = hub_container.id.ok_or_else(|| anyhow!("the hub container has no id"))?;
+    let started_at = |inspected: bollard::models::ContainerInspectResponse| inspected.state.and_then(|state| state.started_at);
+    let before_restart = started_at(setup.docker.inspect_container(&hub_id, None).await?);
+    let restarted = Instant::now();
+    docker::restart(&setup.docker, &hub_id).await?;
+    let after_restart = started_at(setup.docker.inspect_container(&hub_id, None).await?);
+    ensure!(before_restart != after_restart, "the hub container's start time did not change across `docker restart` ({before_restart:?})");
+    stack.wait_healthy().await?;
+    progress!("hub restart → healthy: {:.1} s", restarted.elapsed().as_secs_f64());
+    let after = docker::running_user_container(&setup.docker, &stack.project, "alice").await?;
+    ensure!(before.id == after.id, "alice's container changed across the hub restart ({:?} → {:?})", before.id, after.id);
+    lab::no_error_dialog(alice).await?;
+    lab::wait_listed(alice, "persist.txt", wait::DEFAULT).await?;
+    lab::run_in_new_notebook(alice, "print(open('persist.txt').read().strip())", nonce).await?;
+    lab::no_error_dialog(alice).await
+}
+
+/// f. the admin stops alice's server from the admin panel; her container goes away.
+async fn step_f(run: &Run<'_>, admin: &Browser) -> Result<()> {
+    let (setup, stack) = (run.setup, run.stack);
+    hub::stop_from_admin_panel(admin, stack, "alice").await?;
+    docker::wait_user_container_gone(&setup.docker, &stack.project, "alice", Duration::from_secs(60)).await
+}
+
+/// The stack-2 scenario, step g: profiles replace the image dropdown and set the container's limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_limit_the_container() -> Result<(), Failure> {
+    let _one = ONE_STACK_AT_A_TIME.lock().await;
+    Ok(stack_two().await?)
+}
+
+async fn stack_two() -> Result<()> {
+    let test_started = Instant::now();
+    let setup = preflight::check().await?;
+    let artifacts = Artifacts::for_test(&setup.root, "profiles_limit_the_container")?;
+    let admin_password = fresh_password();
+    let stack = Stack::start(
+        &setup,
+        &[
+            ("AUTH_STRATEGY", "native"),
+            ("OPEN_SIGNUP", "true"),
+            ("ADMIN_PASSWORD", admin_password.as_str()),
+            ("SPAWNER", "profiles"),
+            ("IDLE_CULL_TIMEOUT", "0"),
+        ],
+        &artifacts.dir,
+    )
+    .await?;
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let run = Run::new(&setup, &stack, &artifacts);
+    let admin = driver.session("admin").await?;
+    run.track(&admin);
+    let bob = driver.session("bob").await?;
+    run.track(&bob);
+    let bob_password = fresh_password();
+    if stack::keeps() {
+        progress!("passwords (JHUB_ACCEPTANCE_KEEP): admin={admin_password} bob={bob_password}");
+    }
+
+    run.step("g1.admin-exists-open-signup", "admin", step_g_accounts(&run, &admin, &admin_password, &bob, &bob_password)).await?;
+    let seconds = run.step("g2.profile-limits", "bob", step_g_profiles(&run, &bob)).await?;
+
+    progress!("spawn time (form submitted → Lab ready): bob, profile: {seconds:.1} s");
+    std::fs::write(
+        artifacts.dir.join("timings.txt"),
+        format!("spawn bob profile {seconds:.1} s\ntotal {:.1} s\n", test_started.elapsed().as_secs_f64()),
+    )?;
+    let _ = admin.close().await;
+    let _ = bob.close().await;
+    progress!("profiles_limit_the_container: {:.1} s in total", test_started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// g1. With ADMIN_PASSWORD set, `admin` exists: signing up as admin is refused, the password logs in; with
+/// open signup, bob signs up and logs in at once.
+async fn step_g_accounts(run: &Run<'_>, admin: &Browser, admin_password: &str, bob: &Browser, bob_password: &str) -> Result<()> {
+    let stack = run.stack;
+    let refused = hub::sign_up(admin, stack, "admin", &fresh_password()).await?;
+    ensure!(
+        refused.class == "alert-danger" && refused.message.contains("already in use"),
+        "signing up as `admin` when ADMIN_PASSWORD created it should be refused, said ({}) {}",
+        refused.class,
+        refused.message
+    );
+    hub::log_in(admin, stack, "admin", admin_password).await?;
+    let signed_up = hub::sign_up(bob, stack, "bob", bob_password).await?;
+    ensure!(
+        signed_up.class == "alert-success",
+        "with open signup `bob` should be let in at once, the page said ({}) {}",
+        signed_up.class,
+        signed_up.message
+    );
+    hub::log_in(bob, stack, "bob", bob_password).await
+}
+
+/// g2. The profile list replaces the image dropdown; the chosen profile's limits reach the container.
+async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
+    let (setup, stack) = (run.setup, run.stack);
+    let profile = setup
+        .catalog
+        .profiles
+        .iter()
+        .find(|profile| profile.name == "datascience-small")
+        .or_else(|| setup.catalog.profiles.first())
+        .ok_or_else(|| anyhow!("the catalog lists no [[profile]]"))?
+        .clone();
+    bob.goto(&stack.url("/hub/spawn")).await?;
+    hub::wait_spawn_form(bob).await?;
+    let images = hub::spawn_choices(bob, "image").await?;
+    ensure!(images.is_empty(), "with SPAWNER=profiles the spawn form still has an image field ({images:?})");
+    let offered: Vec<String> = hub::spawn_choices(bob, "profile").await?.into_iter().map(|choice| choice.text).collect();
+    let catalog: Vec<String> = setup.catalog.profiles.iter().map(|profile| profile.display_name.clone()).collect();
+    ensure!(offered == catalog, "the profile list offers {offered:?}, the catalog's profiles are {catalog:?}");
+    let started = hub::choose_and_start(bob, "profile", &profile.display_name).await?;
+    lab::wait_ready(bob, "bob", wait::SPAWN).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress!("spawn time: bob, {}: {seconds:.1} s (form submitted → Lab ready)", profile.name);
+    let container = docker::running_user_container(&setup.docker, &stack.project, "bob").await?;
+    let image = container.image.clone().unwrap_or_default();
+    ensure!(
+        image == setup.image_id(&profile.image),
+        "bob's container runs {image}, images.lock says {} is {}",
+        profile.image,
+        setup.image_id(&profile.image)
+    );
+    let host = container.host_config.ok_or_else(|| anyhow!("bob's container has no HostConfig"))?;
+    let memory = host.memory.unwrap_or_default();
+    let expected_memory = memory_bytes(&profile.mem_limit)?;
+    ensure!(
+        memory == expected_memory,
+        "profile {} asks mem_limit {} = {expected_memory} bytes, the container has HostConfig.Memory {memory}",
+        profile.name,
+        profile.mem_limit
+    );
+    // DockerSpawner 14 sets cpu_period 100000 and cpu_quota = cpu_limit × cpu_period; NanoCpus would be
+    // the other way to say the same, so either is accepted.
+    let nano = host.nano_cpus.unwrap_or_default();
+    let (quota, period) = (host.cpu_quota.unwrap_or_default(), host.cpu_period.unwrap_or_default());
+    let cpus = if nano > 0 {
+        nano as f64 / 1e9
+    } else if quota > 0 && period > 0 {
+        quota as f64 / period as f64
+    } else {
+        0.0
+    };
+    progress!("bob's container ({}): HostConfig.Memory {memory}, NanoCpus {nano}, CpuQuota {quota}, CpuPeriod {period}", profile.name);
+    ensure!(
+        (cpus - profile.cpu_limit).abs() < 1e-6,
+        "profile {} asks cpu_limit {}, the container has NanoCpus {nano}, CpuQuota {quota}, CpuPeriod {period}",
+        profile.name,
+        profile.cpu_limit
+    );
+    Ok(seconds)
+}
+
+#[test]
+fn memory_sizes_read_like_docker() {
+    assert_eq!(memory_bytes("2G").unwrap(), 2 * 1024 * 1024 * 1024);
+    assert_eq!(memory_bytes("512M").unwrap(), 512 * 1024 * 1024);
+    assert!(memory_bytes("2X").is_err());
+}

@@ -1,0 +1,245 @@
+//! Headless Chromium driven through chromedriver (fantoccini): one chromedriver child per test, one fresh
+//! browser session (own profile, own cookies) per user, and the few page operations the scenario needs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::elements::Element;
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+
+use crate::wait;
+
+/// The Chromium flags proven on this machine kind (FACTS "Browser"): headless as root, and quiet on a
+/// closed network (without the background-networking flags Chromium keeps dialling out).
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+];
+
+/// Where Chromium is; `JHUB_CHROMIUM` overrides.
+pub fn chromium_binary() -> PathBuf {
+    std::env::var_os("JHUB_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// The chromedriver program; `JHUB_CHROMEDRIVER` overrides the one on PATH.
+pub fn chromedriver_program() -> PathBuf {
+    std::env::var_os("JHUB_CHROMEDRIVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromedriver"))
+}
+
+/// A chromedriver child process in its own process group, with a scratch folder for browser profiles.
+/// Dropping it kills the whole group (chromedriver and every Chromium it started) and removes the folder.
+pub struct Chromedriver {
+    child: Child,
+    url: String,
+    profiles: PathBuf,
+    sessions: AtomicU32,
+}
+
+impl Chromedriver {
+    /// Starts chromedriver on a free port and waits until it answers `/status`; its log goes to `log_file`.
+    pub async fn start(log_file: &Path) -> Result<Chromedriver> {
+        let port = crate::stack::free_port()?;
+        let log = std::fs::File::create(log_file).with_context(|| format!("cannot create {}", log_file.display()))?;
+        let mut command = Command::new(chromedriver_program());
+        command.arg(format!("--port={port}")).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().map_err(|err| {
+            anyhow!("cannot start {}: {err}\nhint: apt-get install -y chromium chromium-driver", chromedriver_program().display())
+        })?;
+        let profiles = std::env::temp_dir().join(format!("jhub-acceptance-browser-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&profiles)?;
+        let driver = Chromedriver { child, url: format!("http://127.0.0.1:{port}"), profiles, sessions: AtomicU32::new(0) };
+        let status_url = format!("{}/status", driver.url);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        wait::until("chromedriver to answer /status", Duration::from_secs(20), || async {
+            let response = http.get(&status_url).send().await?;
+            Ok(response.status().is_success().then_some(()))
+        })
+        .await?;
+        Ok(driver)
+    }
+
+    /// Opens a fresh browser session for `user`: its own profile folder, so no cookie is shared.
+    pub async fn session(&self, user: &str) -> Result<Browser> {
+        let number = self.sessions.fetch_add(1, Ordering::SeqCst);
+        let profile = self.profiles.join(format!("{number}-{user}"));
+        std::fs::create_dir_all(&profile)?;
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".to_string(), json!("chrome"));
+        capabilities.insert("goog:chromeOptions".to_string(), json!({ "binary": chromium_binary().display().to_string(), "args": args }));
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .map_err(|err| anyhow!("cannot open a Chromium session through chromedriver: {err}\nhint: check that chromium and chromium-driver have the same version (`chromium --version`, `chromedriver --version`)"))?;
+        Ok(Browser { user: user.to_string(), client })
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        // A negative pid addresses the process group: chromedriver and the browsers it started.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profiles);
+    }
+}
+
+/// One user's browser session.
+#[derive(Clone)]
+pub struct Browser {
+    pub user: String,
+    pub client: Client,
+}
+
+impl Browser {
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.client.goto(url).await.with_context(|| format!("cannot open {url}"))
+    }
+
+    pub async fn url(&self) -> Result<String> {
+        Ok(self.client.current_url().await?.to_string())
+    }
+
+    /// Runs `script` (a function body; `arguments[i]` are `args`) in the current page and returns its value.
+    pub async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value> {
+        Ok(self.client.execute(script, args).await?)
+    }
+
+    /// The first element matching `css` that is displayed, waiting up to `timeout` for one.
+    pub async fn visible(&self, css: &str, timeout: Duration) -> Result<Element> {
+        wait::until(&format!("`{css}` to be visible"), timeout, || async {
+            for element in self.client.find_all(Locator::Css(css)).await? {
+                if element.is_displayed().await.unwrap_or(false) {
+                    return Ok(Some(element));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Whether some element matching `css` is displayed right now.
+    pub async fn is_visible(&self, css: &str) -> Result<bool> {
+        for element in self.client.find_all(Locator::Css(css)).await? {
+            if element.is_displayed().await.unwrap_or(false) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Waits until no element matches `css`.
+    pub async fn gone(&self, css: &str, timeout: Duration) -> Result<()> {
+        wait::until(&format!("`{css}` to be gone"), timeout, || async {
+            Ok(self.client.find_all(Locator::Css(css)).await?.is_empty().then_some(()))
+        })
+        .await
+    }
+
+    /// Clicks the first visible element matching `css`, retrying while it is covered or re-rendered.
+    pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
+        wait::until(&format!("`{css}` to be clickable"), timeout, || async {
+            for element in self.client.find_all(Locator::Css(css)).await? {
+                if element.is_displayed().await.unwrap_or(false) {
+                    element.click().await?;
+                    return Ok(Some(()));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Types `text` into the visible field `css`, replacing what it held.
+    pub async fn fill(&self, css: &str, text: &str) -> Result<()> {
+        let field = self.visible(css, wait::DEFAULT).await?;
+        field.clear().await?;
+        field.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// Types `text` on the keyboard into whatever has the focus (for inputs WebDriver deems not
+    /// interactable, such as xterm's hidden textarea). Special keys are `fantoccini::key::Key` chars.
+    pub async fn type_keys(&self, text: &str) -> Result<()> {
+        let mut keys = KeyActions::new("keyboard".to_string());
+        for value in text.chars() {
+            keys = keys.then(KeyAction::Down { value }).then(KeyAction::Up { value });
+        }
+        self.client.perform_actions(keys).await?;
+        self.client.release_actions().await?;
+        Ok(())
+    }
+
+    /// The trimmed text content of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Result<Vec<String>> {
+        let value =
+            self.js("return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent.trim());", vec![json!(css)]).await?;
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// Waits until the page's path starts with `prefix`, returning the full URL.
+    pub async fn path_starts_with(&self, prefix: &str, timeout: Duration) -> Result<String> {
+        wait::until(&format!("the page's path to start with {prefix}"), timeout, || async {
+            let url = self.client.current_url().await?;
+            Ok(url.path().starts_with(prefix).then(|| url.to_string()))
+        })
+        .await
+    }
+
+    pub async fn windows(&self) -> Result<Vec<WindowHandle>> {
+        Ok(self.client.windows().await?)
+    }
+
+    /// Saves a screenshot and the page source of every tab as `<prefix>[-tabN].png/.html`; best effort.
+    pub async fn save_state(&self, folder: &Path, prefix: &str) -> Vec<PathBuf> {
+        let mut saved = Vec::new();
+        let current = self.client.window().await.ok();
+        let windows = self.client.windows().await.unwrap_or_default();
+        for (index, window) in windows.iter().enumerate() {
+            let name = if windows.len() > 1 { format!("{prefix}-tab{index}") } else { prefix.to_string() };
+            if self.client.switch_to_window(window.clone()).await.is_err() {
+                continue;
+            }
+            if let Ok(png) = self.client.screenshot().await {
+                let path = folder.join(format!("{name}.png"));
+                if std::fs::write(&path, png).is_ok() {
+                    saved.push(path);
+                }
+            }
+            if let Ok(html) = self.client.source().await {
+                let url = self.client.current_url().await.map(|url| url.to_string()).unwrap_or_default();
+                let path = folder.join(format!("{name}.html"));
+                if std::fs::write(&path, format!("<!-- {url} -->\n{html}")).is_ok() {
+                    saved.push(path);
+                }
+            }
+        }
+        if let Some(window) = current {
+            let _ = self.client.switch_to_window(window).await;
+        }
+        saved
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.client.close().await.map_err(|err| anyhow!("cannot close the browser session of {}: {err}", self.user))
+    }
+}

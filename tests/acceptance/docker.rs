@@ -1,0 +1,96 @@
+//! The Docker API view of a stack (bollard): the hub and proxy containers by their compose labels, user
+//! containers by the labels the hub puts on them, their image and limits, restarts and logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, ContainerSummary};
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder, RestartContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::wait;
+
+/// Containers (running or not) carrying every one of `labels` (`key=value`).
+pub async fn containers_with_labels(docker: &Docker, labels: &[String], all: bool) -> Result<Vec<ContainerSummary>> {
+    let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
+    let options = ListContainersOptionsBuilder::default().all(all).filters(&filters).build();
+    docker.list_containers(Some(options)).await.with_context(|| format!("cannot list containers labelled {labels:?}"))
+}
+
+/// The one running container of compose service `service` in `project`.
+pub async fn service_container(docker: &Docker, project: &str, service: &str) -> Result<ContainerSummary> {
+    let labels = [format!("com.docker.compose.project={project}"), format!("com.docker.compose.service={service}")];
+    let mut found = containers_with_labels(docker, &labels, false).await?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        count => Err(anyhow!("expected one running `{service}` container in compose project {project}, found {count}")),
+    }
+}
+
+fn user_labels(stack: &str, user: &str) -> [String; 2] {
+    [format!("io.jhub-docker.stack={stack}"), format!("io.jhub-docker.user={user}")]
+}
+
+/// The user's containers in the stack, running or not.
+pub async fn user_containers(docker: &Docker, stack: &str, user: &str) -> Result<Vec<ContainerSummary>> {
+    containers_with_labels(docker, &user_labels(stack, user), true).await
+}
+
+/// The user's one running container, inspected; waits for it (a spawn may still be settling).
+pub async fn running_user_container(docker: &Docker, stack: &str, user: &str) -> Result<ContainerInspectResponse> {
+    let labels = user_labels(stack, user);
+    let summary = wait::until(&format!("one running container labelled {labels:?}"), wait::DEFAULT, || async {
+        let mut running = containers_with_labels(docker, &labels, false).await?;
+        Ok((running.len() == 1).then(|| running.remove(0)))
+    })
+    .await?;
+    let id = summary.id.ok_or_else(|| anyhow!("a container summary without an id"))?;
+    Ok(docker.inspect_container(&id, None::<InspectContainerOptions>).await?)
+}
+
+/// Waits until the user has no container at all in the stack (DockerSpawner removes it on stop).
+pub async fn wait_user_container_gone(docker: &Docker, stack: &str, user: &str, timeout: Duration) -> Result<()> {
+    wait::until(&format!("the container of {user} in stack {stack} to be removed"), timeout, || async {
+        Ok(user_containers(docker, stack, user).await?.is_empty().then_some(()))
+    })
+    .await
+}
+
+pub async fn restart(docker: &Docker, id: &str) -> Result<()> {
+    let options = RestartContainerOptionsBuilder::default().t(10).build();
+    docker.restart_container(id, Some(options)).await.with_context(|| format!("cannot restart container {id}"))
+}
+
+/// The whole log (stdout and stderr, timestamped) of container `id`.
+pub async fn logs(docker: &Docker, id: &str) -> String {
+    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).timestamps(true).tail("all").build();
+    let mut stream = docker.logs(id, Some(options));
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(output) => text.push_str(&output.to_string()),
+            Err(err) => {
+                text.push_str(&format!("\n(log stream ended: {err})\n"));
+                break;
+            }
+        }
+    }
+    text
+}
+
+/// Every container of the stack, compose services and user containers: (name, id).
+pub async fn stack_containers(docker: &Docker, project: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for label in [format!("com.docker.compose.project={project}"), format!("io.jhub-docker.stack={project}")] {
+        for container in containers_with_labels(docker, &[label], true).await.unwrap_or_default() {
+            let name = container.names.as_ref().and_then(|names| names.first()).cloned().unwrap_or_default();
+            let id = container.id.clone().unwrap_or_default();
+            found.push((name.trim_start_matches('/').to_string(), id));
+        }
+    }
+    found
+}

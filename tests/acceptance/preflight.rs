@@ -1,0 +1,155 @@
+//! What a run needs before it starts anything: Docker, the docker and compose CLIs, chromedriver and
+//! Chromium, the catalog, images.lock and every locked image present in the engine. A missing piece fails
+//! the test with its reason and a `hint:`; nothing is skipped.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, bail};
+use bollard::Docker;
+use jhub_docker::catalog::Catalog;
+use jhub_docker::lock::Lock;
+
+use crate::browser;
+
+/// Everything a run reads from the checkout and the host, checked.
+pub struct Setup {
+    pub root: PathBuf,
+    pub catalog: Catalog,
+    pub lock: Lock,
+    pub compose_cli: Vec<String>,
+    pub compose_file: PathBuf,
+    pub docker: Docker,
+}
+
+impl Setup {
+    /// The lock's `image_id` for the catalog entry `name` (checked present by `check`).
+    pub fn image_id(&self, name: &str) -> &str {
+        &self.lock.image[name].image_id
+    }
+
+    /// The hub image reference the stack runs: the lock's content-keyed tag for `hub`.
+    pub fn hub_image(&self) -> &str {
+        self.lock.image["hub"].keyed_tag().expect("checked by preflight")
+    }
+}
+
+fn answers(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Checks the host and the checkout; on failure lists every problem found, each with its hint.
+pub async fn check() -> Result<Setup> {
+    let root = jhub_docker::repo_root();
+    let mut problems: Vec<String> = Vec::new();
+
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(docker) => match docker.negotiate_version().await {
+            Ok(docker) => match docker.ping().await {
+                Ok(_) => Some(docker),
+                Err(err) => {
+                    problems.push(format!("the Docker engine does not answer a ping: {err}\nhint: start dockerd"));
+                    None
+                }
+            },
+            Err(err) => {
+                problems.push(format!(
+                    "cannot reach the Docker engine at /var/run/docker.sock: {err}\nhint: start dockerd (or set DOCKER_HOST)"
+                ));
+                None
+            }
+        },
+        Err(err) => {
+            problems.push(format!("cannot set up a Docker client: {err}\nhint: start dockerd (or set DOCKER_HOST)"));
+            None
+        }
+    };
+    if !answers("docker", &["--version"]) {
+        problems.push("the docker CLI is not on PATH (the harness uses it to clean up)\nhint: apt-get install -y docker.io".to_string());
+    }
+    let compose_cli = match jhub_docker::compose::detect_cli() {
+        Ok(cli) => cli,
+        Err(err) => {
+            problems.push(format!("{}\nhint: {}", err.message, err.hint));
+            Vec::new()
+        }
+    };
+    if !answers(&browser::chromedriver_program().to_string_lossy(), &["--version"]) {
+        problems.push(format!(
+            "chromedriver (`{}`) does not run\nhint: apt-get install -y chromium-driver (or set JHUB_CHROMEDRIVER)",
+            browser::chromedriver_program().display()
+        ));
+    }
+    let chromium = browser::chromium_binary();
+    if !chromium.is_file() {
+        problems.push(format!("Chromium is not at {}\nhint: apt-get install -y chromium (or set JHUB_CHROMIUM)", chromium.display()));
+    }
+    let compose_file = root.join("stack").join("docker-compose.yml");
+    if !compose_file.is_file() {
+        problems.push(format!(
+            "the compose file {} does not exist\nhint: it is part of the checkout; restore it with `git checkout stack/`",
+            compose_file.display()
+        ));
+    }
+
+    let catalog = match Catalog::load(&root) {
+        Ok(catalog) => Some(catalog),
+        Err(err) => {
+            problems.push(err.to_string());
+            None
+        }
+    };
+    let lock_path = jhub_docker::lock_path(&root);
+    let lock = match Lock::load(&lock_path) {
+        Ok(lock) if lock.image.is_empty() => {
+            problems.push(format!("{} does not exist or lists no image\nhint: run `cargo xtask build-images`", lock_path.display()));
+            None
+        }
+        Ok(lock) => Some(lock),
+        Err(err) => {
+            problems.push(err.to_string());
+            None
+        }
+    };
+    if let (Some(catalog), Some(lock)) = (&catalog, &lock) {
+        let mut needed: Vec<&str> = vec!["hub"];
+        needed.extend(catalog.single_user_images().map(|(image, _)| image.name.as_str()));
+        let unlocked: Vec<&str> = needed.iter().copied().filter(|name| !lock.image.contains_key(*name)).collect();
+        if !unlocked.is_empty() {
+            problems.push(format!(
+                "images.lock has no entry for {}\nhint: run `cargo xtask build-images`",
+                unlocked.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if lock.image.get("hub").is_some_and(|hub| hub.keyed_tag().is_none()) {
+            problems.push("images.lock lists no content-keyed tag for `hub`\nhint: run `cargo xtask build-images`".to_string());
+        }
+        let mut absent = Vec::new();
+        for name in needed {
+            if let (Some(docker), Some(locked)) = (&docker, lock.image.get(name))
+                && docker.inspect_image(&locked.image_id).await.is_err()
+            {
+                absent.push(format!("`{name}` ({})", locked.image_id));
+            }
+        }
+        if !absent.is_empty() {
+            problems.push(format!(
+                "images.lock names images the Docker engine does not have: {}\nhint: run `cargo xtask build-images`",
+                absent.join(", ")
+            ));
+        }
+    }
+
+    match (docker, catalog, lock) {
+        (Some(docker), Some(catalog), Some(lock)) if problems.is_empty() => {
+            Ok(Setup { root, catalog, lock, compose_cli, compose_file, docker })
+        }
+        _ => bail!("acceptance preflight failed:\n{}", problems.join("\n")),
+    }
+}

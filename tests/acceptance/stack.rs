@@ -1,0 +1,222 @@
+//! One compose project per test: unique project, port and network names, started with `up -d`, awaited
+//! on `/hub/health`, and removed on drop (user containers by label, `down -v`, the test's user volumes),
+//! also when the test fails or panics. `JHUB_ACCEPTANCE_KEEP=1` keeps it up for debugging.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use jhub_docker::compose::Compose;
+
+use crate::preflight::Setup;
+use crate::wait;
+
+/// The stack's environment knobs (contracts "Runtime contract"). Any of them the test does not set is
+/// removed from the compose CLI's environment, so the developer's shell cannot leak into a test stack.
+const KNOBS: &[&str] = &[
+    "JHUB_STACK_NAME",
+    "JHUB_NETWORK",
+    "JHUB_USER_VOLUME_PREFIX",
+    "JHUB_HUB_IMAGE",
+    "JHUB_HTTP_PORT",
+    "JHUB_CATALOG",
+    "JHUB_LOCK",
+    "AUTH_STRATEGY",
+    "OPEN_SIGNUP",
+    "ADMIN_PASSWORD",
+    "DUMMY_PASSWORD",
+    "SPAWNER",
+    "IDLE_CULL_TIMEOUT",
+    "TRUST_XHEADERS",
+    "JHUB_MEM_LIMIT",
+    "JHUB_CPU_LIMIT",
+];
+
+/// How long the hub may take to answer `/hub/health` after `up -d` (or after a restart).
+pub const HEALTHY: Duration = Duration::from_secs(120);
+
+static STACKS: AtomicU32 = AtomicU32::new(0);
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0 to find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn truthy(variable: &str) -> bool {
+    std::env::var(variable).is_ok_and(|value| !value.is_empty() && value != "0" && value != "false")
+}
+
+pub struct Stack {
+    pub project: String,
+    pub port: u16,
+    pub network: String,
+    pub volume_prefix: String,
+    compose: Compose,
+    env: Vec<(String, String)>,
+    env_file: std::path::PathBuf,
+    /// The `down -v` command line, printed when the stack is kept.
+    down_command: String,
+    keep: bool,
+}
+
+impl Stack {
+    /// Starts a stack with the contract's isolation variables plus `settings` (e.g. SPAWNER=profiles) and
+    /// waits until the hub is healthy. `artifacts` receives the stack's env file.
+    pub async fn start(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path) -> Result<Stack> {
+        let number = STACKS.fetch_add(1, Ordering::SeqCst);
+        let project = format!("jhubtest{}{number}", std::process::id());
+        let port = free_port()?;
+        let network = format!("{project}-net");
+        let volume_prefix = format!("{project}-user-");
+        let mut env: Vec<(String, String)> = vec![
+            ("JHUB_STACK_NAME".into(), project.clone()),
+            ("JHUB_NETWORK".into(), network.clone()),
+            ("JHUB_USER_VOLUME_PREFIX".into(), volume_prefix.clone()),
+            ("JHUB_HUB_IMAGE".into(), setup.hub_image().to_string()),
+            ("JHUB_HTTP_PORT".into(), port.to_string()),
+        ];
+        env.extend(settings.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+        // Compose reads stack/.env unless told otherwise; the test's own env file replaces it and also
+        // records what the stack got.
+        let env_file = artifacts.join("stack.env");
+        let text: String = env.iter().map(|(key, value)| format!("{key}={value}\n")).collect();
+        std::fs::write(&env_file, text).with_context(|| format!("cannot write {}", env_file.display()))?;
+        let mut compose = Compose::new(setup.compose_cli.clone(), &setup.compose_file, &project);
+        for (key, value) in &env {
+            compose = compose.with_env(key, value);
+        }
+        let down_command = format!(
+            "{} -f {} -p {project} --env-file {} down -v",
+            setup.compose_cli.join(" "),
+            setup.compose_file.display(),
+            env_file.display()
+        );
+        let keep = truthy("JHUB_ACCEPTANCE_KEEP");
+        // The guard exists before `up`, so a failed start is cleaned up too.
+        let stack = Stack { project, port, network, volume_prefix, compose, env, env_file, down_command, keep };
+        let started = Instant::now();
+        stack.compose(&["up", "-d", "--no-build"])?;
+        progress!("stack {}: `up -d` took {:.1} s", stack.project, started.elapsed().as_secs_f64());
+        stack.wait_healthy().await?;
+        Ok(stack)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Runs the compose CLI with this stack's file, project and environment (and nothing else's).
+    pub fn compose(&self, args: &[&str]) -> Result<String> {
+        let mut full_args = vec!["--env-file", self.env_file.to_str().expect("a UTF-8 temp path")];
+        full_args.extend_from_slice(args);
+        let mut command = self.compose.command(&full_args);
+        for knob in KNOBS {
+            if !self.env.iter().any(|(key, _)| key == knob) {
+                command.env_remove(knob);
+            }
+        }
+        let output = command.stdin(Stdio::null()).output().with_context(|| format!("cannot run compose {}", args.join(" ")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("`compose {}` failed ({}) for project {}:\n{}", args.join(" "), output.status, self.project, tail.join("\n"));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The last `lines` lines of every service's log, for error messages.
+    pub fn logs_tail(&self, lines: u32) -> String {
+        match self.compose(&["logs", "--no-color", &format!("--tail={lines}")]) {
+            Ok(logs) => logs,
+            Err(err) => format!("(no compose logs: {err:#})"),
+        }
+    }
+
+    /// Polls `/hub/health` through the proxy until it answers 200.
+    pub async fn wait_healthy(&self) -> Result<()> {
+        let started = Instant::now();
+        let url = self.url("/hub/health");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let healthy = wait::until(&format!("{url} to answer 200"), HEALTHY, || async {
+            Ok((http.get(&url).send().await?.status() == reqwest::StatusCode::OK).then_some(()))
+        })
+        .await;
+        if let Err(err) = healthy {
+            if let Some(folder) = self.env_file.parent() {
+                let _ = std::fs::write(folder.join("compose-logs.txt"), self.logs_tail(2000));
+            }
+            bail!("stack {} did not become healthy: {err:#}\ncompose logs (tail):\n{}", self.project, self.logs_tail(40));
+        }
+        progress!("stack {}: hub healthy after {:.1} s at {}", self.project, started.elapsed().as_secs_f64(), self.url("/hub/"));
+        Ok(())
+    }
+
+    fn teardown(&self) {
+        // User containers first: compose does not know them, and they hold the network and the volumes.
+        let label = format!("label=io.jhub-docker.stack={}", self.project);
+        let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(containers.iter().map(String::as_str));
+            docker_quiet(&args);
+        }
+        if let Err(err) = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]) {
+            progress!("stack {}: cleanup: {err:#}", self.project);
+        }
+        let volumes: Vec<String> = docker_lines(&["volume", "ls", "-q", "--filter", &format!("name={}", self.volume_prefix)])
+            .into_iter()
+            .filter(|name| name.starts_with(&self.volume_prefix))
+            .collect();
+        if !volumes.is_empty() {
+            let mut args = vec!["volume", "rm", "-f"];
+            args.extend(volumes.iter().map(String::as_str));
+            docker_quiet(&args);
+        }
+        if !docker_lines(&["network", "ls", "-q", "--filter", &format!("name=^{}$", self.network)]).is_empty() {
+            docker_quiet(&["network", "rm", &self.network]);
+        }
+    }
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).filter(|line| !line.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+fn docker_quiet(args: &[&str]) {
+    let _ = Command::new("docker").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.keep {
+            progress!(
+                "stack {project} kept (JHUB_ACCEPTANCE_KEEP=1): {url}\n  remove it with: \
+                 docker rm -f $(docker ps -aq --filter label=io.jhub-docker.stack={project}); \
+                 {down}; docker volume rm $(docker volume ls -q --filter name={prefix})",
+                project = self.project,
+                url = self.url("/hub/"),
+                down = self.down_command,
+                prefix = self.volume_prefix,
+            );
+            return;
+        }
+        let started = Instant::now();
+        self.teardown();
+        progress!("stack {}: removed in {:.1} s", self.project, started.elapsed().as_secs_f64());
+    }
+}
+
+/// Whether `JHUB_ACCEPTANCE_KEEP` asks to leave the stacks up.
+pub fn keeps() -> bool {
+    truthy("JHUB_ACCEPTANCE_KEEP")
+}
