@@ -2,7 +2,6 @@
 //! shows users for the single-user ones. Parsing validates everything the pipeline and the hub rely on.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -66,22 +65,10 @@ pub struct Profile {
 }
 
 /// A catalog that cannot be used, with the one-line reason and a hint for the admin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogError {
-    pub message: String,
-    pub hint: String,
-}
-
-impl fmt::Display for CatalogError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\nhint: {}", self.message, self.hint)
-    }
-}
-
-impl std::error::Error for CatalogError {}
+pub type CatalogError = crate::HintedError;
 
 fn error(message: impl Into<String>, hint: impl Into<String>) -> CatalogError {
-    CatalogError { message: message.into(), hint: hint.into() }
+    CatalogError::new(message, hint)
 }
 
 #[derive(Deserialize)]

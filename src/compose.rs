@@ -1,7 +1,6 @@
 //! Drives the stack's compose file through whichever compose CLI the host has: the `docker compose` v2
 //! plugin most users run, or Debian's standalone `docker-compose` 1.29. The file is kept valid for both.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -14,19 +13,8 @@ pub struct Compose {
     env: Vec<(String, String)>,
 }
 
-#[derive(Debug)]
-pub struct ComposeError {
-    pub message: String,
-    pub hint: String,
-}
-
-impl fmt::Display for ComposeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\nhint: {}", self.message, self.hint)
-    }
-}
-
-impl std::error::Error for ComposeError {}
+/// A compose CLI that is missing or failed, with the next step.
+pub type ComposeError = crate::HintedError;
 
 /// Finds a compose CLI: `docker compose` (v2) first, then `docker-compose`.
 pub fn detect_cli() -> Result<Vec<String>, ComposeError> {

@@ -6,7 +6,30 @@ pub mod catalog;
 pub mod compose;
 pub mod lock;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// An error a person can act on: a one-line message naming the failing thing, and the next step to take.
+/// Every module of this library reports its errors this way; the xtask prints them as `error:` / `hint:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintedError {
+    pub message: String,
+    pub hint: String,
+}
+
+impl HintedError {
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> HintedError {
+        HintedError { message: message.into(), hint: hint.into() }
+    }
+}
+
+impl fmt::Display for HintedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\nhint: {}", self.message, self.hint)
+    }
+}
+
+impl std::error::Error for HintedError {}
 
 /// The repository root: the folder holding this crate's `Cargo.toml`, unless `JHUB_REPO_ROOT` names
 /// another tree (the pipeline's own tests build a tiny catalog that way).

@@ -3,7 +3,6 @@
 //! The hub spawns exactly the `image_id`s recorded here; the acceptance test asserts against them.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
@@ -63,19 +62,8 @@ impl LockedImage {
     }
 }
 
-#[derive(Debug)]
-pub struct LockError {
-    pub message: String,
-    pub hint: String,
-}
-
-impl fmt::Display for LockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\nhint: {}", self.message, self.hint)
-    }
-}
-
-impl std::error::Error for LockError {}
+/// A lock that cannot be read, with the reason and the next step.
+pub type LockError = crate::HintedError;
 
 impl Lock {
     pub fn new() -> Lock {

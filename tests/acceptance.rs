@@ -90,6 +90,22 @@ fn memory_bytes(size: &str) -> Result<i64> {
     Ok(number * factor)
 }
 
+/// The user's one running container, checked to run exactly the image id images.lock records for the
+/// catalog entry `image` and to be labelled with that entry.
+async fn running_locked_image(setup: &Setup, project: &str, user: &str, image: &str) -> Result<bollard::models::ContainerInspectResponse> {
+    let container = docker::running_user_container(&setup.docker, project, user).await?;
+    let running = container.image.clone().unwrap_or_default();
+    ensure!(
+        running == setup.image_id(image),
+        "{user}'s container runs image {running}, images.lock says {image} is {}",
+        setup.image_id(image)
+    );
+    let labels = container.config.as_ref().and_then(|config| config.labels.clone()).unwrap_or_default();
+    let label = labels.get("io.jhub-docker.image").map(String::as_str);
+    ensure!(label == Some(image), "{user}'s container is labelled io.jhub-docker.image={label:?}, expected {image}");
+    Ok(container)
+}
+
 fn display_name(setup: &Setup, image: &str) -> Result<String> {
     let entry = setup.catalog.get(image).ok_or_else(|| anyhow!("the catalog has no image `{image}`"))?;
     let single_user = entry.single_user.as_ref().ok_or_else(|| anyhow!("catalog image `{image}` is not single-user"))?;
@@ -201,19 +217,7 @@ async fn step_b(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: alice, datascience: {seconds:.1} s (form submitted → Lab ready)");
-    let container = docker::running_user_container(&setup.docker, &run.stack.project, "alice").await?;
-    let image = container.image.clone().unwrap_or_default();
-    ensure!(
-        image == setup.image_id("datascience"),
-        "alice's container runs image {image}, images.lock says datascience is {}",
-        setup.image_id("datascience")
-    );
-    let labels = container.config.and_then(|config| config.labels).unwrap_or_default();
-    ensure!(
-        labels.get("io.jhub-docker.image").map(String::as_str) == Some("datascience"),
-        "alice's container is labelled io.jhub-docker.image={:?}, expected datascience",
-        labels.get("io.jhub-docker.image")
-    );
+    running_locked_image(setup, &run.stack.project, "alice", "datascience").await?;
     Ok(seconds)
 }
 
@@ -249,19 +253,7 @@ async fn step_d(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<f64> {
     let cards = lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: alice, minimal: {seconds:.1} s (form submitted → Lab ready)");
-    let container = docker::running_user_container(&setup.docker, &stack.project, "alice").await?;
-    let image = container.image.clone().unwrap_or_default();
-    ensure!(
-        image == setup.image_id("minimal"),
-        "after choosing minimal alice's container runs {image}, images.lock says minimal is {}",
-        setup.image_id("minimal")
-    );
-    let labels = container.config.and_then(|config| config.labels).unwrap_or_default();
-    ensure!(
-        labels.get("io.jhub-docker.image").map(String::as_str) == Some("minimal"),
-        "alice's container is labelled io.jhub-docker.image={:?}, expected minimal",
-        labels.get("io.jhub-docker.image")
-    );
+    running_locked_image(setup, &stack.project, "alice", "minimal").await?;
     for gone in ["VS Code", "marimo"] {
         ensure!(!cards.iter().any(|card| lab::names(card, gone)), "the minimal Launcher still offers `{gone}` (cards: {cards:?})");
     }
@@ -392,14 +384,7 @@ async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
     lab::wait_ready(bob, "bob", wait::SPAWN).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: bob, {}: {seconds:.1} s (form submitted → Lab ready)", profile.name);
-    let container = docker::running_user_container(&setup.docker, &stack.project, "bob").await?;
-    let image = container.image.clone().unwrap_or_default();
-    ensure!(
-        image == setup.image_id(&profile.image),
-        "bob's container runs {image}, images.lock says {} is {}",
-        profile.image,
-        setup.image_id(&profile.image)
-    );
+    let container = running_locked_image(setup, &stack.project, "bob", &profile.image).await?;
     let host = container.host_config.ok_or_else(|| anyhow!("bob's container has no HostConfig"))?;
     let memory = host.memory.unwrap_or_default();
     let expected_memory = memory_bytes(&profile.mem_limit)?;

@@ -73,10 +73,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outcome>> {
-    let catalog = Catalog::load(root).map_err(UserError::from)?;
-    let images = catalog.with_ancestors(&options.selection).map_err(UserError::from)?;
+    let catalog = Catalog::load(root)?;
+    let images = catalog.with_ancestors(&options.selection)?;
     let lock_path = jhub_docker::lock_path(root);
-    let mut lock = Lock::load(&lock_path).map_err(UserError::from)?;
+    let mut lock = Lock::load(&lock_path)?;
     if options.locked {
         check_locked(root, &catalog, &images, &lock)?;
     }

@@ -33,9 +33,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         return Err(UserError::new(format!("unknown argument `{arg}` for lock"), "`cargo xtask lock` takes no arguments").into());
     }
     let root = jhub_docker::repo_root();
-    let catalog = Catalog::load(&root).map_err(UserError::from)?;
+    let catalog = Catalog::load(&root)?;
     let lock_path = jhub_docker::lock_path(&root);
-    let mut lock = Lock::load(&lock_path).map_err(UserError::from)?;
+    let mut lock = Lock::load(&lock_path)?;
     let inputs = pinned_inputs(&root, &catalog)?;
     for (image, input) in &inputs {
         let folder = input.source.parent().expect("a file has a folder");

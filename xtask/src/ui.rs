@@ -1,39 +1,9 @@
 //! User-facing text: errors with a `hint:` line, logs on stderr, colour only when wanted (NO_COLOR).
 
-use std::fmt;
 use std::io::IsTerminal;
 
 /// An error the user can act on: a one-line message naming the failing thing, and the next step.
-#[derive(Debug)]
-pub struct UserError {
-    pub message: String,
-    pub hint: String,
-}
-
-impl UserError {
-    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> UserError {
-        UserError { message: message.into(), hint: hint.into() }
-    }
-}
-
-impl fmt::Display for UserError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UserError {}
-
-macro_rules! from_library_error {
-    ($($error:ty),*) => {$(
-        impl From<$error> for UserError {
-            fn from(err: $error) -> UserError {
-                UserError::new(err.message, err.hint)
-            }
-        }
-    )*};
-}
-from_library_error!(jhub_docker::catalog::CatalogError, jhub_docker::lock::LockError, jhub_docker::compose::ComposeError);
+pub type UserError = jhub_docker::HintedError;
 
 pub fn colour_wanted() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()) && std::io::stderr().is_terminal()
