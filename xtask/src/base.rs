@@ -83,6 +83,12 @@ pub async fn bootstrap(
     if !spec.packages.is_empty() {
         command.arg(format!("--include={}", spec.packages.join(",")));
     }
+    // On a host that is not Debian (an Ubuntu CI runner), apt does not trust Debian's archive keys.
+    let debian_keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
+    let host_is_debian = std::fs::read_to_string("/etc/os-release").is_ok_and(|text| text.lines().any(|line| line == "ID=debian"));
+    if !host_is_debian && debian_keyring.is_file() {
+        command.arg(format!("--keyring={}", debian_keyring.display()));
+    }
     let status = command
         // Keep apt's lists out of the image: every build stage runs `apt-get update` itself.
         .arg("--aptopt=Acquire::Languages \"none\"")

@@ -33,14 +33,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             report(false, "docker engine", err.message, "apt-get install -y docker.io, then start `dockerd` (ci/setup-host.sh does both)")
         }
     }
-    for (program, purpose, fix) in [
-        ("mmdebstrap", "makes the base image", "apt-get install -y mmdebstrap"),
-        ("chromium", "the acceptance test's browser", "apt-get install -y chromium"),
-        ("chromedriver", "drives chromium for the acceptance test", "apt-get install -y chromium-driver"),
-        ("uv", "`cargo xtask lock` compiles Python pins with it", "pip install uv==0.13.9"),
-        ("npm", "`cargo xtask lock` resolves npm pins with it", "apt-get install -y npm"),
+    for (program, override_variable, purpose, fix) in [
+        ("mmdebstrap", "", "makes the base image", "apt-get install -y mmdebstrap"),
+        ("chromium", "JHUB_CHROMIUM", "the acceptance test's browser", "apt-get install -y chromium (or set JHUB_CHROMIUM)"),
+        (
+            "chromedriver",
+            "JHUB_CHROMEDRIVER",
+            "drives chromium for the acceptance test",
+            "apt-get install -y chromium-driver (or set JHUB_CHROMEDRIVER)",
+        ),
+        ("uv", "", "`cargo xtask lock` compiles Python pins with it", "pip install uv==0.13.9"),
+        ("npm", "", "`cargo xtask lock` resolves npm pins with it", "apt-get install -y npm"),
     ] {
-        match which(program) {
+        let overridden = std::env::var_os(override_variable).map(std::path::PathBuf::from).filter(|path| path.is_file());
+        match overridden.or_else(|| which(program)) {
             Some(path) => report(true, program, format!("{} ({purpose})", path.display()), ""),
             None => report(false, program, format!("not on PATH ({purpose})"), fix),
         }
