@@ -56,6 +56,11 @@ static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_n
 /// The selector that proves code-server's workbench rendered.
 const VSCODE_RENDERED: &str = ".monaco-workbench";
 
+/// A row of VS Code's Explorer: the folder's files come over the remote file system once the workbench
+/// has settled its workspace trust state (seen: with trust on, the Restricted Mode indicator shows about
+/// 0.3 s before these rows), so once a row shows, a missing indicator means trust is really off.
+const VSCODE_EXPLORER_ROW: &str = ".explorer-folders-view .monaco-list-row";
+
 /// marimo started without a file shows its home page; its "Create a new notebook" link opens a tab.
 const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
 
@@ -229,6 +234,16 @@ async fn step_c(alice: &Browser) -> Result<()> {
     }
     let (view, url) = lab::open_proxied_app(alice, "VS Code", VSCODE_RENDERED).await?;
     progress!("VS Code workbench rendered at {url}");
+    // Workspace trust is switched off in the image: VS Code must not open in Restricted Mode or ask
+    // whether to trust the folder.
+    alice.visible(VSCODE_EXPLORER_ROW, wait::APP).await?;
+    let restricted = alice
+        .js(
+            "const w = document.querySelector('.monaco-workbench'); return !w || !!document.getElementById('status.workspaceTrust') || /Restricted Mode|trust the authors/i.test(w.innerText);",
+            vec![],
+        )
+        .await?;
+    ensure!(restricted == serde_json::Value::Bool(false), "VS Code opened in Restricted Mode (workspace trust is on) at {url}");
     lab::leave_app(alice, view).await?;
     let (view, url) = lab::open_proxied_app(alice, "marimo", MARIMO_HOME_NEW_NOTEBOOK).await?;
     progress!("marimo home rendered at {url}");
