@@ -208,6 +208,9 @@ pub fn logs(args: &[String]) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
     let hub_image = locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string());
     let compose = compose_for(&settings, &hub_image)?;
+    if compose.run(&["ps", "-q"])?.trim().is_empty() {
+        return Err(UserError::new(format!("the stack `{}` is not running", compose.project()), "start it with `cargo xtask up`").into());
+    }
     let mut compose_args = vec!["logs", "--follow", "--tail", "200"];
     compose_args.extend(args.iter().map(String::as_str));
     let status = compose.command(&compose_args).status()?;
