@@ -40,9 +40,10 @@ mod steps;
 mod wait;
 
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, ensure};
+use serde_json::json;
 
 use crate::artifacts::Artifacts;
 use crate::browser::{Browser, Chromedriver};
@@ -67,6 +68,10 @@ const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
 /// A marimo notebook's cell with its editor: the cells arrive over marimo's websocket, so this proves
 /// the session works through the proxy, not only that the HTML shell loaded.
 const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-editor']";
+
+/// What the hub says when a spawn names an image the catalog does not offer (`image_for_choice` in
+/// images/hub/jupyterhub_config.py: "unknown image '…': choose one of …").
+const UNKNOWN_IMAGE_REFUSAL: &str = "unknown image";
 
 /// A password no one guesses and NativeAuthenticator's common-password check does not know.
 fn fresh_password() -> String {
@@ -133,7 +138,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// The stack-1 scenario, steps a–f.
+/// The stack-1 scenario, steps a–f (a2: spawns naming an image the catalog does not offer are refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signup_spawn_switch_restart_stop() -> Result<(), Failure> {
     let _one = ONE_STACK_AT_A_TIME.lock().await;
@@ -165,6 +170,7 @@ async fn stack_one() -> Result<()> {
     let mut spawns: Vec<(String, f64)> = Vec::new();
 
     run.step("a.signup-and-authorize", "admin", step_a(&run, &admin, &admin_password, &alice, &alice_password)).await?;
+    run.step("a2.unlisted-image-refused", "alice", step_a2(&run, &alice)).await?;
     let seconds = run.step("b.spawn-datascience", "alice", step_b(&run, &alice)).await?;
     spawns.push(("datascience".to_string(), seconds));
     run.step("c.vscode-and-marimo", "alice", step_c(&alice)).await?;
@@ -206,6 +212,47 @@ async fn step_a(run: &Run<'_>, admin: &Browser, admin_password: &str, alice: &Br
     hub::log_in(admin, stack, "admin", admin_password).await?;
     hub::authorize(admin, stack, "alice").await?;
     hub::log_in(alice, stack, "alice", alice_password).await?;
+    Ok(())
+}
+
+/// a2. Before her first spawn, alice's browser asks the hub for images the catalog does not offer: through
+/// the REST API (the lock's `base` image id, then the hub's keyed tag) and through the spawn form (a value
+/// its dropdown does not have). Each is refused with a 400 saying the image is unknown, and no container
+/// of hers exists afterwards, nor did one exist in between (the engine's events).
+async fn step_a2(run: &Run<'_>, alice: &Browser) -> Result<()> {
+    let (setup, stack) = (run.setup, run.stack);
+    let since = SystemTime::now();
+    let before = docker::user_containers(&setup.docker, &stack.project, "alice").await?;
+    ensure!(before.is_empty(), "alice has {} container(s) before her first spawn: {before:?}", before.len());
+    alice.goto(&stack.url("/hub/spawn")).await?;
+    hub::wait_spawn_form(alice).await?;
+    let offered = hub::spawn_choices(alice, "image").await?;
+    let unlisted = [("the lock's `base` image id", setup.image_id("base")), ("the lock's keyed `hub` tag", setup.hub_image())];
+    for (what, image) in unlisted {
+        ensure!(!offered.iter().any(|choice| choice.value == image), "the spawn form offers {what} {image}: {offered:?}");
+        let answer = hub::api_spawn(alice, "alice", &json!({ "image": image })).await?;
+        ensure!(
+            answer.status == 400 && answer.message.contains(UNKNOWN_IMAGE_REFUSAL),
+            "POST /hub/api/users/alice/server naming {what} ({image}) should be refused with status 400 and a message containing `{UNKNOWN_IMAGE_REFUSAL}`; the hub answered {}: {}",
+            answer.status,
+            answer.message
+        );
+        progress!("refused as it should be: API spawn of {what}: {} {}", answer.status, answer.message);
+    }
+    let image = setup.image_id("base");
+    let answer = hub::post_spawn_form_with(alice, "image", image).await?;
+    ensure!(
+        answer.status == 400 && answer.message.contains(UNKNOWN_IMAGE_REFUSAL),
+        "the spawn form posted with image={image} (not in its dropdown) should be refused with status 400 and an error containing `{UNKNOWN_IMAGE_REFUSAL}`; the hub answered {}: {:?}",
+        answer.status,
+        answer.message
+    );
+    progress!("refused as it should be: spawn form with an image not offered: {} {}", answer.status, answer.message);
+    let after = docker::user_containers(&setup.docker, &stack.project, "alice").await?;
+    let names: Vec<_> = after.iter().map(|container| (container.names.clone(), container.image.clone())).collect();
+    ensure!(after.is_empty(), "refused spawns left alice with container(s) labelled for stack {}: {names:?}", stack.project);
+    let events = docker::user_container_events(&setup.docker, &stack.project, "alice", since, SystemTime::now()).await?;
+    ensure!(events.is_empty(), "refused spawns still made containers for alice in stack {} (engine events: {events:?})", stack.project);
     Ok(())
 }
 

@@ -2,13 +2,13 @@
 //! containers by the labels the hub puts on them, their image and limits, restarts and logs.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::models::{ContainerInspectResponse, ContainerSummary};
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder, RestartContainerOptionsBuilder,
+    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder, RestartContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -58,6 +58,37 @@ pub async fn wait_user_container_gone(docker: &Docker, stack: &str, user: &str, 
         Ok(user_containers(docker, stack, user).await?.is_empty().then_some(()))
     })
     .await
+}
+
+/// `at` as the engine's API takes a time: Unix seconds with a fraction.
+fn engine_time(at: SystemTime) -> String {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:09}", since_epoch.as_secs(), since_epoch.subsec_nanos())
+}
+
+/// Every engine event (`action container-name`) of a container labelled for `user` in `stack` between
+/// `since` and `until`: a container created and removed again in between shows here, not in a listing.
+pub async fn user_container_events(docker: &Docker, stack: &str, user: &str, since: SystemTime, until: SystemTime) -> Result<Vec<String>> {
+    let labels = user_labels(stack, user);
+    let filters: HashMap<&str, Vec<&str>> =
+        HashMap::from([("type", vec!["container"]), ("label", labels.iter().map(String::as_str).collect())]);
+    let options = EventsOptionsBuilder::default().since(&engine_time(since)).until(&engine_time(until)).filters(&filters).build();
+    let mut stream = docker.events(Some(options));
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(event) = stream.next().await {
+            let event = event.with_context(|| format!("cannot read the engine's events for containers labelled {labels:?}"))?;
+            let actor = event.actor.unwrap_or_default();
+            let name = actor.attributes.unwrap_or_default().remove("name").or(actor.id).unwrap_or_default();
+            seen.push(format!("{} {name}", event.action.unwrap_or_default()));
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    // With `until` in the past the engine sends what it kept and closes the stream at once.
+    tokio::time::timeout(wait::DEFAULT, read)
+        .await
+        .map_err(|_| anyhow!("the engine's event stream did not end within {} s", wait::DEFAULT.as_secs()))??;
+    Ok(seen)
 }
 
 pub async fn restart(docker: &Docker, id: &str) -> Result<()> {

@@ -1,12 +1,13 @@
 //! The hub's own pages, used as a person would: NativeAuthenticator's signup, login and authorization
 //! area, the spawn form (image dropdown or profile list), the home page's stop/start buttons and the
-//! React admin panel.
+//! React admin panel, and the requests the hub's pages make from a logged-in browser (the REST spawn API,
+//! the spawn form's POST) when a test needs their HTTP answer.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use fantoccini::Locator;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::browser::Browser;
 use crate::stack::Stack;
@@ -142,6 +143,73 @@ pub async fn choose_and_start(browser: &Browser, name: &str, text: &str) -> Resu
     let started = Instant::now();
     browser.click("#spawn_form [type=submit]", wait::DEFAULT).await?;
     Ok(started)
+}
+
+/// The hub's answer to a request a page made: its HTTP status and the message it carried.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u64,
+    pub message: String,
+}
+
+/// From the current page (under `/hub/`, where the `_xsrf` cookie lives), as the hub's own JavaScript
+/// does: `POST /hub/api/users/<user>/server` with the JSON `options` and the `_xsrf` cookie's value in
+/// `X-XSRFToken`. Returns the status and the JSON error's `message` (the raw body if it is not one).
+pub async fn api_spawn(browser: &Browser, user: &str, options: &Value) -> Result<Answer> {
+    let answer = browser
+        .js(
+            r#"
+            const [user, options] = arguments;
+            const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            if (!cookie) {
+                return { missing: `no _xsrf cookie is visible to the page ${location.pathname}` };
+            }
+            return fetch(`/hub/api/users/${encodeURIComponent(user)}/server`, {
+                method: 'POST',
+                headers: { 'X-XSRFToken': cookie.slice('_xsrf='.length), 'Content-Type': 'application/json' },
+                body: JSON.stringify(options),
+            }).then(response => response.text().then(body => ({ status: response.status, body })));
+            "#,
+            vec![json!(user), options.clone()],
+        )
+        .await?;
+    if let Some(missing) = answer["missing"].as_str() {
+        bail!("cannot call the hub's API as the page would: {missing}");
+    }
+    let status = answer["status"].as_u64().ok_or_else(|| anyhow!("the page's fetch returned no status: {answer}"))?;
+    let body = answer["body"].as_str().unwrap_or_default().to_string();
+    let message = serde_json::from_str::<Value>(&body).ok().and_then(|json| json["message"].as_str().map(str::to_string)).unwrap_or(body);
+    Ok(Answer { status, message })
+}
+
+/// On the spawn form: posts it as the browser would (multipart, to the form's action, which carries the
+/// `_xsrf` token) with field `name` set to `value`, offered or not, without leaving the page. Returns the
+/// status and the error alert of the page that came back (empty when it has none).
+pub async fn post_spawn_form_with(browser: &Browser, name: &str, value: &str) -> Result<Answer> {
+    let answer = browser
+        .js(
+            r#"
+            const [name, value] = arguments;
+            const form = document.querySelector('#spawn_form');
+            if (!form) {
+                return { missing: `no spawn form on ${location.pathname}` };
+            }
+            const data = new FormData(form);
+            data.set(name, value);
+            return fetch(form.action, { method: 'POST', body: data }).then(response => response.text().then(html => {
+                const page = new DOMParser().parseFromString(html, 'text/html');
+                const error = page.querySelector('.spawn-error-msg');
+                return { status: response.status, message: error ? error.textContent.trim() : '' };
+            }));
+            "#,
+            vec![json!(name), json!(value)],
+        )
+        .await?;
+    if let Some(missing) = answer["missing"].as_str() {
+        bail!("cannot post the spawn form: {missing}");
+    }
+    let status = answer["status"].as_u64().ok_or_else(|| anyhow!("the page's fetch returned no status: {answer}"))?;
+    Ok(Answer { status, message: answer["message"].as_str().unwrap_or_default().to_string() })
 }
 
 /// On `/hub/home`: clicks "Stop My Server" and waits until the page offers "Start My Server" again.
