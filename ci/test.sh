@@ -12,5 +12,5 @@ built=$(date +%s)
 echo "ci: images ready in $((built - started)) s" >&2
 
 echo "ci: cargo test --workspace" >&2
-cargo test --workspace -- --test-threads=1
+cargo test --workspace
 echo "ci: tests done in $(( $(date +%s) - built )) s" >&2

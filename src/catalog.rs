@@ -151,10 +151,16 @@ impl Catalog {
                     "cpu_limit is a number of CPUs above 0, such as 1.0 or 0.5",
                 ));
             }
+            if profile.display_name.trim().is_empty() {
+                return Err(error(
+                    format!("profile `{}` has an empty display_name", profile.name),
+                    "display_name is the text users choose from",
+                ));
+            }
             if !is_memory_size(&profile.mem_limit) {
                 return Err(error(
                     format!("profile `{}` has mem_limit `{}`", profile.name, profile.mem_limit),
-                    "mem_limit is a size such as 512M, 2G or 4G",
+                    "mem_limit is a size such as 512M, 1.5G or 4G (upper-case unit)",
                 ));
             }
         }
@@ -298,9 +304,17 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
     Ok(ImageEntry { name, folder, recipe, single_user })
 }
 
+/// A memory size as the hub accepts it (`^[1-9][0-9]*(\.[0-9]+)?[KMGT]?$` in jupyterhub_config.py): a
+/// positive number, optionally with a fraction, and an upper-case unit. Both sides must agree, or a
+/// catalog the build accepts would stop the hub.
 fn is_memory_size(text: &str) -> bool {
-    let digits = text.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
-    !digits.is_empty() && digits.len() + 1 >= text.len() && digits.parse::<u64>().is_ok_and(|n| n > 0)
+    let number = text.strip_suffix(['K', 'M', 'G', 'T']).unwrap_or(text);
+    let (whole, fraction) = match number.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (number, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    digits(whole) && !whole.starts_with('0') && fraction.is_none_or(digits)
 }
 
 #[cfg(test)]
@@ -367,6 +381,16 @@ mem_limit = "1G"
         std::fs::write(root.join("images/lab/Dockerfile"), "FROM scratch\n").unwrap();
         catalog.check_folders(&root).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn memory_sizes_follow_the_hubs_rule() {
+        for good in ["1G", "512M", "1.5G", "4096", "2T"] {
+            assert!(is_memory_size(good), "{good} should be accepted");
+        }
+        for bad in ["2g", "0G", "01G", "1.G", ".5G", "G", "", "lots", "1GB", "-1G"] {
+            assert!(!is_memory_size(bad), "{bad} should be refused");
+        }
     }
 
     #[test]

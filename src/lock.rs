@@ -56,7 +56,7 @@ pub struct LockedImage {
 }
 
 impl LockedImage {
-    /// The content-keyed tag (`jhub/<name>:<short key>`), the reference children build FROM.
+    /// The content-keyed tag (`jhub/<name>:<short key>`), how compose names the hub image.
     pub fn keyed_tag(&self) -> Option<&str> {
         self.tags.iter().map(String::as_str).find(|tag| !tag.ends_with(":latest"))
     }

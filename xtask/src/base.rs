@@ -77,7 +77,7 @@ pub async fn bootstrap(
     }
     std::fs::create_dir_all(work_dir)?;
     let rootfs = work_dir.join(format!("{image_name}-rootfs.tar"));
-    let log_file = std::fs::File::create(log)?;
+    let log_file = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
     let mut command = tokio::process::Command::new("mmdebstrap");
     command.arg(format!("--variant={}", spec.variant));
     if !spec.packages.is_empty() {

@@ -104,10 +104,17 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
                 bar.finish_with_message(format!("{status} in {seconds:.0} s ({})", ui::human_size(entry.size)));
                 say(bar, &format!("{}: {status} in {seconds:.0} s", image.name));
                 outcomes.push(Outcome { name: image.name.clone(), status, size: entry.size, image_id: entry.image_id.clone(), seconds });
-                lock.image.insert(image.name.clone(), entry);
-                lock.write_atomically(&lock_path).map_err(|err| {
-                    UserError::new(format!("cannot write {}: {err}", lock_path.display()), "check that the checkout is writable")
-                })?;
+                let superseded = lock.image.insert(image.name.clone(), entry);
+                write_lock(&lock, &lock_path)?;
+                if let Some(old_tag) = superseded
+                    .as_ref()
+                    .and_then(LockedImage::keyed_tag)
+                    .filter(|tag| !lock.image[&image.name].tags.iter().any(|new| new == tag))
+                {
+                    // The image the lock no longer names goes with its tag, unless something still uses it
+                    // (a container, a child image): then the engine refuses and it stays.
+                    let _ = docker.remove_image(old_tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+                }
             }
             Err(err) => {
                 bar.abandon_with_message("failed");
@@ -122,7 +129,17 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
             }
         }
     }
+    if options.selection.is_empty() && lock.image.keys().any(|name| catalog.get(name).is_none()) {
+        // Images that left the catalog leave the lock; the hub must not be offered them.
+        lock.image.retain(|name, _| catalog.get(name).is_some());
+        write_lock(&lock, &lock_path)?;
+    }
     Ok(outcomes)
+}
+
+fn write_lock(lock: &Lock, lock_path: &Path) -> Result<(), UserError> {
+    lock.write_atomically(lock_path)
+        .map_err(|err| UserError::new(format!("cannot write {}: {err}", lock_path.display()), "check that the checkout is writable"))
 }
 
 /// Builds (or confirms) one image and returns its new lock entry.
@@ -138,6 +155,10 @@ async fn build_one(
     let folder = image.folder_path(root);
     let context = Context::read(&image.name, &folder)?;
     let (checks, checks_sha256) = Checks::load(&image.name, &folder)?;
+    let checks = checks.with_builtin(image);
+    // The log speaks of this run only: a failure never shows the tail of an earlier one.
+    std::fs::File::create(log)
+        .map_err(|err| UserError::new(format!("cannot write {}: {err}", log.display()), "check that target/ is writable"))?;
     let parent = image.parent().map(|parent| lock.image.get(parent).expect("parents are processed first"));
     let parent_id = parent.map(|parent| parent.image_id.clone()).unwrap_or_default();
     let context_tar = context.tar();
@@ -154,7 +175,9 @@ async fn build_one(
         Some(previous) => {
             // Tags may have been moved or removed by hand; the lock's id is what counts.
             for tag in [&keyed_tag, &latest_tag] {
-                engine::tag(docker, &previous.image_id, tag).await?;
+                engine::tag(docker, &previous.image_id, tag)
+                    .await
+                    .map_err(|err| engine::engine_error(&image.name, &format!("tagging {tag}"), err))?;
             }
             previous.clone()
         }
@@ -168,15 +191,15 @@ async fn build_one(
                     let made = base::bootstrap(docker, &image.name, &spec, &work_dir, log, &keyed_tag).await?;
                     (made.image_id, made.rootfs_sha256)
                 }
-                Recipe::Dockerfile { dockerfile, .. } => {
-                    let parent_tag = parent.and_then(LockedImage::keyed_tag).expect("a built parent has a keyed tag").to_string();
-                    say(bar, &format!("{}: building FROM {parent_tag} (log: {})", image.name, log.display()));
+                Recipe::Dockerfile { dockerfile, parent: parent_name } => {
+                    // FROM the parent's image id, not a tag: the build uses exactly the parent the key and
+                    // the lock name, whatever another checkout sharing this engine tagged meanwhile.
+                    say(bar, &format!("{}: building FROM {parent_name} {parent_id} (log: {})", image.name, log.display()));
                     let upload = context.tar_with(&[(BUILD_CA_NAME, ca_bundle)]);
-                    let image_id = build_dockerfile(docker, &image.name, dockerfile, &parent_tag, &keyed_tag, upload, log, bar).await?;
+                    let image_id = build_dockerfile(docker, &image.name, dockerfile, &parent_id, &keyed_tag, upload, log, bar).await?;
                     (image_id, String::new())
                 }
             };
-            engine::tag(docker, &image_id, &latest_tag).await?;
             LockedImage {
                 content_key: key.as_str().to_string(),
                 parent_id: parent_id.clone(),
@@ -186,14 +209,13 @@ async fn build_one(
             }
         }
     };
-    entry.tags = vec![keyed_tag, latest_tag];
     entry.files = context.file_hashes();
     let needs_checks = cached.is_none() || entry.checks_sha256 != checks_sha256;
     if needs_checks {
         let total = checks.count();
         let mut done = 0;
         checks
-            .run(docker, &image.name, &entry.image_id, |name| {
+            .run(docker, &image.name, &entry.image_id, log, |name| {
                 done += 1;
                 bar.set_message(format!("check {done}/{total}: {name}"));
             })
@@ -201,11 +223,20 @@ async fn build_one(
         bar.set_message("reading versions");
         entry.versions = checks.versions(docker, &image.name, &entry.image_id).await?;
         if image.recipe == Recipe::Mmdebstrap {
-            entry.packages = base::package_versions(docker, &entry.image_id).await?;
+            entry.packages = base::package_versions(docker, &entry.image_id)
+                .await
+                .map_err(|err| engine::engine_error(&image.name, "listing Debian packages", err))?;
         }
         entry.checks_sha256 = checks_sha256;
     }
-    entry.size = docker.inspect_image(&entry.image_id).await?.size.unwrap_or_default().max(0) as u64;
+    // `latest` only ever names an image that passed its checks.
+    engine::tag(docker, &entry.image_id, &latest_tag)
+        .await
+        .map_err(|err| engine::engine_error(&image.name, &format!("tagging {latest_tag}"), err))?;
+    entry.tags = vec![keyed_tag, latest_tag];
+    let inspected =
+        docker.inspect_image(&entry.image_id).await.map_err(|err| engine::engine_error(&image.name, "inspecting the image", err))?;
+    entry.size = inspected.size.unwrap_or_default().max(0) as u64;
     let status = match (cached.is_some(), needs_checks) {
         (false, _) => "built",
         (true, true) => "cached, checked",
@@ -220,15 +251,15 @@ async fn build_dockerfile(
     docker: &Docker,
     image_name: &str,
     dockerfile: &str,
-    parent_tag: &str,
+    parent_id: &str,
     tag: &str,
     upload: Vec<u8>,
     log: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<String> {
-    let build_args = HashMap::from([("BASE_IMAGE", parent_tag)]);
+    let build_args = HashMap::from([("BASE_IMAGE", parent_id)]);
     let options = BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(tag).rm(true).forcerm(true).buildargs(&build_args).build();
-    let mut log_file = tokio::fs::File::create(log).await?;
+    let mut log_file = tokio::fs::OpenOptions::new().append(true).create(true).open(log).await?;
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(upload.into())));
     let mut image_id = None;
     while let Some(info) = stream.next().await {

@@ -1,5 +1,6 @@
 //! Smoke checks: after a build, the image is run and must do what its folder's `checks.toml` promises
-//! (commands that exit 0, optionally printing an expected text), and report its component versions.
+//! (commands that exit 0, optionally printing an expected text) and what the pipeline promises of every
+//! image of its kind (built-in checks), and report its component versions.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,6 +9,9 @@ use std::time::Duration;
 use bollard::Docker;
 use serde::Deserialize;
 
+use jhub_docker::catalog::{ImageEntry, Recipe};
+
+use crate::context::BUILD_CA_NAME;
 use crate::engine;
 use crate::ui::UserError;
 
@@ -21,7 +25,7 @@ pub struct Checks {
     versions: Option<VersionsCommand>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Check {
     name: String,
@@ -35,7 +39,49 @@ struct VersionsCommand {
     argv: Vec<String>,
 }
 
+/// What the pipeline promises of every image of a kind, so no image folder has to remember to check it:
+/// a Dockerfile image keeps the build CA out of its final stage (file and variables), and a single-user
+/// image runs as a non-root user whose home, where the user's volume is mounted, belongs to uid 1000.
+fn builtin_checks(image: &ImageEntry) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if matches!(image.recipe, Recipe::Dockerfile { .. }) {
+        checks.push(Check {
+            name: "the build CA stays in the build stage (no file, no CA variables)".to_string(),
+            argv: vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!(
+                    "for v in SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS npm_config_cafile; do \
+                     if printenv $v >/dev/null; then echo \"$v is set\"; exit 1; fi; done; \
+                     f=$(find / -xdev -name {BUILD_CA_NAME} 2>/dev/null | head -n 1); \
+                     if [ -n \"$f\" ]; then echo \"found $f\"; exit 1; fi"
+                ),
+            ],
+            stdout_contains: None,
+        });
+    }
+    if let Some(single_user) = &image.single_user {
+        let home = &single_user.home;
+        checks.push(Check {
+            name: format!("runs as uid 1000 with HOME={home}, owned by uid 1000 and writable"),
+            argv: vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("test \"$(id -u)\" = 1000 && test \"$HOME\" = {home} && test \"$(stat -c %u {home})\" = 1000 && test -w {home}"),
+            ],
+            stdout_contains: None,
+        });
+    }
+    checks
+}
+
 impl Checks {
+    /// Adds the pipeline's built-in checks for `image`'s kind to those of its folder.
+    pub fn with_builtin(mut self, image: &ImageEntry) -> Checks {
+        self.check.extend(builtin_checks(image));
+        self
+    }
+
     /// Reads `<folder>/checks.toml`; an image without one has no checks. Also returns the file's hash.
     pub fn load(image_name: &str, folder: &Path) -> Result<(Checks, String), UserError> {
         let path = folder.join("checks.toml");
@@ -78,10 +124,30 @@ impl Checks {
     }
 
     /// Runs every check against `image`; the first failure names the check, its command and its output.
-    pub async fn run(&self, docker: &Docker, image_name: &str, image: &str, mut on_check: impl FnMut(&str)) -> anyhow::Result<()> {
+    pub async fn run(
+        &self,
+        docker: &Docker,
+        image_name: &str,
+        image: &str,
+        log: &Path,
+        mut on_check: impl FnMut(&str),
+    ) -> anyhow::Result<()> {
         for check in &self.check {
             on_check(&check.name);
-            let output = engine::run_in_container(docker, image, &check.argv, CHECK_TIMEOUT).await?;
+            let output = engine::run_in_container(docker, image, &check.argv, CHECK_TIMEOUT)
+                .await
+                .map_err(|err| engine::engine_error(image_name, &format!("running check `{}`", check.name), err))?;
+            append_to_log(
+                log,
+                &format!(
+                    "check: {}\n$ {}\n{}{}exit {}\n",
+                    check.name,
+                    shell_words(&check.argv),
+                    output.stdout,
+                    output.stderr,
+                    output.exit_code
+                ),
+            );
             let missing_text = check.stdout_contains.as_ref().filter(|expected| !output.stdout.contains(expected.as_str()));
             if output.exit_code != 0 || missing_text.is_some() {
                 let why = match missing_text {
@@ -108,7 +174,9 @@ impl Checks {
     /// Runs the `[versions]` command and parses its `key=value` lines.
     pub async fn versions(&self, docker: &Docker, image_name: &str, image: &str) -> anyhow::Result<BTreeMap<String, String>> {
         let Some(command) = &self.versions else { return Ok(BTreeMap::new()) };
-        let output = engine::run_in_container(docker, image, &command.argv, CHECK_TIMEOUT).await?;
+        let output = engine::run_in_container(docker, image, &command.argv, CHECK_TIMEOUT)
+            .await
+            .map_err(|err| engine::engine_error(image_name, "reading versions", err))?;
         if output.exit_code != 0 {
             return Err(UserError::new(
                 format!("image `{image_name}`: the [versions] command exited with {}: {}", output.exit_code, output.stderr.trim()),
@@ -117,6 +185,14 @@ impl Checks {
             .into());
         }
         Ok(parse_versions(&output.stdout))
+    }
+}
+
+/// Appends to the image's build log; a log that cannot be written must not fail the build.
+fn append_to_log(log: &Path, text: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = file.write_all(text.as_bytes());
     }
 }
 

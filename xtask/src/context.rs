@@ -13,6 +13,10 @@ use crate::ui::UserError;
 /// checks run against the built image from outside, so editing them reruns checks without a rebuild.
 pub const NOT_IN_CONTEXT: &[&str] = &["checks.toml"];
 
+/// Folders that appear in an image folder when someone works in it by hand and are never inputs:
+/// Python's byte-code caches, and npm's install tree (the image installs from the lockfile itself).
+pub const IGNORED_DIRS: &[&str] = &["__pycache__", "node_modules"];
+
 /// The name under which the pipeline adds the build CA bundle to every context (never to the folder).
 pub const BUILD_CA_NAME: &str = "jhub-build-ca.crt";
 
@@ -84,8 +88,7 @@ impl Context {
                 let metadata = std::fs::symlink_metadata(&path)
                     .map_err(|err| UserError::new(format!("image `{image_name}`: {relative}: {err}"), "check the file's permissions"))?;
                 if metadata.is_dir() {
-                    // Python's byte-code caches appear wherever a file is imported by hand; they are not inputs.
-                    if entry.file_name() != "__pycache__" {
+                    if !IGNORED_DIRS.iter().any(|ignored| entry.file_name() == *ignored) {
                         pending.push(path);
                     }
                 } else if metadata.is_file() {

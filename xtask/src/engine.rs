@@ -26,6 +26,17 @@ pub async fn connect() -> Result<Docker, UserError> {
     Ok(docker)
 }
 
+/// An engine call that failed while working on `image_name`, as an error that names the image, what was
+/// being done, and where to look next.
+pub fn engine_error(image_name: &str, doing: &str, err: impl std::fmt::Display) -> anyhow::Error {
+    let first_line = err.to_string().lines().next().unwrap_or_default().to_string();
+    UserError::new(
+        format!("image `{image_name}`: the engine failed {doing}: {first_line}"),
+        "check `docker info` (is the engine up, is the disk full?) and run the command again",
+    )
+    .into()
+}
+
 /// Whether the engine has an image with this id or reference.
 pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
     !reference.is_empty() && docker.inspect_image(reference).await.is_ok()

@@ -105,8 +105,10 @@ fn pinned_inputs<'a>(root: &Path, catalog: &'a Catalog) -> Result<Vec<(&'a Image
             entries.sort();
             for path in entries {
                 let name = path.file_name().expect("entries have names").to_string_lossy().into_owned();
-                if path.is_dir() && name != "node_modules" {
-                    pending.push(path);
+                if path.is_dir() {
+                    if !crate::context::IGNORED_DIRS.contains(&name.as_str()) {
+                        pending.push(path);
+                    }
                     continue;
                 }
                 let kind = if name.ends_with(".in") {

@@ -27,7 +27,7 @@ impl Settings {
         if let Ok(text) = std::fs::read_to_string(env_file) {
             for line in text.lines().map(str::trim).filter(|line| !line.starts_with('#')) {
                 if let Some((key, value)) = line.split_once('=') {
-                    values.insert(key.trim().to_string(), value.trim().trim_matches('"').to_string());
+                    values.insert(key.trim().to_string(), env_value(value));
                 }
             }
         }
@@ -41,6 +41,21 @@ impl Settings {
 
     fn get(&self, key: &str, default: &str) -> String {
         self.values.get(key).filter(|value| !value.is_empty()).cloned().unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// A value of a `.env` line as compose reads it: quotes removed; for an unquoted value, a ` #` starts a
+/// comment.
+fn env_value(raw: &str) -> String {
+    let raw = raw.trim();
+    for quote in ['"', '\''] {
+        if let Some(inner) = raw.strip_prefix(quote).and_then(|rest| rest.split_once(quote)) {
+            return inner.0.to_string();
+        }
+    }
+    match raw.find(" #") {
+        Some(comment) => raw[..comment].trim_end().to_string(),
+        None => raw.to_string(),
     }
 }
 
@@ -76,9 +91,15 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         crate::build::run(&[])?;
     }
     let env_file = stack_dir().join(".env");
-    let new_password = ensure_env_file(&env_file)?;
+    let new_password = ensure_admin_password(&env_file)?;
     let settings = Settings::load(&env_file);
     let hub_image = locked_hub_image()?;
+    let root = jhub_docker::repo_root();
+    // The hub reads the catalog and the lock at start: a digest of both in its environment makes compose
+    // recreate it when either changed (a rebuilt image), so it never spawns an id the lock left behind.
+    let mut catalog_and_lock = std::fs::read(jhub_docker::catalog_path(&root))?;
+    catalog_and_lock.extend(std::fs::read(jhub_docker::lock_path(&root))?);
+    let config_digest = crate::context::sha256_hex(&catalog_and_lock);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let docker = engine::connect().await?;
@@ -91,56 +112,98 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    let compose = compose_for(&settings, &hub_image)?;
+    let compose = compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest);
     ui::note(&format!("starting the stack `{}`", compose.project()));
     compose.run(&["up", "-d", "--remove-orphans"])?;
     let port = settings.get("JHUB_HTTP_PORT", "8000");
+    let host = match settings.get("JHUB_BIND_ADDRESS", "127.0.0.1").as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+        address => address.to_string(),
+    };
     let started = Instant::now();
-    while !hub_is_healthy(&port) {
+    let mut last_state_check = Instant::now();
+    while !hub_is_healthy(&host, &port) {
         if started.elapsed() > HEALTH_TIMEOUT {
             return Err(UserError::new(
-                format!("the hub did not answer http://127.0.0.1:{port}/hub/health within {} s", HEALTH_TIMEOUT.as_secs()),
+                format!("the hub did not answer http://{host}:{port}/hub/health within {} s", HEALTH_TIMEOUT.as_secs()),
                 "see why with `cargo xtask logs hub`",
             )
             .into());
         }
+        if last_state_check.elapsed() > Duration::from_secs(3) {
+            last_state_check = Instant::now();
+            stop_if_hub_exited(&compose)?;
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
-    println!("jhub-docker is up at http://localhost:{port} (ready in {:.0} s)", started.elapsed().as_secs_f64());
+    let shown_host = if host == "127.0.0.1" { "localhost" } else { host.as_str() };
+    println!("jhub-docker is up at http://{shown_host}:{port} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
         Some(password) => {
             println!("admin login: user `admin`, password `{password}`");
             println!("  (shown once; it is kept in stack/.env, mode 600)");
         }
         None if settings.get("ADMIN_PASSWORD", "").is_empty() => {
-            println!("admin login: sign up as `admin` at http://localhost:{port}/hub/signup before anyone else does");
+            println!("admin login: sign up as `admin` at http://{shown_host}:{port}/hub/signup before anyone else does");
         }
         None => println!("admin login: user `admin`, password from ADMIN_PASSWORD in stack/.env"),
     }
     Ok(())
 }
 
-/// Creates `stack/.env` (mode 600) with a generated admin password when it does not exist; returns the
+/// Makes sure `stack/.env` (mode 600) names an admin password: creates the file with a generated one, or
+/// appends one to a file (such as a copy of .env.example) that has no `ADMIN_PASSWORD=` line at all. An
+/// explicit empty `ADMIN_PASSWORD=` is left alone: that admin chose the sign-up-as-admin path. Returns the
 /// password when it made one, so it is printed exactly once.
-fn ensure_env_file(env_file: &Path) -> anyhow::Result<Option<String>> {
-    if env_file.exists() {
+fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let existing = match std::fs::read_to_string(env_file) {
+        Ok(text) => Some(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(UserError::new(format!("cannot read {}: {err}", env_file.display()), "check its permissions").into()),
+    };
+    let names_password = |text: &str| text.lines().any(|line| line.trim_start().starts_with("ADMIN_PASSWORD="));
+    if existing.as_deref().is_some_and(names_password) || std::env::var_os("ADMIN_PASSWORD").is_some() {
         return Ok(None);
     }
     let mut random = [0u8; 18];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let password: String = random.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect();
-    let text = format!(
-        "# Written by `cargo xtask up`; see stack/.env.example for every setting.\n# The admin account `admin` is created with this password at the hub's start.\nADMIN_PASSWORD={password}\n"
-    );
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(env_file)?;
+    let mut text = String::new();
+    if existing.is_none() {
+        text.push_str("# Written by `cargo xtask up`; see stack/.env.example for every setting.\n");
+    }
+    text.push_str(&format!("# The admin account `admin` is created with this password at the hub's start.\nADMIN_PASSWORD={password}\n"));
+    let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(env_file)?;
     file.write_all(text.as_bytes())?;
     Ok(Some(password))
 }
 
-fn hub_is_healthy(port: &str) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) else { return false };
+/// Fails fast, with the hub's last log lines, when the hub container stopped or keeps restarting (a
+/// configuration error ends it with an `error:` and a `hint:` line) instead of waiting out the timeout.
+fn stop_if_hub_exited(compose: &Compose) -> anyhow::Result<()> {
+    let id = compose.run(&["ps", "-q", "hub"])?.trim().to_string();
+    if id.is_empty() {
+        return Ok(());
+    }
+    let state = std::process::Command::new("docker").args(["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", &id]).output()?;
+    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+    let restarted = state.split_whitespace().nth(1).and_then(|count| count.parse::<u32>().ok()).unwrap_or(0) > 0;
+    if !state.starts_with("true") || restarted {
+        let logs = compose.command(&["logs", "--tail", "15", "hub"]).output()?;
+        eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
+        return Err(UserError::new(
+            "the hub stopped during start-up; its last log lines are above",
+            "fix what its `error:` line names in stack/.env, then run `cargo xtask up` again",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn hub_is_healthy(host: &str, port: &str) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(format!("{host}:{port}")) else { return false };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     if stream.write_all(b"GET /hub/health HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
         return false;
@@ -167,6 +230,9 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
     let stack = settings.get("JHUB_STACK_NAME", "jhub");
     // `down` must work even when the lock or the hub image is gone; the reference is only interpolated.
     let hub_image = locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string());
+    let compose = compose_for(&settings, &hub_image)?;
+    // Stop the hub first, so it cannot spawn (or the culler restart) a container while they are removed.
+    compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
     let removed = runtime.block_on(async {
         let docker = engine::connect().await?;
@@ -179,7 +245,6 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(containers.len())
     })?;
     ui::note(&format!("removed {removed} user container(s)"));
-    let compose = compose_for(&settings, &hub_image)?;
     let mut compose_args = vec!["down", "--remove-orphans"];
     if remove_volumes {
         compose_args.push("--volumes");
@@ -192,7 +257,12 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
             let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
             let mut count = 0;
             for volume in volumes.volumes.unwrap_or_default().iter().filter(|volume| volume.name.starts_with(&prefix)) {
-                docker.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await?;
+                docker.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.map_err(|err| {
+                    UserError::new(
+                        format!("cannot remove the user volume {}: {err}", volume.name),
+                        "a container still uses it: `docker ps -a --filter volume=<name>` shows which",
+                    )
+                })?;
                 count += 1;
             }
             Ok::<_, anyhow::Error>(count)
@@ -218,4 +288,18 @@ pub fn logs(args: &[String]) -> anyhow::Result<()> {
         return Err(UserError::new(format!("compose logs failed ({status})"), "is the stack up? `cargo xtask up` starts it").into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_value;
+
+    #[test]
+    fn env_values_read_like_compose() {
+        assert_eq!(env_value("8080 # the port"), "8080");
+        assert_eq!(env_value("\"a # b\""), "a # b");
+        assert_eq!(env_value("'x'"), "x");
+        assert_eq!(env_value("pass#word"), "pass#word");
+        assert_eq!(env_value(""), "");
+    }
 }

@@ -67,15 +67,42 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
-        for name in [CHILD, BASE] {
-            let _ = Command::new("docker").args(["image", "rm", "-f", &format!("jhub/{name}:latest")]).output();
-            if let Ok(out) = Command::new("docker").args(["images", "-q", &format!("jhub/{name}")]).output() {
-                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("docker").args(["image", "rm", "-f", id]).output();
-                }
+        remove_test_images();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).filter(|line| !line.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Removes every image the test made: the tagged ones, child first, and the untagged leaves of its builds
+/// (a multi-stage build's build stage, a failed build's last step) that stand on the test's base, which
+/// would otherwise keep the base alive.
+fn remove_test_images() {
+    let base_ids = docker_lines(&["images", "-q", "--no-trunc", &format!("jhub/{BASE}")]);
+    let child_ids = docker_lines(&["images", "-q", "--no-trunc", &format!("jhub/{CHILD}")]);
+    let stands_on_test_base = |id: &str| {
+        let mut current = id.to_string();
+        for _ in 0..200 {
+            if base_ids.contains(&current) {
+                return true;
+            }
+            match docker_lines(&["image", "inspect", "-f", "{{.Parent}}", &current]).pop() {
+                Some(parent) if !parent.is_empty() => current = parent,
+                _ => return false,
             }
         }
-        let _ = std::fs::remove_dir_all(&self.root);
+        false
+    };
+    let leaves: Vec<String> =
+        docker_lines(&["images", "-q", "--no-trunc", "-f", "dangling=true"]).into_iter().filter(|id| stands_on_test_base(id)).collect();
+    for id in child_ids.iter().chain(&leaves).chain(&base_ids) {
+        let _ = Command::new("docker").args(["image", "rm", "-f", id]).output();
     }
 }
 
@@ -110,6 +137,7 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
         docker.is_ok_and(|output| output.status.success()),
         "no Docker engine answers; hint: run `bash ci/setup-host.sh` as root (it installs and starts one)"
     );
+    remove_test_images();
     let tree = Tree::new();
 
     let first = tree.xtask(&["build-images"]);
