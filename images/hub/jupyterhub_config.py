@@ -133,6 +133,9 @@ NAMED_SERVER_LIMIT = env_int("JHUB_NAMED_SERVER_LIMIT", 3)
 CATALOG_PATH = env_str("JHUB_CATALOG", "/srv/jhub/catalog.toml")
 LOCK_PATH = env_str("JHUB_LOCK", "/srv/jhub/images.lock")
 DATA_DIR = env_str("JHUB_DATA_DIR", "/srv/jupyterhub/data")
+# The proxy's API token lives on a volume of its own, shared with the proxy service, which must not see
+# the hub's data (cookie secret, the database with password hashes).
+PROXY_TOKEN_FILE = env_str("JHUB_PROXY_TOKEN_FILE", "/srv/jupyterhub/proxy/proxy_auth_token")
 
 ADMIN_NAME = "admin"
 MIN_PASSWORD_LENGTH = 8
@@ -268,7 +271,8 @@ def ensure_secret_file(path, make_text):
     """Create path with mode 600 if absent, atomically: a reader sees no file or the whole file.
 
     The proxy service's start script (jhub-proxy) creates the proxy token the same way, so whichever of
-    the two starts first wins and the other reads the winner's token.
+    the two starts first wins and the other reads the winner's token. (jhub-proxy then gives the file to
+    the proxy's unprivileged user; the hub, root, still reads it.)
     """
     if os.path.exists(path):
         return
@@ -301,13 +305,17 @@ def read_secret_file(path, pattern):
 os.umask(0o077)
 if not os.path.isdir(DATA_DIR):
     fail(f"data directory {DATA_DIR} does not exist", "mount the jupyterhub_data volume at /srv/jupyterhub/data")
+if not os.path.isdir(os.path.dirname(PROXY_TOKEN_FILE)):
+    fail(
+        f"proxy token directory {os.path.dirname(PROXY_TOKEN_FILE)} does not exist",
+        f"mount the jupyterhub_proxy_token volume at {os.path.dirname(PROXY_TOKEN_FILE)} (hub and proxy)",
+    )
 try:
     COOKIE_SECRET_FILE = os.path.join(DATA_DIR, "jupyterhub_cookie_secret")
     ensure_secret_file(COOKIE_SECRET_FILE, lambda: secrets.token_hex(32))
-    PROXY_TOKEN_FILE = env_str("JHUB_PROXY_TOKEN_FILE", os.path.join(DATA_DIR, "proxy_auth_token"))
     ensure_secret_file(PROXY_TOKEN_FILE, lambda: secrets.token_hex(32))
 except PermissionError as e:
-    fail(f"cannot write secrets to {DATA_DIR}: {e}", "the hub must run as the owner of the jupyterhub_data volume")
+    fail(f"cannot write secrets: {e}", "the hub must run as root (owner of the jupyterhub_data and jupyterhub_proxy_token volumes)")
 read_secret_file(COOKIE_SECRET_FILE, r"[0-9a-f]{64}")
 DB_FILE = os.path.join(DATA_DIR, "jupyterhub.sqlite")
 if os.path.exists(DB_FILE):
@@ -366,6 +374,12 @@ class JhubDockerSpawner(DockerSpawner):
         "",
         help="Catalog entry to spawn regardless of user_options (set per profile by SPAWNER=profiles).",
     ).tag(config=True)
+
+    def template_namespace(self):
+        namespace = super().template_namespace()
+        # "--<server>" for a named server, "" for the default one: see name_template below.
+        namespace["server_suffix"] = f"--{namespace['servername']}" if namespace["raw_servername"] else ""
+        return namespace
 
     @property
     def catalog_image(self):
@@ -543,12 +557,22 @@ c.DockerSpawner.network_name = NETWORK
 c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.remove = True
 c.DockerSpawner.pull_policy = "never"
-c.DockerSpawner.prefix = f"{STACK_NAME}-user"  # containers: <stack>-user-<user>[--<server>]
+c.DockerSpawner.prefix = f"{STACK_NAME}-user"
+# Container names, explicitly: <stack>-user-<user> for the default server, <stack>-user-<user>--<server>
+# for a named one (DockerSpawner's two defaults; {server_suffix} is JhubDockerSpawner's, so that one
+# template covers both). Tests and `xtask down` find containers by label, but people read these names.
+c.JhubDockerSpawner.name_template = "{prefix}-{username}{server_suffix}"
 c.DockerSpawner.image = IMAGES[0].image_id
 c.DockerSpawner.allowed_images = {i.display_name: i.image_id for i in IMAGES}
 c.DockerSpawner.mem_limit = MEM_LIMIT
 c.DockerSpawner.cpu_limit = CPU_LIMIT
-c.DockerSpawner.extra_host_config = {"pids_limit": PIDS_LIMIT}
+c.DockerSpawner.extra_host_config = {
+    "pids_limit": PIDS_LIMIT,
+    # Every single-user image runs as uid 1000 and needs no privilege: no setuid/file-capability
+    # escalation (sudo, su, ping) and no Linux capabilities at all.
+    "security_opt": ["no-new-privileges:true"],
+    "cap_drop": ["ALL"],
+}
 if SPAWNER == "profiles":
     c.JhubProfilesSpawner.profiles = [
         (
@@ -606,14 +630,15 @@ class JhubNativeAuthenticator(NativeAuthenticator):
         self.db.commit()
 
 
-c.Authenticator.admin_users = {ADMIN_NAME}
 c.Authenticator.allow_all = True
+ROLES = []  # c.JupyterHub.load_roles, set once at the end
 if AUTH_STRATEGY == "native":
     if ADMIN_PASSWORD and len(ADMIN_PASSWORD) < MIN_PASSWORD_LENGTH:
         fail(
             f"ADMIN_PASSWORD is shorter than {MIN_PASSWORD_LENGTH} characters",
             f"set ADMIN_PASSWORD to at least {MIN_PASSWORD_LENGTH} characters, or unset it to sign up as admin by hand",
         )
+    c.Authenticator.admin_users = {ADMIN_NAME}
     c.JupyterHub.authenticator_class = JhubNativeAuthenticator
     c.JhubNativeAuthenticator.bootstrap_admin_password = ADMIN_PASSWORD
     c.NativeAuthenticator.open_signup = OPEN_SIGNUP
@@ -627,6 +652,11 @@ else:
             "AUTH_STRATEGY=dummy needs DUMMY_PASSWORD (else anyone logs in as anyone with no password)",
             "set DUMMY_PASSWORD, or use AUTH_STRATEGY=native",
         )
+    # No admin: everyone who knows the one shared password could log in as `admin`. admin_users alone
+    # only adds admins; the admin role with an exact, empty member list also takes the flag from users
+    # who got it earlier (e.g. `admin` from a native-auth run on the same data volume).
+    c.Authenticator.admin_users = set()
+    ROLES.append({"name": "admin", "users": []})
     c.JupyterHub.authenticator_class = DummyAuthenticator
     c.DummyAuthenticator.password = DUMMY_PASSWORD
     if ADMIN_PASSWORD:
@@ -648,6 +678,10 @@ c.JupyterHub.pid_file = os.path.join(DATA_DIR, "jupyterhub.pid")
 # the proxy nor stops user servers.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False
+# The hub (re)adds missing routes to the proxy in the same periodic task that collects activity: a
+# restarted or recreated proxy starts with no routes, and users' servers answer again only after that
+# check (every 300 s by default in JupyterHub 5.5.4). 30 s bounds the outage.
+c.JupyterHub.last_activity_interval = 30
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://proxy:8001"
 c.ConfigurableHTTPProxy.auth_token = PROXY_TOKEN
@@ -681,11 +715,12 @@ if IDLE_CULL_TIMEOUT > 0:
             ],
         }
     ]
-    c.JupyterHub.load_roles = [
+    ROLES.append(
         {
             "name": "idle-culler",
             "description": "stop idle user servers",
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         }
-    ]
+    )
+c.JupyterHub.load_roles = ROLES
