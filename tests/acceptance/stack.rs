@@ -13,26 +13,21 @@ use jhub_docker::compose::Compose;
 use crate::preflight::Setup;
 use crate::wait;
 
-/// The stack's environment knobs (contracts "Runtime contract"). Any of them the test does not set is
+/// The variables the compose file reads (every `${NAME…}` in it): any of them the test does not set is
 /// removed from the compose CLI's environment, so the developer's shell cannot leak into a test stack.
-const KNOBS: &[&str] = &[
-    "JHUB_STACK_NAME",
-    "JHUB_NETWORK",
-    "JHUB_USER_VOLUME_PREFIX",
-    "JHUB_HUB_IMAGE",
-    "JHUB_HTTP_PORT",
-    "JHUB_CATALOG",
-    "JHUB_LOCK",
-    "AUTH_STRATEGY",
-    "OPEN_SIGNUP",
-    "ADMIN_PASSWORD",
-    "DUMMY_PASSWORD",
-    "SPAWNER",
-    "IDLE_CULL_TIMEOUT",
-    "TRUST_XHEADERS",
-    "JHUB_MEM_LIMIT",
-    "JHUB_CPU_LIMIT",
-];
+/// Read from the file itself, so a variable added there is covered without a list to keep in step.
+fn compose_variables() -> Vec<String> {
+    let text = std::fs::read_to_string(jhub_docker::repo_root().join("stack/docker-compose.yml")).unwrap_or_default();
+    let mut names: Vec<String> = text
+        .split("${")
+        .skip(1)
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>())
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
 
 /// How long the hub may take to answer `/hub/health` after `up -d` (or after a restart).
 pub const HEALTHY: Duration = Duration::from_secs(120);
@@ -113,9 +108,9 @@ impl Stack {
         let mut full_args = vec!["--env-file", self.env_file.to_str().expect("a UTF-8 temp path")];
         full_args.extend_from_slice(args);
         let mut command = self.compose.command(&full_args);
-        for knob in KNOBS {
-            if !self.env.iter().any(|(key, _)| key == knob) {
-                command.env_remove(knob);
+        for knob in compose_variables() {
+            if !self.env.iter().any(|(key, _)| *key == knob) {
+                command.env_remove(&knob);
             }
         }
         let output = command.stdin(Stdio::null()).output().with_context(|| format!("cannot run compose {}", args.join(" ")))?;

@@ -171,9 +171,16 @@ impl Checks {
         Ok(())
     }
 
-    /// Runs the `[versions]` command and parses its `key=value` lines.
+    /// Runs the `[versions]` command and parses its `key=value` lines. Every image has one: the lock
+    /// records what each image carries, and an image that reports nothing is a mistake, not a choice.
     pub async fn versions(&self, docker: &Docker, image_name: &str, image: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        let Some(command) = &self.versions else { return Ok(BTreeMap::new()) };
+        let Some(command) = &self.versions else {
+            return Err(UserError::new(
+                format!("image `{image_name}`: checks.toml has no [versions] command"),
+                "add `[versions]` with an argv that prints key=value lines (python=3.13.5, jupyterhub=5.5.4, …)",
+            )
+            .into());
+        };
         let output = engine::run_in_container(docker, image, &command.argv, CHECK_TIMEOUT)
             .await
             .map_err(|err| engine::engine_error(image_name, "reading versions", err))?;
@@ -184,7 +191,15 @@ impl Checks {
             )
             .into());
         }
-        Ok(parse_versions(&output.stdout))
+        let versions = parse_versions(&output.stdout);
+        if versions.is_empty() {
+            return Err(UserError::new(
+                format!("image `{image_name}`: the [versions] command printed no key=value line"),
+                format!("run it yourself: docker run --rm --entrypoint {} {image} {}", command.argv[0], shell_words(&command.argv[1..])),
+            )
+            .into());
+        }
+        Ok(versions)
     }
 }
 

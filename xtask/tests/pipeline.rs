@@ -31,6 +31,7 @@ impl Tree {
             "images/base/base.toml",
             "suite = \"trixie\"\nvariant = \"minbase\"\nmirror = \"http://deb.debian.org/debian\"\npython_version = \"3.13\"\npackages = []\n",
         );
+        write(&root, "images/base/checks.toml", "[versions]\nargv = [\"sh\", \"-c\", \"echo debian=$(cat /etc/debian_version)\"]\n");
         write(
             &root,
             "images/child/Dockerfile",
@@ -151,6 +152,7 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
     assert_eq!(child.versions.get("debian").map(|v| v.starts_with("13")), Some(true));
     assert!(child.files.contains_key("hello.txt") && !child.files.contains_key("checks.toml"));
     assert!(!lock.image[BASE].packages.is_empty(), "the base's Debian packages are recorded");
+    assert!(lock.image[BASE].versions.contains_key("debian"), "the base's [versions] are recorded");
 
     let second = tree.xtask(&["build-images"]);
     assert!(second.status.success());
