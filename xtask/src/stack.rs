@@ -92,6 +92,11 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     }
     let env_file = stack_dir().join(".env");
     let new_password = ensure_admin_password(&env_file)?;
+    if let Some(password) = &new_password {
+        // Printed now, not after the start: a start that fails must not swallow the only showing.
+        println!("admin login: user `admin`, password `{password}`");
+        println!("  (shown once; it is kept in stack/.env, mode 600)");
+    }
     let settings = Settings::load(&env_file);
     let hub_image = locked_hub_image()?;
     let root = jhub_docker::repo_root();
@@ -139,10 +144,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     let shown_host = if host == "127.0.0.1" { "localhost" } else { host.as_str() };
     println!("jhub-docker is up at http://{shown_host}:{port} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
-        Some(password) => {
-            println!("admin login: user `admin`, password `{password}`");
-            println!("  (shown once; it is kept in stack/.env, mode 600)");
-        }
+        Some(_) => println!("log in as `admin` with the password shown above"),
         None if settings.get("ADMIN_PASSWORD", "").is_empty() => {
             println!("admin login: sign up as `admin` at http://{shown_host}:{port}/hub/signup before anyone else does");
         }
@@ -191,7 +193,7 @@ fn stop_if_hub_exited(compose: &Compose) -> anyhow::Result<()> {
     let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
     let restarted = state.split_whitespace().nth(1).and_then(|count| count.parse::<u32>().ok()).unwrap_or(0) > 0;
     if !state.starts_with("true") || restarted {
-        let logs = compose.command(&["logs", "--tail", "15", "hub"]).output()?;
+        let logs = compose.command(&["logs", "--no-color", "--tail", "15", "hub"]).output()?;
         eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
         return Err(UserError::new(
             "the hub stopped during start-up; its last log lines are above",
