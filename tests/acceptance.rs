@@ -145,22 +145,38 @@ async fn signup_spawn_switch_restart_stop() -> Result<(), Failure> {
     Ok(stack_one().await?)
 }
 
+/// What every scenario starts from: the preflight's findings, the test's artifacts folder, a stack of its
+/// own with `settings`, and a chromedriver.
+async fn start_scenario(test: &str, settings: &[(&str, &str)]) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
+    let setup = preflight::check().await?;
+    let artifacts = Artifacts::for_test(&setup.root, test)?;
+    let stack = Stack::start(&setup, settings, &artifacts.dir).await?;
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    Ok((setup, artifacts, stack, driver))
+}
+
+/// Prints each spawn's duration and the test's total, and keeps them in `timings.txt` of its artifacts.
+fn report_timings(test: &str, artifacts: &Artifacts, spawns: &[(String, f64)], test_started: Instant) -> Result<()> {
+    let mut timings = String::new();
+    for (what, seconds) in spawns {
+        progress!("spawn time (form submitted → Lab ready): {what}: {seconds:.1} s");
+        timings.push_str(&format!("spawn {what} {seconds:.1} s\n"));
+    }
+    let total = test_started.elapsed().as_secs_f64();
+    timings.push_str(&format!("total {total:.1} s\n"));
+    std::fs::write(artifacts.dir.join("timings.txt"), timings)?;
+    progress!("{test}: {total:.1} s in total");
+    Ok(())
+}
+
 async fn stack_one() -> Result<()> {
     let test_started = Instant::now();
-    let setup = preflight::check().await?;
-    let artifacts = Artifacts::for_test(&setup.root, "signup_spawn_switch_restart_stop")?;
-    let stack = Stack::start(
-        &setup,
-        &[("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")],
-        &artifacts.dir,
-    )
-    .await?;
-    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let test = "signup_spawn_switch_restart_stop";
+    let settings = [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")];
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings).await?;
     let run = Run::new(&setup, &stack, &artifacts);
-    let admin = driver.session("admin").await?;
-    run.track(&admin);
-    let alice = driver.session("alice").await?;
-    run.track(&alice);
+    let admin = run.session(&driver, "admin").await?;
+    let alice = run.session(&driver, "alice").await?;
     let admin_password = fresh_password();
     let alice_password = fresh_password();
     if stack::keeps() {
@@ -172,23 +188,16 @@ async fn stack_one() -> Result<()> {
     run.step("a.signup-and-authorize", "admin", step_a(&run, &admin, &admin_password, &alice, &alice_password)).await?;
     run.step("a2.unlisted-image-refused", "alice", step_a2(&run, &alice)).await?;
     let seconds = run.step("b.spawn-datascience", "alice", step_b(&run, &alice)).await?;
-    spawns.push(("datascience".to_string(), seconds));
+    spawns.push(("alice, datascience".to_string(), seconds));
     run.step("c.vscode-and-marimo", "alice", step_c(&alice)).await?;
     let seconds = run.step("d.switch-to-minimal", "alice", step_d(&run, &alice, &nonce)).await?;
-    spawns.push(("minimal".to_string(), seconds));
+    spawns.push(("alice, minimal".to_string(), seconds));
     run.step("e.hub-restart-keeps-servers", "alice", step_e(&run, &alice, &nonce)).await?;
     run.step("f.admin-stops-alice", "admin", step_f(&run, &admin)).await?;
 
-    let mut timings = String::new();
-    for (image, seconds) in &spawns {
-        progress!("spawn time (form submitted → Lab ready): alice, {image}: {seconds:.1} s");
-        timings.push_str(&format!("spawn alice {image} {seconds:.1} s\n"));
-    }
-    timings.push_str(&format!("total {:.1} s\n", test_started.elapsed().as_secs_f64()));
-    std::fs::write(artifacts.dir.join("timings.txt"), timings)?;
+    report_timings(test, &artifacts, &spawns, test_started)?;
     let _ = admin.close().await;
     let _ = alice.close().await;
-    progress!("signup_spawn_switch_restart_stop: {:.1} s in total", test_started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -362,27 +371,19 @@ async fn profiles_limit_the_container() -> Result<(), Failure> {
 
 async fn stack_two() -> Result<()> {
     let test_started = Instant::now();
-    let setup = preflight::check().await?;
-    let artifacts = Artifacts::for_test(&setup.root, "profiles_limit_the_container")?;
+    let test = "profiles_limit_the_container";
     let admin_password = fresh_password();
-    let stack = Stack::start(
-        &setup,
-        &[
-            ("AUTH_STRATEGY", "native"),
-            ("OPEN_SIGNUP", "true"),
-            ("ADMIN_PASSWORD", admin_password.as_str()),
-            ("SPAWNER", "profiles"),
-            ("IDLE_CULL_TIMEOUT", "0"),
-        ],
-        &artifacts.dir,
-    )
-    .await?;
-    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let settings = [
+        ("AUTH_STRATEGY", "native"),
+        ("OPEN_SIGNUP", "true"),
+        ("ADMIN_PASSWORD", admin_password.as_str()),
+        ("SPAWNER", "profiles"),
+        ("IDLE_CULL_TIMEOUT", "0"),
+    ];
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings).await?;
     let run = Run::new(&setup, &stack, &artifacts);
-    let admin = driver.session("admin").await?;
-    run.track(&admin);
-    let bob = driver.session("bob").await?;
-    run.track(&bob);
+    let admin = run.session(&driver, "admin").await?;
+    let bob = run.session(&driver, "bob").await?;
     let bob_password = fresh_password();
     if stack::keeps() {
         progress!("passwords (JHUB_ACCEPTANCE_KEEP): admin={admin_password} bob={bob_password}");
@@ -391,14 +392,9 @@ async fn stack_two() -> Result<()> {
     run.step("g1.admin-exists-open-signup", "admin", step_g_accounts(&run, &admin, &admin_password, &bob, &bob_password)).await?;
     let seconds = run.step("g2.profile-limits", "bob", step_g_profiles(&run, &bob)).await?;
 
-    progress!("spawn time (form submitted → Lab ready): bob, profile: {seconds:.1} s");
-    std::fs::write(
-        artifacts.dir.join("timings.txt"),
-        format!("spawn bob profile {seconds:.1} s\ntotal {:.1} s\n", test_started.elapsed().as_secs_f64()),
-    )?;
+    report_timings(test, &artifacts, &[("bob, profile".to_string(), seconds)], test_started)?;
     let _ = admin.close().await;
     let _ = bob.close().await;
-    progress!("profiles_limit_the_container: {:.1} s in total", test_started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Result, anyhow};
 
 use crate::artifacts::Artifacts;
-use crate::browser::Browser;
+use crate::browser::{Browser, Chromedriver};
 use crate::preflight::Setup;
 use crate::stack::Stack;
 
@@ -24,9 +24,11 @@ impl<'a> Run<'a> {
         Run { setup, stack, artifacts, browsers: Mutex::new(Vec::new()) }
     }
 
-    /// Registers a browser whose state is saved when a step fails.
-    pub fn track(&self, browser: &Browser) {
+    /// A fresh browser session for `user`, whose state is saved when a step fails.
+    pub async fn session(&self, driver: &Chromedriver, user: &str) -> Result<Browser> {
+        let browser = driver.session(user).await?;
         self.browsers.lock().expect("not poisoned").push(browser.clone());
+        Ok(browser)
     }
 
     /// Runs step `name` on behalf of `user`; on failure saves the artifacts and names step, user and URL.
