@@ -100,6 +100,18 @@ fn memory_bytes(size: &str) -> Result<i64> {
     Ok(number * factor)
 }
 
+/// A spawn request the hub must refuse: status 400 and the config's "unknown image" message.
+fn expect_refused(request: &str, answer: &hub::Answer) -> Result<()> {
+    ensure!(
+        answer.status == 400 && answer.message.contains(UNKNOWN_IMAGE_REFUSAL),
+        "{request} should be refused with status 400 and a message containing `{UNKNOWN_IMAGE_REFUSAL}`; the hub answered {}: {}",
+        answer.status,
+        answer.message
+    );
+    progress!("refused as it should be: {request}: {} {}", answer.status, answer.message);
+    Ok(())
+}
+
 /// The user's one running container, checked to run exactly the image id images.lock records for the
 /// catalog entry `image` and to be labelled with that entry.
 async fn running_locked_image(setup: &Setup, project: &str, user: &str, image: &str) -> Result<bollard::models::ContainerInspectResponse> {
@@ -240,23 +252,11 @@ async fn step_a2(run: &Run<'_>, alice: &Browser) -> Result<()> {
     for (what, image) in unlisted {
         ensure!(!offered.iter().any(|choice| choice.value == image), "the spawn form offers {what} {image}: {offered:?}");
         let answer = hub::api_spawn(alice, "alice", &json!({ "image": image })).await?;
-        ensure!(
-            answer.status == 400 && answer.message.contains(UNKNOWN_IMAGE_REFUSAL),
-            "POST /hub/api/users/alice/server naming {what} ({image}) should be refused with status 400 and a message containing `{UNKNOWN_IMAGE_REFUSAL}`; the hub answered {}: {}",
-            answer.status,
-            answer.message
-        );
-        progress!("refused as it should be: API spawn of {what}: {} {}", answer.status, answer.message);
+        expect_refused(&format!("POST /hub/api/users/alice/server naming {what} ({image})"), &answer)?;
     }
     let image = setup.image_id("base");
     let answer = hub::post_spawn_form_with(alice, "image", image).await?;
-    ensure!(
-        answer.status == 400 && answer.message.contains(UNKNOWN_IMAGE_REFUSAL),
-        "the spawn form posted with image={image} (not in its dropdown) should be refused with status 400 and an error containing `{UNKNOWN_IMAGE_REFUSAL}`; the hub answered {}: {:?}",
-        answer.status,
-        answer.message
-    );
-    progress!("refused as it should be: spawn form with an image not offered: {} {}", answer.status, answer.message);
+    expect_refused(&format!("the spawn form posted with image={image} (not in its dropdown)"), &answer)?;
     let after = docker::user_containers(&setup.docker, &stack.project, "alice").await?;
     let names: Vec<_> = after.iter().map(|container| (container.names.clone(), container.image.clone())).collect();
     ensure!(after.is_empty(), "refused spawns left alice with container(s) labelled for stack {}: {names:?}", stack.project);
