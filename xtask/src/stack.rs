@@ -7,7 +7,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use jhub_docker::compose::{self, Compose};
 use jhub_docker::lock::Lock;
 
@@ -78,6 +81,12 @@ fn locked_hub_image() -> Result<String, UserError> {
         .ok_or_else(|| UserError::new("images.lock has no hub image", "run `cargo xtask build-images`"))
 }
 
+/// The hub image for verbs that only need compose to interpolate the file (`down`, `logs`): they must work
+/// even when the lock or the image is gone.
+fn hub_image_to_interpolate() -> String {
+    locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string())
+}
+
 pub fn up(args: &[String]) -> anyhow::Result<()> {
     let mut build = true;
     for arg in args {
@@ -106,17 +115,14 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     catalog_and_lock.extend(std::fs::read(jhub_docker::lock_path(&root))?);
     let config_digest = crate::context::sha256_hex(&catalog_and_lock);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let docker = engine::connect().await?;
-        if !engine::image_exists(&docker, &hub_image).await {
-            return Err(UserError::new(
-                format!("the locked hub image {hub_image} is not on this engine"),
-                "run `cargo xtask build-images` (or `cargo xtask up` without --no-build)",
-            )
-            .into());
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
+    let docker = runtime.block_on(engine::connect())?;
+    if !runtime.block_on(engine::image_exists(&docker, &hub_image)) {
+        return Err(UserError::new(
+            format!("the locked hub image {hub_image} is not on this engine"),
+            "run `cargo xtask build-images` (or `cargo xtask up` without --no-build)",
+        )
+        .into());
+    }
     let compose = compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest);
     ui::note(&format!("starting the stack `{}`", compose.project()));
     compose.run(&["up", "-d", "--remove-orphans"])?;
@@ -137,7 +143,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         }
         if last_state_check.elapsed() > Duration::from_secs(3) {
             last_state_check = Instant::now();
-            stop_if_hub_exited(&compose)?;
+            stop_if_hub_exited(&compose, &runtime, &docker)?;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -184,15 +190,15 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
 
 /// Fails fast, with the hub's last log lines, when the hub container stopped or keeps restarting (a
 /// configuration error ends it with an `error:` and a `hint:` line) instead of waiting out the timeout.
-fn stop_if_hub_exited(compose: &Compose) -> anyhow::Result<()> {
+fn stop_if_hub_exited(compose: &Compose, runtime: &tokio::runtime::Runtime, docker: &Docker) -> anyhow::Result<()> {
     let id = compose.run(&["ps", "-q", "hub"])?.trim().to_string();
     if id.is_empty() {
         return Ok(());
     }
-    let state = std::process::Command::new("docker").args(["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", &id]).output()?;
-    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
-    let restarted = state.split_whitespace().nth(1).and_then(|count| count.parse::<u32>().ok()).unwrap_or(0) > 0;
-    if !state.starts_with("true") || restarted {
+    let inspected = runtime.block_on(docker.inspect_container(&id, None::<InspectContainerOptions>))?;
+    let running = inspected.state.and_then(|state| state.running).unwrap_or(false);
+    let restarted = inspected.restart_count.unwrap_or(0) > 0;
+    if !running || restarted {
         let logs = compose.command(&["logs", "--no-color", "--tail", "15", "hub"]).output()?;
         eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
         return Err(UserError::new(
@@ -230,14 +236,12 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&stack_dir().join(".env"));
     let stack = settings.get("JHUB_STACK_NAME", "jhub");
-    // `down` must work even when the lock or the hub image is gone; the reference is only interpolated.
-    let hub_image = locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string());
-    let compose = compose_for(&settings, &hub_image)?;
+    let compose = compose_for(&settings, &hub_image_to_interpolate())?;
     // Stop the hub first, so it cannot spawn (or the culler restart) a container while they are removed.
     compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let docker = runtime.block_on(engine::connect())?;
     let removed = runtime.block_on(async {
-        let docker = engine::connect().await?;
         let labels = HashMap::from([("label", vec![format!("io.jhub-docker.stack={stack}")])]);
         let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&labels).build())).await?;
         for container in &containers {
@@ -255,7 +259,6 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
     if remove_volumes {
         let prefix = settings.get("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-");
         let count = runtime.block_on(async {
-            let docker = engine::connect().await?;
             let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
             let mut count = 0;
             for volume in volumes.volumes.unwrap_or_default().iter().filter(|volume| volume.name.starts_with(&prefix)) {
@@ -278,8 +281,7 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
 
 pub fn logs(args: &[String]) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
-    let hub_image = locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string());
-    let compose = compose_for(&settings, &hub_image)?;
+    let compose = compose_for(&settings, &hub_image_to_interpolate())?;
     if compose.run(&["ps", "-q"])?.trim().is_empty() {
         return Err(UserError::new(format!("the stack `{}` is not running", compose.project()), "start it with `cargo xtask up`").into());
     }
