@@ -130,12 +130,34 @@ impl Catalog {
         if images.is_empty() {
             return Err(error("images/catalog.toml lists no image", "add an [[image]] entry"));
         }
+        let mut display_names = BTreeSet::new();
+        for (image, single_user) in images.iter().filter_map(|image| image.single_user.as_ref().map(|single_user| (image, single_user))) {
+            if !display_names.insert(single_user.display_name.as_str()) {
+                return Err(error(
+                    format!("image `{}` has the display_name `{}` of an earlier image", image.name, single_user.display_name),
+                    "users choose by display_name: give every single-user image its own",
+                ));
+            }
+        }
         let mut profile_names = BTreeSet::new();
+        let mut profile_display_names = BTreeSet::new();
         for profile in &raw.profile {
             if !profile_names.insert(profile.name.clone()) {
                 return Err(error(
                     format!("profile `{}` is listed twice in images/catalog.toml", profile.name),
                     "give every [[profile]] its own name",
+                ));
+            }
+            if !profile_display_names.insert(profile.display_name.clone()) {
+                return Err(error(
+                    format!("profile `{}` has the display_name `{}` of an earlier profile", profile.name, profile.display_name),
+                    "users choose by display_name: give every [[profile]] its own",
+                ));
+            }
+            if !is_name(&profile.name) {
+                return Err(error(
+                    format!("profile name `{}` in images/catalog.toml is not valid", profile.name),
+                    "names use lowercase letters, digits and `-`, such as `lab-small`",
                 ));
             }
             let target = images.iter().find(|image| image.name == profile.image);
@@ -145,7 +167,7 @@ impl Catalog {
                     "a profile's image must be an [[image]] with single_user = true",
                 ));
             }
-            if profile.cpu_limit.is_nan() || profile.cpu_limit <= 0.0 {
+            if !profile.cpu_limit.is_finite() || profile.cpu_limit <= 0.0 {
                 return Err(error(
                     format!("profile `{}` has cpu_limit {}", profile.name, profile.cpu_limit),
                     "cpu_limit is a number of CPUs above 0, such as 1.0 or 0.5",
@@ -222,7 +244,7 @@ impl Catalog {
 
 fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntry, CatalogError> {
     let name = raw.name;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.starts_with('-') {
+    if !is_name(&name) {
         return Err(error(
             format!("image name `{name}` in images/catalog.toml is not valid"),
             "names use lowercase letters, digits and `-`, such as `datascience` or `uv-lab`",
@@ -283,15 +305,22 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
             })
         };
         let home = require(raw.home, "home")?;
-        if !home.starts_with('/') {
+        if !home.starts_with('/') || home.contains(char::is_whitespace) || home.contains(':') {
             return Err(error(format!("image `{name}`: home `{home}` is not an absolute path"), "use a path such as /home/jovyan"));
         }
-        Some(SingleUser {
-            display_name: require(raw.display_name, "display_name")?,
-            description: raw.description.unwrap_or_default(),
-            home,
-            default_url: require(raw.default_url, "default_url")?,
-        })
+        let default_url = require(raw.default_url, "default_url")?;
+        // A path inside the user's server: "//host" would be another site, and JupyterHub prefixes it.
+        if !default_url.starts_with('/') || default_url.starts_with("//") || default_url.contains(char::is_whitespace) {
+            return Err(error(
+                format!("image `{name}`: default_url `{default_url}` is not a path inside the user's server"),
+                "use a path starting with one `/`, such as /lab or /vscode/",
+            ));
+        }
+        let display_name = require(raw.display_name, "display_name")?;
+        if display_name.contains('\n') {
+            return Err(error(format!("image `{name}`: display_name spans lines"), "a display_name is one line of the dropdown"));
+        }
+        Some(SingleUser { display_name, description: raw.description.unwrap_or_default(), home, default_url })
     } else {
         if raw.display_name.is_some() || raw.home.is_some() || raw.default_url.is_some() {
             return Err(error(
@@ -304,10 +333,15 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
     Ok(ImageEntry { name, folder, recipe, single_user })
 }
 
-/// A memory size as the hub accepts it (`^[1-9][0-9]*(\.[0-9]+)?[KMGT]?$` in jupyterhub_config.py): a
-/// positive number, optionally with a fraction, and an upper-case unit. Both sides must agree, or a
-/// catalog the build accepts would stop the hub.
-fn is_memory_size(text: &str) -> bool {
+/// An image or profile name: lowercase letters, digits and `-`, not starting with `-`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('-') && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A memory size as Docker takes it and the hub's JHUB_MEM_LIMIT accepts it
+/// (`^[1-9][0-9]*(\.[0-9]+)?[KMGT]?$`): a positive number, optionally with a fraction, and an upper-case
+/// unit (bytes without one).
+pub fn is_memory_size(text: &str) -> bool {
     let number = text.strip_suffix(['K', 'M', 'G', 'T']).unwrap_or(text);
     let (whole, fraction) = match number.split_once('.') {
         Some((whole, fraction)) => (whole, Some(fraction)),
@@ -351,20 +385,113 @@ mem_limit = "1G"
         assert_eq!(catalog.profiles[0].image, "lab");
     }
 
-    fn message_of(text: &str) -> String {
-        Catalog::parse(text).unwrap_err().message
+    /// Every catalog the pipeline must refuse, as an edit of GOOD, with the message it must give. The hub
+    /// reads only the resolved view, so this table is the whole of the catalog's rules.
+    const BAD_CATALOGS: &[(&str, &str, &str, &str)] = &[
+        (
+            "unknown parent",
+            "parent = \"base\"",
+            "parent = \"nope\"",
+            "image `lab`: parent `nope` is not listed before it in images/catalog.toml",
+        ),
+        ("no home", "home = \"/home/jovyan\"\n", "", "single-user image `lab` has no `home`"),
+        ("relative home", "home = \"/home/jovyan\"", "home = \"home/jovyan\"", "image `lab`: home `home/jovyan` is not an absolute path"),
+        ("no default_url", "default_url = \"/lab\"\n", "", "single-user image `lab` has no `default_url`"),
+        (
+            "relative default_url",
+            "default_url = \"/lab\"",
+            "default_url = \"lab\"",
+            "image `lab`: default_url `lab` is not a path inside the user's server",
+        ),
+        (
+            "another site as default_url",
+            "default_url = \"/lab\"",
+            "default_url = \"//evil.example/lab\"",
+            "image `lab`: default_url `//evil.example/lab` is not a path inside the user's server",
+        ),
+        ("empty display_name", "display_name = \"Lab\"", "display_name = \" \"", "single-user image `lab` has no `display_name`"),
+        ("bad image name", "name = \"lab\"", "name = \"Lab!\"", "image name `Lab!` in images/catalog.toml is not valid"),
+        ("unknown field", "bootstrap", "bootstrapp", "images/catalog.toml is not a valid catalog: TOML parse error at line 4, column 1"),
+        (
+            "single-user fields without single_user",
+            "single_user = true\n",
+            "",
+            "image `lab` has single-user fields but not single_user = true",
+        ),
+        ("bad profile memory", "mem_limit = \"1G\"", "mem_limit = \"lots\"", "profile `lab-small` has mem_limit `lots`"),
+        ("lower-case memory unit", "mem_limit = \"1G\"", "mem_limit = \"1g\"", "profile `lab-small` has mem_limit `1g`"),
+        ("memory with a byte suffix", "mem_limit = \"1G\"", "mem_limit = \"1GB\"", "profile `lab-small` has mem_limit `1GB`"),
+        ("zero memory", "mem_limit = \"1G\"", "mem_limit = \"0G\"", "profile `lab-small` has mem_limit `0G`"),
+        ("zero CPUs", "cpu_limit = 1.0", "cpu_limit = 0.0", "profile `lab-small` has cpu_limit 0"),
+        ("infinite CPUs", "cpu_limit = 1.0", "cpu_limit = inf", "profile `lab-small` has cpu_limit inf"),
+        (
+            "profile of a non-user image",
+            "image = \"lab\"",
+            "image = \"base\"",
+            "profile `lab-small` names `base`, which is not a single-user image",
+        ),
+        (
+            "profile of an unknown image",
+            "image = \"lab\"",
+            "image = \"nope\"",
+            "profile `lab-small` names `nope`, which is not a single-user image",
+        ),
+        (
+            "empty profile display_name",
+            "display_name = \"Lab, small\"",
+            "display_name = \"\"",
+            "profile `lab-small` has an empty display_name",
+        ),
+        (
+            "bad profile name",
+            "name = \"lab-small\"",
+            "name = \"Lab small\"",
+            "profile name `Lab small` in images/catalog.toml is not valid",
+        ),
+        (
+            "bootstrap with a parent",
+            "bootstrap = \"mmdebstrap\"",
+            "bootstrap = \"mmdebstrap\"\nparent = \"lab\"",
+            "image `base` is bootstrapped and also has a parent",
+        ),
+        ("neither parent nor bootstrap", "bootstrap = \"mmdebstrap\"\n", "", "image `base` has neither a parent nor a bootstrap"),
+        (
+            "folder outside images/",
+            "name = \"lab\"\n",
+            "name = \"lab\"\nfolder = \"../etc\"\n",
+            "image `lab`: folder `../etc` is not a folder under images/",
+        ),
+    ];
+
+    #[test]
+    fn bad_catalogs_are_refused_with_their_message() {
+        for (case, from, to, expected) in BAD_CATALOGS {
+            assert!(GOOD.contains(from), "case `{case}`: GOOD has no `{from}`");
+            let text = GOOD.replacen(from, to, 1);
+            let err = Catalog::parse(&text).err().unwrap_or_else(|| panic!("case `{case}`: the catalog was accepted"));
+            assert_eq!(err.message, *expected, "case `{case}`");
+            assert!(!err.hint.is_empty(), "case `{case}`: no hint");
+        }
     }
 
     #[test]
-    fn rejects_unknown_parent_duplicates_and_missing_fields() {
-        assert!(message_of(&GOOD.replace("parent = \"base\"", "parent = \"nope\"")).contains("parent `nope`"));
-        assert!(message_of(&format!("{GOOD}\n[[image]]\nname = \"lab\"\nparent = \"base\"\n")).contains("listed twice"));
-        assert!(message_of(&GOOD.replace("home = \"/home/jovyan\"\n", "")).contains("no `home`"));
-        assert!(message_of(&GOOD.replace("name = \"lab\"", "name = \"Lab!\"")).contains("not valid"));
-        assert!(message_of(&GOOD.replace("mem_limit = \"1G\"", "mem_limit = \"lots\"")).contains("mem_limit"));
-        assert!(message_of(&GOOD.replace("image = \"lab\"", "image = \"base\"")).contains("not a single-user image"));
-        assert!(message_of(&GOOD.replace("bootstrap", "bootstrapp")).contains("not a valid catalog"));
-        assert!(message_of("").contains("no image"));
+    fn duplicates_are_refused_with_their_message() {
+        let second_image = "\n[[image]]\nname = \"lab2\"\nparent = \"base\"\nsingle_user = true\ndisplay_name = \"Lab\"\nhome = \"/home/jovyan\"\ndefault_url = \"/lab\"\n";
+        let second_profile =
+            "\n[[profile]]\nname = \"lab-big\"\ndisplay_name = \"Lab, small\"\nimage = \"lab\"\ncpu_limit = 2.0\nmem_limit = \"4G\"\n";
+        let cases = [
+            (format!("{GOOD}\n[[image]]\nname = \"lab\"\nparent = \"base\"\n"), "image `lab` is listed twice in images/catalog.toml"),
+            (format!("{GOOD}{second_image}"), "image `lab2` has the display_name `Lab` of an earlier image"),
+            (
+                format!("{GOOD}{second_profile}").replacen("name = \"lab-big\"", "name = \"lab-small\"", 1),
+                "profile `lab-small` is listed twice in images/catalog.toml",
+            ),
+            (format!("{GOOD}{second_profile}"), "profile `lab-big` has the display_name `Lab, small` of an earlier profile"),
+            (String::new(), "images/catalog.toml lists no image"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Catalog::parse(&text).unwrap_err().message, expected);
+        }
     }
 
     #[test]
@@ -385,7 +512,7 @@ mem_limit = "1G"
 
     #[test]
     fn memory_sizes_follow_the_hubs_rule() {
-        for good in ["1G", "512M", "1.5G", "4096", "2T"] {
+        for good in ["1G", "512M", "1.5G", "4096", "2T", "1K"] {
             assert!(is_memory_size(good), "{good} should be accepted");
         }
         for bad in ["2g", "0G", "01G", "1.G", ".5G", "G", "", "lots", "1GB", "-1G"] {

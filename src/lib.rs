@@ -1,10 +1,11 @@
 //! The model of jhub-docker's source of truth, shared by the xtask (which writes it) and the acceptance
-//! harness (which asserts against it): the image catalog, the lock the build pipeline writes, and the
-//! compose CLI both use to drive the stack.
+//! harness (which asserts against it): the image catalog, the lock the build pipeline writes, the resolved
+//! view the hub reads, and the compose CLI both use to drive the stack.
 
 pub mod catalog;
 pub mod compose;
 pub mod lock;
+pub mod view;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-//! `images.lock`: what the build pipeline built, per image: content key, parent and image ids, size, tags,
-//! the hashes of the image folder's files and pinned inputs, and the versions of its key components.
-//! The hub spawns exactly the `image_id`s recorded here; the acceptance test asserts against them.
+//! `images.lock`: what the build pipeline built, per image: its content key (a function of its inputs only),
+//! its tags, the hashes of the image folder's files and pinned inputs, and the versions of its key
+//! components. Machine-specific facts (image ids, sizes) are not recorded: an image id is read from the
+//! engine through the content-keyed tag, so a newcomer's first build leaves the committed lock unchanged.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,10 +10,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// The lock format's version; a lock with another version is refused rather than misread.
-pub const LOCK_VERSION: u32 = 1;
+pub const LOCK_VERSION: u32 = 2;
 
 const HEADER: &str = "# images.lock: what `cargo xtask build-images` built and pinned. Written by the pipeline;\n\
-# do not edit by hand. Commit it: the hub spawns exactly these image ids.\n\n";
+# do not edit by hand. Commit it: the hub spawns the images these content keys name (jhub/<name>:<key>).\n\n";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,16 +30,13 @@ pub struct Lock {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockedImage {
-    /// `sha256:` of the image folder's deterministic context tar and the parent's image id.
+    /// `sha256:` of the image folder's deterministic context tar and the parent's content key: equal keys
+    /// mean equal inputs, on any machine.
     pub content_key: String,
-    /// The parent's image id; empty for a bootstrapped root image.
-    #[serde(default)]
-    pub parent_id: String,
-    pub image_id: String,
-    /// Bytes, as the engine reports them.
-    pub size: u64,
+    /// `jhub/<name>:<short key>` (the keyed tag, which names this build on every engine) and `:latest`.
     pub tags: Vec<String>,
-    /// `sha256:` of the image's `checks.toml`, so changed checks run again without a rebuild.
+    /// `sha256:` of the image's `checks.toml` and its ancestors' (their checks run against it too), so
+    /// changed checks run again without a rebuild.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub checks_sha256: String,
     /// For a bootstrapped image, `sha256:` of the rootfs tar that was imported.
@@ -56,7 +54,8 @@ pub struct LockedImage {
 }
 
 impl LockedImage {
-    /// The content-keyed tag (`jhub/<name>:<short key>`), how compose names the hub image.
+    /// The content-keyed tag (`jhub/<name>:<short key>`): how compose names the hub image, and how the
+    /// xtask and the tests find the image id of what the lock records.
     pub fn keyed_tag(&self) -> Option<&str> {
         self.tags.iter().map(String::as_str).find(|tag| !tag.ends_with(":latest"))
     }
@@ -82,7 +81,33 @@ impl Lock {
         }
     }
 
+    /// Reads the lock at `path` for a build that will write it anew: a lock of an older format keeps its
+    /// pinned-input hashes (the format of `[pinned]` never changed) and forgets its images, which are then
+    /// built or found again and recorded in this format.
+    pub fn load_for_rebuild(path: &Path) -> Result<Lock, LockError> {
+        match Lock::load(path) {
+            Err(err) if err.message.contains("this checkout reads version") => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let pinned = toml::from_str::<toml::Table>(&text)
+                    .ok()
+                    .and_then(|table| table.get("pinned").cloned())
+                    .and_then(|pinned| pinned.try_into::<BTreeMap<String, String>>().ok())
+                    .unwrap_or_default();
+                Ok(Lock { pinned, ..Lock::new() })
+            }
+            other => other,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Lock, LockError> {
+        // The version first: another format's fields must be reported as another version, not garbage.
+        let version = toml::from_str::<toml::Table>(text).ok().and_then(|table| table.get("version").and_then(toml::Value::as_integer));
+        if let Some(version) = version.filter(|version| *version != i64::from(LOCK_VERSION)) {
+            return Err(LockError {
+                message: format!("images.lock has version {version}, this checkout reads version {LOCK_VERSION}"),
+                hint: "run `cargo xtask build-images` (without --locked) to write it anew, and commit it".to_string(),
+            });
+        }
         let lock: Lock = toml::from_str(text).map_err(|err| LockError {
             message: format!("images.lock is not a valid lock: {}", err.to_string().lines().next().unwrap_or_default()),
             hint: "restore it with `git checkout images.lock`, or delete it and run `cargo xtask build-images`".to_string(),
@@ -90,7 +115,7 @@ impl Lock {
         if lock.version != LOCK_VERSION {
             return Err(LockError {
                 message: format!("images.lock has version {}, this checkout reads version {LOCK_VERSION}", lock.version),
-                hint: "run `cargo xtask build-images` to write it anew".to_string(),
+                hint: "run `cargo xtask build-images` (without --locked) to write it anew, and commit it".to_string(),
             });
         }
         Ok(lock)
@@ -130,9 +155,6 @@ mod tests {
             "minimal".to_string(),
             LockedImage {
                 content_key: "sha256:aa".to_string(),
-                parent_id: "sha256:bb".to_string(),
-                image_id: "sha256:cc".to_string(),
-                size: 42,
                 tags: vec!["jhub/minimal:aa".to_string(), "jhub/minimal:latest".to_string()],
                 files: BTreeMap::from([("Dockerfile".to_string(), "sha256:dd".to_string())]),
                 versions: BTreeMap::from([("python".to_string(), "3.13.5".to_string())]),
@@ -143,7 +165,6 @@ mod tests {
             "base".to_string(),
             LockedImage {
                 content_key: "sha256:11".to_string(),
-                image_id: "sha256:bb".to_string(),
                 rootfs_sha256: "sha256:22".to_string(),
                 packages: BTreeMap::from([("bash".to_string(), "5.2.37-2".to_string())]),
                 ..LockedImage::default()
@@ -176,8 +197,23 @@ mod tests {
 
     #[test]
     fn refuses_other_versions_and_garbage() {
-        assert!(Lock::parse("version = 2\n").unwrap_err().message.contains("version 2"));
+        assert!(Lock::parse("version = 1\n").unwrap_err().message.contains("version 1"));
         assert!(Lock::parse("version = ").unwrap_err().message.contains("not a valid lock"));
         assert_eq!(Lock::load(Path::new("/nonexistent/images.lock")).unwrap(), Lock::new());
+    }
+
+    #[test]
+    fn an_older_lock_keeps_its_pins_for_a_rebuild() {
+        let folder = std::env::temp_dir().join(format!("jhub-lock-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("images.lock");
+        std::fs::write(&path, "version = 1\n[pinned]\n\"hub/requirements.in\" = \"sha256:ab\"\n[image.hub]\nimage_id = \"sha256:cd\"\n")
+            .unwrap();
+        assert!(Lock::load(&path).is_err());
+        let upgraded = Lock::load_for_rebuild(&path).unwrap();
+        assert_eq!(upgraded.version, LOCK_VERSION);
+        assert_eq!(upgraded.pinned["hub/requirements.in"], "sha256:ab");
+        assert!(upgraded.image.is_empty());
+        std::fs::remove_dir_all(&folder).unwrap();
     }
 }

@@ -1,7 +1,9 @@
 //! What a run needs before it starts anything: Docker, the docker and compose CLIs, chromedriver and
-//! Chromium, the catalog, images.lock and every locked image present in the engine. A missing piece fails
-//! the test with its reason and a `hint:`; nothing is skipped.
+//! Chromium, the catalog, images.lock and every locked image present in the engine (found by its
+//! content-keyed tag, whose id the run then expects). A missing piece fails the test with its reason and a
+//! `hint:`; nothing is skipped.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -20,12 +22,14 @@ pub struct Setup {
     pub compose_cli: Vec<String>,
     pub compose_file: PathBuf,
     pub docker: Docker,
+    /// This engine's id for each locked image the run needs (the image its keyed tag names).
+    pub image_ids: BTreeMap<String, String>,
 }
 
 impl Setup {
-    /// The lock's `image_id` for the catalog entry `name` (checked present by `check`).
+    /// This engine's id for the build the lock records for the catalog entry `name` (checked by `check`).
     pub fn image_id(&self, name: &str) -> &str {
-        &self.lock.image[name].image_id
+        &self.image_ids[name]
     }
 
     /// The hub image reference the stack runs: the lock's content-keyed tag for `hub`.
@@ -117,8 +121,9 @@ pub async fn check() -> Result<Setup> {
             None
         }
     };
+    let mut image_ids = BTreeMap::new();
     if let (Some(catalog), Some(lock)) = (&catalog, &lock) {
-        let mut needed: Vec<&str> = vec!["hub"];
+        let mut needed: Vec<&str> = vec!["base", "hub"];
         needed.extend(catalog.single_user_images().map(|(image, _)| image.name.as_str()));
         let unlocked: Vec<&str> = needed.iter().copied().filter(|name| !lock.image.contains_key(*name)).collect();
         if !unlocked.is_empty() {
@@ -132,10 +137,14 @@ pub async fn check() -> Result<Setup> {
         }
         let mut absent = Vec::new();
         for name in needed {
-            if let (Some(docker), Some(locked)) = (&docker, lock.image.get(name))
-                && docker.inspect_image(&locked.image_id).await.is_err()
-            {
-                absent.push(format!("`{name}` ({})", locked.image_id));
+            if let (Some(docker), Some(locked)) = (&docker, lock.image.get(name)) {
+                let tag = locked.keyed_tag().unwrap_or_default();
+                match docker.inspect_image(tag).await.ok().and_then(|image| image.id) {
+                    Some(id) => {
+                        image_ids.insert(name.to_string(), id);
+                    }
+                    None => absent.push(format!("`{name}` ({tag})")),
+                }
             }
         }
         if !absent.is_empty() {
@@ -148,7 +157,7 @@ pub async fn check() -> Result<Setup> {
 
     match (docker, catalog, lock) {
         (Some(docker), Some(catalog), Some(lock)) if problems.is_empty() => {
-            Ok(Setup { root, catalog, lock, compose_cli, compose_file, docker })
+            Ok(Setup { root, catalog, lock, compose_cli, compose_file, docker, image_ids })
         }
         _ => bail!("acceptance preflight failed:\n{}", problems.join("\n")),
     }

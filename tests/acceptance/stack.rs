@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use jhub_docker::compose::Compose;
+use jhub_docker::view::HubView;
 
 use crate::preflight::Setup;
 use crate::wait;
@@ -74,6 +75,11 @@ impl Stack {
             ("JHUB_HTTP_PORT".into(), port.to_string()),
         ];
         env.extend(settings.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+        // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
+        // test expects.
+        let view_file = artifacts.join("hub-view.json");
+        HubView::resolve(&setup.catalog, &setup.lock, &setup.image_ids)?.write_atomically(&view_file)?;
+        env.push(("JHUB_HUB_VIEW".into(), view_file.to_string_lossy().into_owned()));
         // Compose reads stack/.env unless told otherwise; the test's own env file replaces it and also
         // records what the stack got.
         let env_file = artifacts.join("stack.env");

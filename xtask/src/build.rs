@@ -76,7 +76,7 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     let catalog = Catalog::load(root)?;
     let images = catalog.with_ancestors(&options.selection)?;
     let lock_path = jhub_docker::lock_path(root);
-    let mut lock = Lock::load(&lock_path)?;
+    let mut lock = if options.locked { Lock::load(&lock_path)? } else { Lock::load_for_rebuild(&lock_path)? };
     if options.locked {
         check_locked(root, &catalog, &images, &lock)?;
     }
@@ -93,18 +93,27 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     let progress = MultiProgress::new();
     let bars: HashMap<&str, ProgressBar> = images.iter().map(|image| (image.name.as_str(), new_bar(&progress, &image.name))).collect();
     let mut outcomes = Vec::new();
+    // What this run resolved per image (parents come first): children chain their parent's key and
+    // build FROM its image id.
+    let mut resolved: HashMap<String, Resolved> = HashMap::new();
     for image in &images {
         let bar = &bars[image.name.as_str()];
         let started = Instant::now();
         let log = logs_dir.join(format!("{}.log", image.name));
-        let result = build_one(&docker, root, image, &lock, &ca_bundle, &log, bar).await;
+        let parent = image.parent().map(|parent| resolved.get(parent).expect("parents are processed first"));
+        let result = build_one(&docker, root, &catalog, image, parent, &lock, &ca_bundle, &log, bar).await;
         match result {
-            Ok((status, entry)) => {
+            Ok(built) => {
                 let seconds = started.elapsed().as_secs_f64();
-                bar.finish_with_message(format!("{status} in {seconds:.0} s ({})", ui::human_size(entry.size)));
+                let status = built.status;
+                bar.finish_with_message(format!("{status} in {seconds:.0} s ({})", ui::human_size(built.size)));
                 say(bar, &format!("{}: {status} in {seconds:.0} s", image.name));
-                outcomes.push(Outcome { name: image.name.clone(), status, size: entry.size, image_id: entry.image_id.clone(), seconds });
-                let superseded = lock.image.insert(image.name.clone(), entry);
+                outcomes.push(Outcome { name: image.name.clone(), status, size: built.size, image_id: built.image_id.clone(), seconds });
+                resolved.insert(image.name.clone(), Resolved { key: built.entry.content_key.clone(), image_id: built.image_id });
+                if lock.image.get(&image.name) == Some(&built.entry) {
+                    continue; // Same inputs, same record: the committed lock stays byte-identical.
+                }
+                let superseded = lock.image.insert(image.name.clone(), built.entry);
                 write_lock(&lock, &lock_path)?;
                 if let Some(old_tag) = superseded
                     .as_ref()
@@ -137,112 +146,131 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     Ok(outcomes)
 }
 
+/// An image this run has ready: its content key and this engine's id for it.
+struct Resolved {
+    key: String,
+    image_id: String,
+}
+
+/// One image made ready: its lock entry, this engine's id and size for it, and what it took.
+struct Built {
+    status: &'static str,
+    entry: LockedImage,
+    image_id: String,
+    size: u64,
+}
+
 fn write_lock(lock: &Lock, lock_path: &Path) -> Result<(), UserError> {
     lock.write_atomically(lock_path)
         .map_err(|err| UserError::new(format!("cannot write {}: {err}", lock_path.display()), "check that the checkout is writable"))
 }
 
-/// Builds (or confirms) one image and returns its new lock entry.
+/// Builds (or finds) one image and returns its lock entry and id. An image is found when the engine
+/// has its content-keyed tag: same key, same inputs, whoever built it. Whatever the lock records for an
+/// unchanged key (versions, Debian packages, rootfs hash) stays as recorded, so a newcomer's first build
+/// does not rewrite the committed lock; a rebuild whose versions differ (Debian's archive moved on) is
+/// reported, not recorded.
+#[allow(clippy::too_many_arguments)]
 async fn build_one(
     docker: &Docker,
     root: &Path,
+    catalog: &Catalog,
     image: &ImageEntry,
+    parent: Option<&Resolved>,
     lock: &Lock,
     ca_bundle: &[u8],
     log: &Path,
     bar: &ProgressBar,
-) -> anyhow::Result<(&'static str, LockedImage)> {
+) -> anyhow::Result<Built> {
     let folder = image.folder_path(root);
     let context = Context::read(&image.name, &folder)?;
-    let (checks, checks_sha256) = Checks::load(&image.name, &folder)?;
-    let checks = checks.with_builtin(image);
+    let (checks, checks_sha256) = Checks::for_image(catalog, image, root)?;
     // The log speaks of this run only: a failure never shows the tail of an earlier one.
     std::fs::File::create(log)
         .map_err(|err| UserError::new(format!("cannot write {}: {err}", log.display()), "check that target/ is writable"))?;
-    let parent = image.parent().map(|parent| lock.image.get(parent).expect("parents are processed first"));
-    let parent_id = parent.map(|parent| parent.image_id.clone()).unwrap_or_default();
     let context_tar = context.tar();
-    let key = ContentKey::of(&context_tar, &parent_id);
+    let key = ContentKey::of(&context_tar, parent.map_or("", |parent| parent.key.as_str()));
     let keyed_tag = format!("jhub/{}:{}", image.name, key.short());
     let latest_tag = format!("jhub/{}:latest", image.name);
-    let previous = lock.image.get(&image.name);
+    let recorded = lock.image.get(&image.name).filter(|recorded| recorded.content_key == key.as_str());
 
-    let cached = match previous {
-        Some(previous) if previous.content_key == key.as_str() && engine::image_exists(docker, &previous.image_id).await => Some(previous),
-        _ => None,
-    };
-    let mut entry = match cached {
-        Some(previous) => {
-            // Tags may have been moved or removed by hand; the lock's id is what counts.
-            for tag in [&keyed_tag, &latest_tag] {
-                engine::tag(docker, &previous.image_id, tag)
-                    .await
-                    .map_err(|err| engine::engine_error(&image.name, &format!("tagging {tag}"), err))?;
+    let found = engine::image_id(docker, &keyed_tag).await;
+    let built_now = found.is_none();
+    let mut rootfs_sha256 = String::new();
+    let image_id = match found {
+        Some(id) => id,
+        None => match &image.recipe {
+            Recipe::Mmdebstrap => {
+                bar.set_message("bootstrapping with mmdebstrap");
+                say(bar, &format!("{}: bootstrapping a Debian rootfs with mmdebstrap (log: {})", image.name, log.display()));
+                let spec = BaseSpec::load(&image.name, &folder)?;
+                let work_dir = root.join("target").join("xtask-work");
+                let made = base::bootstrap(docker, &image.name, &spec, &work_dir, log, &keyed_tag).await?;
+                rootfs_sha256 = made.rootfs_sha256;
+                made.image_id
             }
-            previous.clone()
-        }
-        None => {
-            let (image_id, rootfs_sha256) = match &image.recipe {
-                Recipe::Mmdebstrap => {
-                    bar.set_message("bootstrapping with mmdebstrap");
-                    say(bar, &format!("{}: bootstrapping a Debian rootfs with mmdebstrap (log: {})", image.name, log.display()));
-                    let spec = BaseSpec::load(&image.name, &folder)?;
-                    let work_dir = root.join("target").join("xtask-work");
-                    let made = base::bootstrap(docker, &image.name, &spec, &work_dir, log, &keyed_tag).await?;
-                    (made.image_id, made.rootfs_sha256)
-                }
-                Recipe::Dockerfile { dockerfile, parent: parent_name } => {
-                    // FROM the parent's image id, not a tag: the build uses exactly the parent the key and
-                    // the lock name, whatever another checkout sharing this engine tagged meanwhile.
-                    say(bar, &format!("{}: building FROM {parent_name} {parent_id} (log: {})", image.name, log.display()));
-                    let upload = context.tar_with(&[(BUILD_CA_NAME, ca_bundle)]);
-                    let image_id = build_dockerfile(docker, &image.name, dockerfile, &parent_id, &keyed_tag, upload, log, bar).await?;
-                    (image_id, String::new())
-                }
-            };
-            LockedImage {
-                content_key: key.as_str().to_string(),
-                parent_id: parent_id.clone(),
-                image_id,
-                rootfs_sha256,
-                ..LockedImage::default()
+            Recipe::Dockerfile { dockerfile, parent: parent_name } => {
+                // FROM the parent's image id, not a tag: the build uses exactly the parent this run
+                // resolved, whatever another checkout sharing this engine tags meanwhile.
+                let parent_id = parent.map_or("", |parent| parent.image_id.as_str());
+                say(bar, &format!("{}: building FROM {parent_name} {parent_id} (log: {})", image.name, log.display()));
+                let upload = context.tar_with(&[(BUILD_CA_NAME, ca_bundle)]);
+                build_dockerfile(docker, &image.name, dockerfile, parent_id, &keyed_tag, upload, log, bar).await?
             }
-        }
+        },
     };
+    let mut entry = recorded.cloned().unwrap_or_else(|| LockedImage { content_key: key.as_str().to_string(), ..LockedImage::default() });
     entry.files = context.file_hashes();
-    let needs_checks = cached.is_none() || entry.checks_sha256 != checks_sha256;
+    let needs_checks = built_now || entry.checks_sha256 != checks_sha256;
     if needs_checks {
         let total = checks.count();
         let mut done = 0;
         checks
-            .run(docker, &image.name, &entry.image_id, log, |name| {
+            .run(docker, &image.name, &image_id, log, |name| {
                 done += 1;
                 bar.set_message(format!("check {done}/{total}: {name}"));
             })
             .await?;
         bar.set_message("reading versions");
-        entry.versions = checks.versions(docker, &image.name, &entry.image_id).await?;
-        if image.recipe == Recipe::Mmdebstrap {
-            entry.packages = base::package_versions(docker, &entry.image_id)
+        let versions = checks.versions(docker, &image.name, &image_id).await?;
+        let packages = if image.recipe == Recipe::Mmdebstrap {
+            base::package_versions(docker, &image_id)
                 .await
-                .map_err(|err| engine::engine_error(&image.name, "listing Debian packages", err))?;
+                .map_err(|err| engine::engine_error(&image.name, "listing Debian packages", err))?
+        } else {
+            BTreeMap::new()
+        };
+        let keeps_record = recorded.is_some_and(|recorded| recorded.checks_sha256 == checks_sha256);
+        if keeps_record {
+            if entry.versions != versions || entry.packages != packages {
+                ui::note(&format!(
+                    "{}: rebuilt from the inputs images.lock records, with other component versions (Debian's archive moved on); \
+                     the lock keeps the recorded ones",
+                    image.name
+                ));
+            }
+        } else {
+            entry.versions = versions;
+            entry.packages = packages;
+            if built_now {
+                entry.rootfs_sha256 = rootfs_sha256;
+            }
         }
         entry.checks_sha256 = checks_sha256;
     }
     // `latest` only ever names an image that passed its checks.
-    engine::tag(docker, &entry.image_id, &latest_tag)
+    engine::tag(docker, &image_id, &latest_tag)
         .await
         .map_err(|err| engine::engine_error(&image.name, &format!("tagging {latest_tag}"), err))?;
     entry.tags = vec![keyed_tag, latest_tag];
-    let inspected =
-        docker.inspect_image(&entry.image_id).await.map_err(|err| engine::engine_error(&image.name, "inspecting the image", err))?;
-    entry.size = inspected.size.unwrap_or_default().max(0) as u64;
-    let status = match (cached.is_some(), needs_checks) {
-        (false, _) => "built",
-        (true, true) => "cached, checked",
-        (true, false) => "cached",
+    let inspected = docker.inspect_image(&image_id).await.map_err(|err| engine::engine_error(&image.name, "inspecting the image", err))?;
+    let size = inspected.size.unwrap_or_default().max(0) as u64;
+    let status = match (built_now, needs_checks) {
+        (true, _) => "built",
+        (false, true) => "cached, checked",
+        (false, false) => "cached",
     };
-    Ok((status, entry))
+    Ok(Built { status, entry, image_id, size })
 }
 
 /// Runs a classic-builder build of `upload` and returns the image id. The full output goes to `log`.

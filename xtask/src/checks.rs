@@ -1,6 +1,7 @@
 //! Smoke checks: after a build, the image is run and must do what its folder's `checks.toml` promises
-//! (commands that exit 0, optionally printing an expected text) and what the pipeline promises of every
-//! image of its kind (built-in checks), and report its component versions.
+//! (commands that exit 0, optionally printing an expected text), what every ancestor's `checks.toml`
+//! promises (what the base promises holds in every image built from it, as docker-stacks does), and what
+//! the pipeline promises of every image of its kind (built-in checks), and report its component versions.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bollard::Docker;
 use serde::Deserialize;
 
-use jhub_docker::catalog::{ImageEntry, Recipe};
+use jhub_docker::catalog::{Catalog, ImageEntry, Recipe};
 
 use crate::context::BUILD_CA_NAME;
 use crate::engine;
@@ -76,14 +77,33 @@ fn builtin_checks(image: &ImageEntry) -> Vec<Check> {
 }
 
 impl Checks {
+    /// Everything `image` must pass: its folder's checks, then each ancestor's (nearest first, named
+    /// `<ancestor>: <check>`), then the built-in ones. The `[versions]` command is the image's own. The
+    /// returned hash covers every `checks.toml` of the chain, so editing any of them reruns the checks.
+    pub fn for_image(catalog: &Catalog, image: &ImageEntry, root: &Path) -> Result<(Checks, String), UserError> {
+        let (mut checks, own_hash) = Checks::load(&image.name, &image.folder_path(root))?;
+        let mut chain_hashes = vec![format!("{}={own_hash}", image.name)];
+        let mut ancestor = image.parent().and_then(|parent| catalog.get(parent));
+        while let Some(entry) = ancestor {
+            let (inherited, hash) = Checks::load(&entry.name, &entry.folder_path(root))?;
+            checks
+                .check
+                .extend(inherited.check.into_iter().map(|check| Check { name: format!("{}: {}", entry.name, check.name), ..check }));
+            chain_hashes.push(format!("{}={hash}", entry.name));
+            ancestor = entry.parent().and_then(|parent| catalog.get(parent));
+        }
+        let hash = if chain_hashes.len() == 1 { own_hash } else { crate::context::sha256_hex(chain_hashes.join("\n").as_bytes()) };
+        Ok((checks.with_builtin(image), hash))
+    }
+
     /// Adds the pipeline's built-in checks for `image`'s kind to those of its folder.
-    pub fn with_builtin(mut self, image: &ImageEntry) -> Checks {
+    fn with_builtin(mut self, image: &ImageEntry) -> Checks {
         self.check.extend(builtin_checks(image));
         self
     }
 
     /// Reads `<folder>/checks.toml`; an image without one has no checks. Also returns the file's hash.
-    pub fn load(image_name: &str, folder: &Path) -> Result<(Checks, String), UserError> {
+    fn load(image_name: &str, folder: &Path) -> Result<(Checks, String), UserError> {
         let path = folder.join("checks.toml");
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -236,6 +256,33 @@ fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_runs_its_ancestors_checks_and_their_edits_change_the_hash() {
+        let root = std::env::temp_dir().join(format!("jhub-checks-chain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for folder in ["base", "mid", "leaf"] {
+            std::fs::create_dir_all(root.join("images").join(folder)).unwrap();
+        }
+        let write = |folder: &str, text: &str| std::fs::write(root.join("images").join(folder).join("checks.toml"), text).unwrap();
+        write("base", "[[check]]\nname = \"no docs\"\nargv = [\"true\"]\n[versions]\nargv = [\"echo\", \"debian=13\"]\n");
+        write("leaf", "[[check]]\nname = \"lab\"\nargv = [\"true\"]\n[versions]\nargv = [\"echo\", \"lab=4\"]\n");
+        let catalog = Catalog::parse(
+            "[[image]]\nname = \"base\"\nbootstrap = \"mmdebstrap\"\n\
+             [[image]]\nname = \"mid\"\nparent = \"base\"\n\
+             [[image]]\nname = \"leaf\"\nparent = \"mid\"\n",
+        )
+        .unwrap();
+        let leaf = catalog.get("leaf").unwrap();
+        let (checks, hash) = Checks::for_image(&catalog, leaf, &root).unwrap();
+        let names: Vec<&str> = checks.check.iter().map(|check| check.name.as_str()).collect();
+        assert_eq!(names[..2], ["lab", "base: no docs"]);
+        assert_eq!(checks.versions.as_ref().unwrap().argv, ["echo", "lab=4"], "versions are the image's own");
+        write("base", "[[check]]\nname = \"no docs, no man pages\"\nargv = [\"true\"]\n");
+        let (_, edited) = Checks::for_image(&catalog, leaf, &root).unwrap();
+        assert_ne!(hash, edited, "an ancestor's edit reruns the child's checks");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn versions_are_key_value_lines() {

@@ -20,16 +20,17 @@ pub const IGNORED_DIRS: &[&str] = &["__pycache__", "node_modules"];
 /// The name under which the pipeline adds the build CA bundle to every context (never to the folder).
 pub const BUILD_CA_NAME: &str = "jhub-build-ca.crt";
 
-/// `sha256:<hex>` of an image's context tar followed by its parent's image id. Equal keys mean equal
-/// inputs, so an image whose key matches the lock (and which exists) is not rebuilt.
+/// `sha256:<hex>` of an image's context tar followed by its parent's content key. Keys chain through the
+/// parents and depend on inputs only (never on an engine's image ids), so equal keys mean equal inputs on
+/// any machine: an image whose key matches the lock, and whose keyed tag the engine has, is not rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentKey(String);
 
 impl ContentKey {
-    pub fn of(context_tar: &[u8], parent_image_id: &str) -> ContentKey {
+    pub fn of(context_tar: &[u8], parent_key: &str) -> ContentKey {
         let mut hasher = Sha256::new();
         hasher.update(context_tar);
-        hasher.update(parent_image_id.as_bytes());
+        hasher.update(parent_key.as_bytes());
         ContentKey(format!("sha256:{}", hex(&hasher.finalize())))
     }
 

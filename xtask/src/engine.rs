@@ -42,6 +42,11 @@ pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
     !reference.is_empty() && docker.inspect_image(reference).await.is_ok()
 }
 
+/// The id of the image a reference (such as a content-keyed tag) names, if the engine has it.
+pub async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
+    docker.inspect_image(reference).await.ok().and_then(|image| image.id).filter(|id| !id.is_empty())
+}
+
 pub async fn tag(docker: &Docker, image_id: &str, tag: &str) -> anyhow::Result<()> {
     let (repo, version) = tag.rsplit_once(':').expect("tags are repo:version");
     docker.tag_image(image_id, Some(TagImageOptionsBuilder::default().repo(repo).tag(version).build())).await?;

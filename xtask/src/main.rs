@@ -10,6 +10,7 @@ mod engine;
 mod pin;
 mod stack;
 mod ui;
+mod view;
 
 use std::process::ExitCode;
 

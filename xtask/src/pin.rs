@@ -35,7 +35,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let root = jhub_docker::repo_root();
     let catalog = Catalog::load(&root)?;
     let lock_path = jhub_docker::lock_path(&root);
-    let mut lock = Lock::load(&lock_path)?;
+    let mut lock = Lock::load_for_rebuild(&lock_path)?;
     let inputs = pinned_inputs(&root, &catalog)?;
     for (image, input) in &inputs {
         let folder = input.source.parent().expect("a file has a folder");

@@ -66,10 +66,17 @@ fn stack_dir() -> PathBuf {
     jhub_docker::repo_root().join("stack")
 }
 
+/// Where `up` writes the hub's resolved view (not committed: it holds this engine's image ids).
+fn hub_view_path() -> PathBuf {
+    stack_dir().join("hub-view.json")
+}
+
 fn compose_for(settings: &Settings, hub_image: &str) -> Result<Compose, UserError> {
     let cli = compose::detect_cli()?;
     let project = settings.get("JHUB_STACK_NAME", "jhub");
-    Ok(Compose::new(cli, &stack_dir().join("docker-compose.yml"), &project).with_env("JHUB_HUB_IMAGE", hub_image))
+    Ok(Compose::new(cli, &stack_dir().join("docker-compose.yml"), &project)
+        .with_env("JHUB_HUB_IMAGE", hub_image)
+        .with_env("JHUB_HUB_VIEW", &hub_view_path().to_string_lossy()))
 }
 
 /// The hub image the lock records, as its content-keyed tag.
@@ -108,14 +115,14 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&env_file);
     let hub_image = locked_hub_image()?;
-    let root = jhub_docker::repo_root();
-    // The hub reads the catalog and the lock at start: a digest of both in its environment makes compose
-    // recreate it when either changed (a rebuilt image), so it never spawns an id the lock left behind.
-    let mut catalog_and_lock = std::fs::read(jhub_docker::catalog_path(&root))?;
-    catalog_and_lock.extend(std::fs::read(jhub_docker::lock_path(&root))?);
-    let config_digest = crate::context::sha256_hex(&catalog_and_lock);
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
+    // The hub reads its view once at start, and the view is replaced by rename, so a running container's
+    // bind mount keeps showing the old file: its digest in the hub's environment makes compose recreate
+    // the hub when it changed (a rebuilt image), so it never spawns an id the lock left behind.
+    let view_path = hub_view_path();
+    let view = runtime.block_on(crate::view::write(&docker, &jhub_docker::repo_root(), &view_path))?;
+    let config_digest = crate::context::sha256_hex(view.as_bytes());
     if !runtime.block_on(engine::image_exists(&docker, &hub_image)) {
         return Err(UserError::new(
             format!("the locked hub image {hub_image} is not on this engine"),

@@ -1,5 +1,6 @@
 //! The build pipeline end to end through the real Docker engine and mmdebstrap: a tiny catalog (a
-//! bootstrapped base and one child) is built, rebuilt as a no-op, edited, checked with `--locked`, and fed
+//! bootstrapped base and one child) is built, rebuilt as a no-op, built again on an engine without its
+//! images (as a newcomer's machine is) without changing the lock, edited, checked with `--locked`, and fed
 //! bad input, through the `xtask` binary exactly as a person runs it.
 
 use std::path::{Path, PathBuf};
@@ -31,7 +32,12 @@ impl Tree {
             "images/base/base.toml",
             "suite = \"trixie\"\nvariant = \"minbase\"\nmirror = \"http://deb.debian.org/debian\"\npython_version = \"3.13\"\npackages = []\n",
         );
-        write(&root, "images/base/checks.toml", "[versions]\nargv = [\"sh\", \"-c\", \"echo debian=$(cat /etc/debian_version)\"]\n");
+        write(
+            &root,
+            "images/base/checks.toml",
+            "[[check]]\nname = \"debian_version is there\"\nargv = [\"test\", \"-s\", \"/etc/debian_version\"]\n\n\
+             [versions]\nargv = [\"sh\", \"-c\", \"echo debian=$(cat /etc/debian_version)\"]\n",
+        );
         write(
             &root,
             "images/child/Dockerfile",
@@ -63,6 +69,16 @@ impl Tree {
 
     fn lock(&self) -> Lock {
         Lock::parse(&self.lock_text()).expect("a valid lock")
+    }
+
+    /// The engine's id for the image the lock's keyed tag names.
+    fn image_id(&self, image: &str) -> String {
+        let tag = self.lock().image[image].keyed_tag().expect("a keyed tag").to_string();
+        docker_lines(&["image", "inspect", "-f", "{{.Id}}", &tag]).pop().unwrap_or_else(|| panic!("the engine has no {tag}"))
+    }
+
+    fn log(&self, image: &str) -> String {
+        std::fs::read_to_string(self.root.join("target/xtask-logs").join(format!("{image}.log"))).unwrap_or_default()
     }
 }
 
@@ -147,8 +163,11 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
     assert_eq!(status_of(&first, CHILD), "built");
     let lock = tree.lock();
     let child = &lock.image[CHILD];
-    assert_eq!(child.parent_id, lock.image[BASE].image_id);
-    assert!(child.image_id.starts_with("sha256:"));
+    let child_id = tree.image_id(CHILD);
+    assert!(child_id.starts_with("sha256:"));
+    let parent_of_child = docker_lines(&["image", "inspect", "-f", "{{.Parent}}", &child_id]);
+    assert!(!parent_of_child.is_empty(), "the child stands on a build of this engine");
+    assert!(tree.log(CHILD).contains("check: pipeline-test-base: debian_version is there"), "the base's checks run on the child too");
     assert_eq!(child.versions.get("debian").map(|v| v.starts_with("13")), Some(true));
     assert!(child.files.contains_key("hello.txt") && !child.files.contains_key("checks.toml"));
     assert!(!lock.image[BASE].packages.is_empty(), "the base's Debian packages are recorded");
@@ -158,7 +177,18 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
     assert!(second.status.success());
     assert_eq!(status_of(&second, BASE), "cached");
     assert_eq!(status_of(&second, CHILD), "cached");
-    assert_eq!(tree.lock().image[CHILD].image_id, child.image_id, "a no-op run keeps the image");
+    assert_eq!(tree.image_id(CHILD), child_id, "a no-op run keeps the image");
+
+    // A newcomer's machine: same checkout, an engine without the images. Everything is built again and
+    // the committed lock does not change by a byte (keys depend on inputs, ids are not recorded).
+    let committed = tree.lock_text();
+    remove_test_images();
+    let newcomer = tree.xtask(&["build-images", "--locked"]);
+    assert!(newcomer.status.success(), "a cold build against the committed lock passes --locked");
+    assert_eq!(status_of(&newcomer, BASE), "built");
+    assert_eq!(status_of(&newcomer, CHILD), "built");
+    assert_eq!(tree.lock_text(), committed, "a cold build leaves the committed lock as it was");
+    let child_id = tree.image_id(CHILD);
 
     write(&tree.root, "images/child/hello.txt", "hello from the child, edited\n");
     let locked = tree.xtask(&["build-images", "--locked"]);
@@ -170,7 +200,9 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
     assert!(third.status.success());
     assert_eq!(status_of(&third, BASE), "cached");
     assert_eq!(status_of(&third, CHILD), "built");
-    assert_ne!(tree.lock().image[CHILD].image_id, child.image_id);
+    assert_ne!(tree.image_id(CHILD), child_id);
+    assert_ne!(tree.lock().image[CHILD].content_key, child.content_key);
+    assert_eq!(tree.lock().image[BASE], lock.image[BASE], "the base's record is untouched");
     assert!(tree.xtask(&["build-images", "--locked"]).status.success(), "--locked passes once the lock is current");
 
     // A check that fails fails the build, names the check and leaves the lock as it was.

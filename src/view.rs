@@ -1,0 +1,216 @@
+//! The hub's resolved view: the single-user images (with this engine's image id for the build the lock
+//! records, home and default URL) and the profiles, computed from a valid catalog and lock and written as
+//! JSON for the hub, which checks only its version and shape. Every catalog rule lives in `catalog`; the
+//! hub never re-validates what this view says.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::HintedError;
+use crate::catalog::Catalog;
+use crate::lock::Lock;
+
+/// The view format's version; the hub refuses any other.
+pub const VIEW_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HubView {
+    pub version: u32,
+    /// The single-user images, in dropdown (catalog) order.
+    pub images: Vec<ViewImage>,
+    pub profiles: Vec<ViewProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewImage {
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub home: String,
+    pub default_url: String,
+    /// The engine's id for the image the lock's content key names: what the hub spawns.
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewProfile {
+    pub name: String,
+    pub display_name: String,
+    /// The `name` of one of the view's images.
+    pub image: String,
+    pub cpu_limit: f64,
+    pub mem_limit: String,
+}
+
+impl HubView {
+    /// The view of `catalog`'s single-user images and profiles. `image_ids` maps image names to the ids
+    /// this engine has for the lock's keyed tags (the caller asks the engine; this library does not).
+    pub fn resolve(catalog: &Catalog, lock: &Lock, image_ids: &BTreeMap<String, String>) -> Result<HubView, HintedError> {
+        let mut images = Vec::new();
+        for (entry, single_user) in catalog.single_user_images() {
+            let Some(locked) = lock.image.get(&entry.name) else {
+                return Err(HintedError::new(
+                    format!("images.lock has no entry for the single-user image `{}`", entry.name),
+                    "run `cargo xtask build-images` to build it and record it in images.lock",
+                ));
+            };
+            let tag = locked.keyed_tag().unwrap_or_default();
+            let Some(image_id) = image_ids.get(&entry.name).filter(|id| is_image_id(id)) else {
+                return Err(HintedError::new(
+                    format!("image `{}` ({tag}) is not on this Docker engine", entry.name),
+                    "run `cargo xtask build-images` (it builds what the lock records and this engine lacks)",
+                ));
+            };
+            images.push(ViewImage {
+                name: entry.name.clone(),
+                display_name: single_user.display_name.clone(),
+                description: single_user.description.clone(),
+                home: single_user.home.clone(),
+                default_url: single_user.default_url.clone(),
+                image_id: image_id.clone(),
+            });
+        }
+        if images.is_empty() {
+            return Err(HintedError::new(
+                "images/catalog.toml has no single-user image: users could spawn nothing",
+                "add an [[image]] with single_user = true, display_name, home and default_url",
+            ));
+        }
+        let profiles = catalog
+            .profiles
+            .iter()
+            .map(|profile| ViewProfile {
+                name: profile.name.clone(),
+                display_name: profile.display_name.clone(),
+                image: profile.image.clone(),
+                cpu_limit: profile.cpu_limit,
+                mem_limit: profile.mem_limit.clone(),
+            })
+            .collect();
+        Ok(HubView { version: VIEW_VERSION, images, profiles })
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a view always serializes");
+        text.push('\n');
+        text
+    }
+
+    /// Writes the view atomically (temporary file, then rename) with mode 644: the hub reads it through a
+    /// read-only bind mount. Returns the text written, whose digest tells compose when to recreate the hub.
+    pub fn write_atomically(&self, path: &Path) -> Result<String, HintedError> {
+        let text = self.to_json();
+        let failed = |err: std::io::Error| {
+            HintedError::new(format!("cannot write the hub's view {}: {err}", path.display()), "check that the folder is writable")
+        };
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(failed)?;
+        }
+        let temporary = path.with_extension(format!("json.tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        })();
+        if let Err(err) = result {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(failed(err));
+        }
+        Ok(text)
+    }
+}
+
+fn is_image_id(id: &str) -> bool {
+    id.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::LockedImage;
+
+    const CATALOG: &str = r#"
+[[image]]
+name = "base"
+bootstrap = "mmdebstrap"
+
+[[image]]
+name = "lab"
+parent = "base"
+single_user = true
+display_name = "Lab <b>"
+description = "JupyterLab"
+home = "/home/jovyan"
+default_url = "/lab"
+
+[[profile]]
+name = "lab-small"
+display_name = "Lab, small"
+image = "lab"
+cpu_limit = 0.5
+mem_limit = "1.5G"
+"#;
+
+    fn lock() -> Lock {
+        let mut lock = Lock::new();
+        for name in ["base", "lab"] {
+            lock.image.insert(
+                name.to_string(),
+                LockedImage { content_key: "sha256:aa".into(), tags: vec![format!("jhub/{name}:aaaaaaaaaaaa")], ..LockedImage::default() },
+            );
+        }
+        lock
+    }
+
+    const ID: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_view_lists_single_user_images_with_ids_and_the_profiles() {
+        let catalog = Catalog::parse(CATALOG).unwrap();
+        let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
+        let view = HubView::resolve(&catalog, &lock(), &ids).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&view.to_json()).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["images"].as_array().unwrap().len(), 1, "base is not offered to users");
+        assert_eq!(json["images"][0]["image_id"], ID);
+        assert_eq!(json["images"][0]["display_name"], "Lab <b>", "escaping is the hub's job, at render time");
+        assert_eq!(json["profiles"][0]["cpu_limit"], 0.5);
+        assert_eq!(json["profiles"][0]["mem_limit"], "1.5G");
+    }
+
+    #[test]
+    fn an_image_missing_from_the_lock_or_the_engine_is_named() {
+        let catalog = Catalog::parse(CATALOG).unwrap();
+        let missing = HubView::resolve(&catalog, &lock(), &BTreeMap::new()).unwrap_err();
+        assert_eq!(missing.message, "image `lab` (jhub/lab:aaaaaaaaaaaa) is not on this Docker engine");
+        let mut unlocked = lock();
+        unlocked.image.remove("lab");
+        let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
+        let err = HubView::resolve(&catalog, &unlocked, &ids).unwrap_err();
+        assert_eq!(err.message, "images.lock has no entry for the single-user image `lab`");
+    }
+
+    #[test]
+    fn a_catalog_without_single_user_images_has_no_view() {
+        let catalog = Catalog::parse("[[image]]\nname = \"base\"\nbootstrap = \"mmdebstrap\"\n").unwrap();
+        let err = HubView::resolve(&catalog, &lock(), &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.message, "images/catalog.toml has no single-user image: users could spawn nothing");
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole() {
+        let folder = std::env::temp_dir().join(format!("jhub-view-test-{}", std::process::id()));
+        let path = folder.join("hub-view.json");
+        let catalog = Catalog::parse(CATALOG).unwrap();
+        let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
+        let text = HubView::resolve(&catalog, &lock(), &ids).unwrap().write_atomically(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let names: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(names, ["hub-view.json"]);
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+}

@@ -1,0 +1,30 @@
+//! The hub's resolved view, made for a stack: the catalog and the lock (validated once, here) with this
+//! engine's id for each locked single-user image, written where the compose file mounts it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bollard::Docker;
+use jhub_docker::catalog::Catalog;
+use jhub_docker::lock::Lock;
+use jhub_docker::view::HubView;
+
+use crate::engine;
+
+/// Writes the view of the checkout at `root` to `path` and returns its text (whose digest tells compose
+/// to recreate the hub when it changed).
+pub async fn write(docker: &Docker, root: &Path, path: &Path) -> anyhow::Result<String> {
+    let catalog = Catalog::load(root)?;
+    let lock = Lock::load(&jhub_docker::lock_path(root))?;
+    let mut image_ids = BTreeMap::new();
+    for (entry, _) in catalog.single_user_images() {
+        let tag = lock.image.get(&entry.name).and_then(|locked| locked.keyed_tag());
+        if let Some(id) = match tag {
+            Some(tag) => engine::image_id(docker, tag).await,
+            None => None,
+        } {
+            image_ids.insert(entry.name.clone(), id);
+        }
+    }
+    Ok(HubView::resolve(&catalog, &lock, &image_ids)?.write_atomically(path)?)
+}
