@@ -351,6 +351,23 @@ pub fn is_memory_size(text: &str) -> bool {
     digits(whole) && !whole.starts_with('0') && fraction.is_none_or(digits)
 }
 
+/// The bytes a memory size (as `is_memory_size` accepts it) stands for; units are powers of 1024, as Docker
+/// reads them.
+pub fn memory_bytes(text: &str) -> Option<u64> {
+    if !is_memory_size(text) {
+        return None;
+    }
+    let (number, factor) = match text.chars().last() {
+        Some('K') => (&text[..text.len() - 1], 1u64 << 10),
+        Some('M') => (&text[..text.len() - 1], 1 << 20),
+        Some('G') => (&text[..text.len() - 1], 1 << 30),
+        Some('T') => (&text[..text.len() - 1], 1 << 40),
+        _ => (text, 1),
+    };
+    let value: f64 = number.parse().ok()?;
+    Some((value * factor as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +525,14 @@ mem_limit = "1G"
         std::fs::write(root.join("images/lab/Dockerfile"), "FROM scratch\n").unwrap();
         catalog.check_folders(&root).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn memory_sizes_convert_to_bytes() {
+        assert_eq!(memory_bytes("1.5G"), Some(3 << 29));
+        assert_eq!(memory_bytes("512M"), Some(512 << 20));
+        assert_eq!(memory_bytes("4096"), Some(4096));
+        assert_eq!(memory_bytes("1g"), None);
     }
 
     #[test]

@@ -93,6 +93,34 @@ impl HubView {
         Ok(HubView { version: VIEW_VERSION, images, profiles })
     }
 
+    /// Lowers every profile's CPU and memory limits to what the engine has (`cpus`, `memory` in bytes),
+    /// returning one warning per lowered limit. Docker refuses a container asking for more CPUs than the
+    /// machine has (the spawn would fail with a 500), so a catalog written for bigger machines (the
+    /// PRD's 4-CPU code-server profile) still works on a 2-core one, and says so.
+    pub fn fit_to_engine(&mut self, cpus: f64, memory: u64) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for profile in &mut self.profiles {
+            if cpus > 0.0 && profile.cpu_limit > cpus {
+                warnings.push(format!(
+                    "profile `{}` asks for {} CPUs; this engine has {cpus}: lowered to {cpus}",
+                    profile.name, profile.cpu_limit
+                ));
+                profile.cpu_limit = cpus;
+            }
+            let asked = crate::catalog::memory_bytes(&profile.mem_limit).unwrap_or(0);
+            if memory > 0 && asked > memory {
+                warnings.push(format!(
+                    "profile `{}` asks for {} of memory; this engine has {:.1}G: lowered to that",
+                    profile.name,
+                    profile.mem_limit,
+                    memory as f64 / f64::from(1u32 << 30)
+                ));
+                profile.mem_limit = memory.to_string();
+            }
+        }
+        warnings
+    }
+
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("a view always serializes");
         text.push('\n');
@@ -192,6 +220,20 @@ mem_limit = "1.5G"
         let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
         let err = HubView::resolve(&catalog, &unlocked, &ids).unwrap_err();
         assert_eq!(err.message, "images.lock has no entry for the single-user image `lab`");
+    }
+
+    #[test]
+    fn profiles_bigger_than_the_engine_are_lowered_with_a_warning() {
+        let catalog = Catalog::parse(&CATALOG.replace("cpu_limit = 0.5", "cpu_limit = 4.0").replace("\"1.5G\"", "\"64G\"")).unwrap();
+        let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
+        let mut view = HubView::resolve(&catalog, &lock(), &ids).unwrap();
+        let warnings = view.fit_to_engine(2.0, 24 << 30);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings[0], "profile `lab-small` asks for 4 CPUs; this engine has 2: lowered to 2");
+        assert_eq!(view.profiles[0].cpu_limit, 2.0);
+        assert_eq!(view.profiles[0].mem_limit, (24u64 << 30).to_string());
+        assert!(crate::catalog::is_memory_size(&view.profiles[0].mem_limit), "the lowered size is still a valid size");
+        assert!(view.fit_to_engine(2.0, 24 << 30).is_empty(), "a view that fits is left alone");
     }
 
     #[test]

@@ -78,7 +78,10 @@ impl Stack {
         // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
         // test expects.
         let view_file = artifacts.join("hub-view.json");
-        HubView::resolve(&setup.catalog, &setup.lock, &setup.image_ids)?.write_atomically(&view_file)?;
+        let mut view = HubView::resolve(&setup.catalog, &setup.lock, &setup.image_ids)?;
+        let info = setup.docker.info().await?;
+        view.fit_to_engine(info.ncpu.unwrap_or_default() as f64, info.mem_total.unwrap_or_default().max(0) as u64);
+        view.write_atomically(&view_file)?;
         env.push(("JHUB_HUB_VIEW".into(), view_file.to_string_lossy().into_owned()));
         // Compose reads stack/.env unless told otherwise; the test's own env file replaces it and also
         // records what the stack got.

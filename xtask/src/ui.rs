@@ -23,6 +23,12 @@ pub fn report_error(err: &anyhow::Error) {
     }
 }
 
+/// A `warning: …` with its `hint: …`, on stderr: something worked, but not as asked.
+pub fn warn(message: &str, hint: &str) {
+    eprintln!("{}: {message}", paint("1;33", "warning"));
+    eprintln!("{}: {hint}", paint("1;36", "hint"));
+}
+
 /// A progress note on stderr.
 pub fn note(text: &str) {
     eprintln!("{text}");

@@ -1,5 +1,6 @@
 //! The hub's resolved view, made for a stack: the catalog and the lock (validated once, here) with this
-//! engine's id for each locked single-user image, written where the compose file mounts it.
+//! engine's id for each locked single-user image and the profiles fitted to its CPUs and memory, written
+//! where the compose file mounts it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,5 +27,12 @@ pub async fn write(docker: &Docker, root: &Path, path: &Path) -> anyhow::Result<
             image_ids.insert(entry.name.clone(), id);
         }
     }
-    Ok(HubView::resolve(&catalog, &lock, &image_ids)?.write_atomically(path)?)
+    let mut view = HubView::resolve(&catalog, &lock, &image_ids)?;
+    let info = docker.info().await?;
+    let cpus = info.ncpu.unwrap_or_default() as f64;
+    let memory = info.mem_total.unwrap_or_default().max(0) as u64;
+    for warning in view.fit_to_engine(cpus, memory) {
+        crate::ui::warn(&warning, "profiles are written for the machines a site runs on; edit images/catalog.toml to match this one");
+    }
+    Ok(view.write_atomically(path)?)
 }
