@@ -44,9 +44,7 @@ class JhubNativeAuthenticator(NativeAuthenticator):
     reach /hub/signup, so nobody can sign up as admin first.
     """
 
-    bootstrap_admin_password = Unicode("", help="Password of the `admin` account (ADMIN_PASSWORD).").tag(
-        config=True
-    )
+    bootstrap_admin_password = Unicode("", help="Password of the `admin` account (ADMIN_PASSWORD).").tag(config=True)
 
     def add_user(self, user):
         if user.name == ADMIN_NAME and self.bootstrap_admin_password:
@@ -128,11 +126,15 @@ class JhubNativeAuthenticator(NativeAuthenticator):
         except AssertionError:
             return None
 
-        if self.allow_self_approval_for and not pre_authorized:
-            if re.match(self.allow_self_approval_for, user_info.email):
-                url = self.generate_approval_url(username)
-                self.send_approval_email(user_info.email, url)
-                user_info.login_email_sent = True
+        # Don't send authorization emails to pre-authorized users.
+        if (
+            self.allow_self_approval_for
+            and not pre_authorized
+            and re.match(self.allow_self_approval_for, user_info.email)
+        ):
+            url = self.generate_approval_url(username)
+            self.send_approval_email(user_info.email, url)
+            user_info.login_email_sent = True
 
         self.db.add(user_info)
         self.db.commit()
