@@ -120,6 +120,9 @@ fn pinned_inputs<'a>(root: &Path, catalog: &'a Catalog) -> Result<Vec<(&'a Image
             }
         }
     }
+    // A folder's `requirements.in` compiles before its other `requirements*.in`, which may constrain
+    // themselves with `-c requirements.txt` (the hub's test tools do) and must see the fresh lock.
+    inputs.sort_by_key(|(_, input)| input.source.file_name().is_none_or(|name| name != "requirements.in"));
     Ok(inputs)
 }
 

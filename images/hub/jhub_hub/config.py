@@ -1,0 +1,138 @@
+"""What `jupyterhub_config.py` needs beyond plain values: the hub's state on disk, the culler, the proxy's address.
+
+Each function here is one decision the config file applies with a `c.X = …` line; `load` reads and
+checks everything the hub needs at start, in the order an admin fixes problems.
+"""
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+
+from jhub_hub import settings as settings_module
+from jhub_hub import view as view_module
+from jhub_hub.errors import ConfigError
+from jhub_hub.secrets import ensure_secret_file, read_secret_file
+
+COOKIE_SECRET_RE = r"[0-9a-f]{64}"
+PROXY_TOKEN_RE = r"[0-9a-zA-Z_-]{32,}"
+
+
+@dataclass(frozen=True)
+class HubState:
+    """Paths and secrets on the hub's volumes, ready for use."""
+
+    db_url: str
+    cookie_secret_file: str
+    pid_file: str
+    proxy_token: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Everything the configuration is made of."""
+
+    settings: settings_module.Settings
+    view: view_module.View
+    state: HubState
+
+
+def load(environ):
+    """Settings from `environ`, the view they point at, and the hub's state prepared; or ConfigError."""
+    settings = settings_module.from_environ(environ)
+    view = view_module.load(settings.view_path)
+    if settings.spawner == "profiles" and not view.profiles:
+        raise ConfigError(
+            f"SPAWNER=profiles but view {settings.view_path} has no profile",
+            "add a [[profile]] to images/catalog.toml and run `cargo xtask up`, or use SPAWNER=dockerspawner",
+        )
+    return Loaded(settings=settings, view=view, state=prepare_state(settings))
+
+
+def prepare_state(settings):
+    """Make the hub's files private, create the cookie secret and proxy token if absent, read them back.
+
+    Sets the process umask to 077: every file the hub creates later (sqlite database and journal, pid
+    file) is private to it.
+    """
+    os.umask(0o077)
+    if not os.path.isdir(settings.data_dir):
+        raise ConfigError(
+            f"data directory {settings.data_dir} does not exist",
+            "mount the jupyterhub_data volume at /srv/jupyterhub/data",
+        )
+    token_dir = os.path.dirname(settings.proxy_token_file)
+    if not os.path.isdir(token_dir):
+        raise ConfigError(
+            f"proxy token directory {token_dir} does not exist",
+            f"mount the jupyterhub_proxy_token volume at {token_dir} (hub and proxy)",
+        )
+    cookie_secret_file = os.path.join(settings.data_dir, "jupyterhub_cookie_secret")
+    try:
+        ensure_secret_file(cookie_secret_file)
+        ensure_secret_file(settings.proxy_token_file)
+    except PermissionError as e:
+        raise ConfigError(
+            f"cannot write secrets: {e}",
+            "the hub must run as root (owner of the jupyterhub_data and jupyterhub_proxy_token volumes)",
+        ) from None
+    read_secret_file(cookie_secret_file, COOKIE_SECRET_RE)
+    db_file = os.path.join(settings.data_dir, "jupyterhub.sqlite")
+    if os.path.exists(db_file):
+        os.chmod(db_file, 0o600)  # databases made before the umask above were 644
+    return HubState(
+        db_url=f"sqlite:///{db_file}",
+        cookie_secret_file=cookie_secret_file,
+        pid_file=os.path.join(settings.data_dir, "jupyterhub.pid"),
+        proxy_token=read_secret_file(settings.proxy_token_file, PROXY_TOKEN_RE),
+    )
+
+
+def culler_services(settings):
+    """The idle culler as a hub-managed service, or none when IDLE_CULL_TIMEOUT is 0."""
+    if settings.idle_cull_timeout <= 0:
+        return []
+    timeout = settings.idle_cull_timeout
+    return [
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={timeout}",
+                f"--cull-every={max(60, min(600, timeout // 4))}",
+            ],
+        }
+    ]
+
+
+def roles(settings):
+    """`JupyterHub.load_roles`: the culler's scopes, and with dummy auth an admin role with no members.
+
+    With AUTH_STRATEGY=dummy everyone who knows the one shared password could log in as `admin`.
+    admin_users alone only adds admins; the admin role with an exact, empty member list also takes the
+    flag from users who got it earlier (e.g. `admin` from a native-auth run on the same data volume).
+    """
+    result = []
+    if settings.auth_strategy == "dummy":
+        result.append({"name": "admin", "users": []})
+    if settings.idle_cull_timeout > 0:
+        result.append(
+            {
+                "name": "idle-culler",
+                "description": "stop idle user servers",
+                "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+                "services": ["idle-culler"],
+            }
+        )
+    return result
+
+
+def proxy_addresses(host="proxy", warn=sys.stderr):
+    """The addresses of the proxy service (for trusted_downstream_ips), or [] with a warning if unresolvable."""
+    try:
+        return sorted({a[4][0] for a in socket.getaddrinfo(host, None)})
+    except OSError:
+        print(f"warning: TRUST_XHEADERS: cannot resolve {host!r}; client addresses stay the proxy's peer", file=warn)
+        return []

@@ -1,0 +1,162 @@
+"""Every environment variable the hub reads, parsed once into a frozen `Settings`.
+
+stack/.env.example documents each variable for admins. A bad value raises `ConfigError` naming the
+variable, its value and what to write instead.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+from jhub_hub.errors import ConfigError
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+# The grammar of memory sizes, the same as the Rust side's (jhub_docker::catalog): a positive number with
+# an optional fraction and an optional K/M/G/T suffix, which Docker reads as powers of 1024.
+MEM_SIZE_RE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[KMGT]?$")
+# What Docker accepts inside a container, volume or network name.
+DOCKER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+ADMIN_NAME = "admin"
+MIN_PASSWORD_LENGTH = 8
+DEFAULT_VIEW_PATH = "/srv/jhub/hub-view.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The hub's environment, validated. Field comments name the variable each comes from."""
+
+    stack_name: str  # JHUB_STACK_NAME: prefix of container names and the io.jhub-docker.stack label
+    network: str  # JHUB_NETWORK: the Docker network user containers join
+    user_volume_prefix: str  # JHUB_USER_VOLUME_PREFIX: each user's volume is <prefix><user>
+    auth_strategy: str  # AUTH_STRATEGY: "native" or "dummy"
+    spawner: str  # SPAWNER: "dockerspawner" or "profiles"
+    open_signup: bool  # OPEN_SIGNUP
+    admin_password: str  # ADMIN_PASSWORD: "" = no bootstrap of the admin account
+    dummy_password: str  # DUMMY_PASSWORD: the shared password of AUTH_STRATEGY=dummy
+    idle_cull_timeout: int  # IDLE_CULL_TIMEOUT: seconds; 0 = never cull
+    trust_xheaders: bool  # TRUST_XHEADERS
+    mem_limit: str  # JHUB_MEM_LIMIT
+    cpu_limit: float  # JHUB_CPU_LIMIT
+    pids_limit: int  # JHUB_PIDS_LIMIT
+    named_server_limit: int  # JHUB_NAMED_SERVER_LIMIT
+    view_path: str  # JHUB_VIEW: the resolved view of the images, written by `cargo xtask up`
+    data_dir: str  # JHUB_DATA_DIR: sqlite database, cookie secret, pid file
+    proxy_token_file: str  # JHUB_PROXY_TOKEN_FILE: on the volume shared with the proxy only
+
+
+def from_environ(environ):
+    """Parse a mapping like `os.environ` into `Settings`, or raise `ConfigError` for the first bad value."""
+    env = _Environment(environ)
+    settings = Settings(
+        stack_name=env.docker_name("JHUB_STACK_NAME", "jhub"),
+        network=env.docker_name("JHUB_NETWORK", "jupyterhub-net"),
+        user_volume_prefix=env.docker_name("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-"),
+        auth_strategy=env.choice("AUTH_STRATEGY", "native", ("native", "dummy")),
+        spawner=env.choice("SPAWNER", "dockerspawner", ("dockerspawner", "profiles")),
+        open_signup=env.boolean("OPEN_SIGNUP", True),
+        admin_password=environ.get("ADMIN_PASSWORD", ""),
+        dummy_password=environ.get("DUMMY_PASSWORD", ""),
+        idle_cull_timeout=env.integer("IDLE_CULL_TIMEOUT", 3600),
+        trust_xheaders=env.boolean("TRUST_XHEADERS", False),
+        mem_limit=env.mem_size("JHUB_MEM_LIMIT", "4G", "set JHUB_MEM_LIMIT to e.g. 4G or 512M"),
+        cpu_limit=env.cpus("JHUB_CPU_LIMIT", "2", "set JHUB_CPU_LIMIT to e.g. 2 or 0.5"),
+        pids_limit=env.integer("JHUB_PIDS_LIMIT", 2048, minimum=64),
+        named_server_limit=env.integer("JHUB_NAMED_SERVER_LIMIT", 3),
+        view_path=env.text("JHUB_VIEW", DEFAULT_VIEW_PATH),
+        data_dir=env.text("JHUB_DATA_DIR", "/srv/jupyterhub/data"),
+        proxy_token_file=env.text("JHUB_PROXY_TOKEN_FILE", "/srv/jupyterhub/proxy/proxy_auth_token"),
+    )
+    if settings.auth_strategy == "native":
+        if settings.admin_password and len(settings.admin_password) < MIN_PASSWORD_LENGTH:
+            raise ConfigError(
+                f"ADMIN_PASSWORD is shorter than {MIN_PASSWORD_LENGTH} characters",
+                f"set ADMIN_PASSWORD to at least {MIN_PASSWORD_LENGTH} characters, "
+                "or unset it to sign up as admin by hand",
+            )
+    elif not settings.dummy_password:
+        raise ConfigError(
+            "AUTH_STRATEGY=dummy needs DUMMY_PASSWORD (else anyone logs in as anyone with no password)",
+            "set DUMMY_PASSWORD, or use AUTH_STRATEGY=native",
+        )
+    return settings
+
+
+def warnings_for(settings):
+    """Settings that are valid but have no effect, as lines for stderr."""
+    if settings.auth_strategy == "dummy" and settings.admin_password:
+        return ["warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy"]
+    return []
+
+
+def is_mem_size(value):
+    """Whether `value` is a memory size in the grammar the Rust side accepts (e.g. `4G`, `1.5G`, `512M`)."""
+    return isinstance(value, str) and MEM_SIZE_RE.match(value) is not None
+
+
+class _Environment:
+    """Typed reads of one environment mapping; an empty or blank value means the default."""
+
+    def __init__(self, environ):
+        self.environ = environ
+
+    def raw(self, name):
+        return self.environ.get(name, "").strip()
+
+    def text(self, name, default):
+        return self.raw(name) or default
+
+    def boolean(self, name, default):
+        raw = self.raw(name).lower()
+        if not raw:
+            return default
+        if raw in TRUE_WORDS:
+            return True
+        if raw in FALSE_WORDS:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean", f"set {name} to true or false")
+
+    def integer(self, name, default, minimum=0):
+        raw = self.raw(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise ConfigError(f"{name}={raw!r} is not a whole number >= {minimum}", f"set {name} to e.g. {default}")
+        return value
+
+    def choice(self, name, default, choices):
+        raw = self.raw(name).lower() or default
+        if raw not in choices:
+            raise ConfigError(f"unknown {name} {raw!r}", f"set {name} to one of: {', '.join(choices)}")
+        return raw
+
+    def mem_size(self, name, default, hint):
+        value = self.text(name, default)
+        if not is_mem_size(value):
+            raise ConfigError(f"{name} {value!r} is not a memory size", hint)
+        return value
+
+    def cpus(self, name, default, hint):
+        value = self.text(name, default)
+        try:
+            cpus = float(value)
+        except ValueError:
+            cpus = math.nan
+        if not (math.isfinite(cpus) and cpus > 0):
+            raise ConfigError(f"{name} {value!r} is not a positive number of CPUs", hint)
+        return cpus
+
+    def docker_name(self, name, default):
+        value = self.text(name, default)
+        if not DOCKER_NAME_RE.match(value):
+            raise ConfigError(
+                f"{name}={value!r} cannot be part of a Docker object name",
+                f"use letters, digits, '_', '.' and '-' only (default: {default})",
+            )
+        return value

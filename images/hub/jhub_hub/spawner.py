@@ -1,0 +1,271 @@
+"""The spawners: one Docker container per user server, from an image (or a profile) of the resolved view.
+
+Both take the view through configuration (`c.JhubDockerSpawner.jhub_view = view`), never from a global,
+and refuse an unknown image or profile with a 400 before any container exists.
+"""
+
+import html
+
+import docker.errors
+from dockerspawner import DockerSpawner
+from tornado import web
+from traitlets import Instance, Unicode, default, directional_link
+from wrapspawner import ProfilesSpawner
+
+from jhub_hub.view import View
+
+
+def form_html(select_name, label, choices):
+    """The spawn form: a <select> of (value, text, description) choices, everything HTML-escaped.
+
+    DockerSpawner 14's own form pastes a Python list repr between the options and does not escape the
+    names; wrapspawner's does not escape either.
+    """
+    options = "\n".join(
+        f'    <option value="{html.escape(value)}"{" selected" if i == 0 else ""}>{html.escape(text)}</option>'
+        for i, (value, text, _) in enumerate(choices)
+    )
+    descriptions = "\n".join(
+        f"    <li><strong>{html.escape(text)}</strong>: {html.escape(description)}</li>"
+        for _, text, description in choices
+        if description
+    )
+    return f"""
+<div class="form-group mb-3">
+  <label for="jhub-{select_name}" class="form-label">{html.escape(label)}</label>
+  <select id="jhub-{select_name}" class="form-control form-select" name="{select_name}" required autofocus>
+{options}
+  </select>
+  <ul class="form-text list-unstyled mt-2">
+{descriptions}
+  </ul>
+</div>
+"""
+
+
+def first_form_value(formdata, key):
+    """The first value of `key` in a form post (JupyterHub passes lists of strings), or ""."""
+    values = formdata.get(key) or [""]
+    return values[0] if isinstance(values[0], str) else ""
+
+
+def escape_braces(text):
+    """Double the braces of `text`: DockerSpawner formats every string of extra_create_kwargs with its
+    template namespace, and a user name like "a{b}" must arrive unchanged."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+class JhubDockerSpawner(DockerSpawner):
+    """DockerSpawner that resolves the chosen image of the view at start: its image id, the user's volume
+    at that image's home, its default_url, and the io.jhub-docker.* labels."""
+
+    jhub_view = Instance(View, allow_none=True, help="The resolved view: images and profiles.").tag(config=True)
+    jhub_stack_name = Unicode("jhub", help="The stack's name, for the io.jhub-docker.stack label.").tag(config=True)
+    jhub_user_volume_prefix = Unicode(
+        "jupyterhub-user-", help="Each user's named volume is <prefix><escaped user name>."
+    ).tag(config=True)
+    jhub_image_entry = Unicode(
+        "",
+        help="Image of the view to spawn regardless of user_options (set per profile by SPAWNER=profiles).",
+    ).tag(config=True)
+
+    @property
+    def view(self):
+        if self.jhub_view is None:
+            raise RuntimeError("JhubDockerSpawner.jhub_view is not configured")
+        return self.jhub_view
+
+    def template_namespace(self):
+        namespace = super().template_namespace()
+        # "--<server>" for a named server, "" for the default one, so that one name_template covers both.
+        namespace["server_suffix"] = f"--{namespace['servername']}" if namespace["raw_servername"] else ""
+        return namespace
+
+    @property
+    def catalog_image(self):
+        """The image this spawn runs: the profile's, else the one user_options names (400 if unknown)."""
+        if self.jhub_image_entry:
+            return self.view.image_named(self.jhub_image_entry)
+        return self.image_for_choice(self.user_options.get("image"))
+
+    def image_for_choice(self, choice):
+        """The image a spawn request names (display name or name; none = the first), or a 400."""
+        if choice is None or choice == "":
+            return self.view.images[0]
+        if self.jhub_image_entry:
+            raise web.HTTPError(400, "this hub offers profiles: choose a profile, not an image")
+        image = self.view.image_for_choice(choice) if isinstance(choice, str) else None
+        if image is None:
+            known = ", ".join(repr(i.name) for i in self.view.images)
+            raise web.HTTPError(400, f"unknown image {str(choice)[:100]!r}: choose one of {known}")
+        return image
+
+    @default("options_form")
+    def _default_options_form(self):
+        images = self.view.images
+        if len(images) < 2:
+            return ""
+        return form_html("image", "Select an image:", [(i.display_name, i.display_name, i.description) for i in images])
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        def options_from_form(formdata):
+            # Refuse an unknown choice here, before any spawn starts: the form comes back with a 400.
+            choice = first_form_value(formdata, "image")
+            return {"image": self.image_for_choice(choice).display_name}
+
+        return options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # JupyterHub 5.3+ runs this before start(), for form and REST spawns alike: refuse early.
+        def apply_user_options(spawner, user_options):
+            spawner.image_for_choice(user_options.get("image"))
+
+        return apply_user_options
+
+    async def check_allowed(self, image):
+        # Called by DockerSpawner.start with user_options["image"]: same resolution, same 400 errors.
+        return self.image_for_choice(image).image_id
+
+    def apply_catalog_image(self, image):
+        """Point this spawner at `image`: its id, default URL, the user's volume at its home, the labels."""
+        self.image = image.image_id
+        # The container name comes from name_template at this start, not from whatever an earlier trait
+        # change rendered (DockerSpawner re-renders it when `image` changes, even during __init__, before
+        # the config's prefix is loaded).
+        self.object_name = self._object_name_default()
+        self.default_url = image.default_url
+        self.volumes = {f"{self.jhub_user_volume_prefix}{{username}}": {"bind": image.home, "mode": "rw"}}
+        extra = dict(self.extra_create_kwargs) if isinstance(self.extra_create_kwargs, dict) else {}
+        extra["labels"] = {
+            **extra.get("labels", {}),
+            "io.jhub-docker.stack": escape_braces(self.jhub_stack_name),
+            "io.jhub-docker.user": escape_braces(self.user.name),
+            "io.jhub-docker.image": escape_braces(image.name),
+        }
+        self.extra_create_kwargs = extra
+
+    async def start(self):
+        image = self.catalog_image  # raises a 400 before any container exists
+        self.apply_catalog_image(image)
+        self.log.info(
+            "spawning %s with catalog image %r (%s), volume %s at %s",
+            self._log_name,
+            image.name,
+            image.image_id[:19],
+            f"{self.jhub_user_volume_prefix}{self.escaped_name}",
+            image.home,
+        )
+        return await super().start()
+
+    async def pull_image(self, image):
+        try:
+            await super().pull_image(image)
+        except docker.errors.NotFound:
+            # pull_policy "never": say which image of the view is missing instead of a 500 traceback.
+            raise web.HTTPError(
+                503,
+                f"image {self.catalog_image.name!r} ({image[:19]}) is not in the Docker engine: "
+                "ask the admin to run `cargo xtask build-images`",
+            ) from None
+
+
+def profiles_config(view):
+    """`ProfilesSpawner.profiles` for the view: one JhubDockerSpawner per profile, with its image and limits."""
+    return [
+        (
+            p.display_name,
+            p.name,
+            JhubDockerSpawner,
+            {"jhub_image_entry": p.image, "cpu_limit": p.cpu_limit, "mem_limit": p.mem_limit},
+        )
+        for p in view.profiles
+    ]
+
+
+# Traits JupyterHub sets on the spawner it holds at run time; with SPAWNER=profiles that is the
+# wrapper, so they are forwarded to the child. Everything else the child takes from its own config:
+# wrapspawner's link-everything default would overwrite DockerSpawner's ip (0.0.0.0) and port (8888)
+# with the base Spawner's defaults.
+FORWARDED_TRAITS = (
+    "api_token",
+    "admin_access",
+    "cert_paths",
+    "user_options",
+    "oauth_client_id",
+    "oauth_access_scopes",
+    "oauth_client_allowed_scopes",
+    "oauth_roles",
+)
+
+
+class JhubProfilesSpawner(ProfilesSpawner):
+    """ProfilesSpawner with an escaped form, refusal of unknown profiles, and a child spawner built for
+    JupyterHub 5 (orm_spawner, so named servers get their own container names) from the profile chosen
+    for this very spawn."""
+
+    @default("options_form")
+    def _default_options_form(self):
+        return form_html(
+            "profile", "Select a profile:", [(key, display, "") for display, key, _cls, _conf in self.profiles]
+        )
+
+    def profile_for_choice(self, choice):
+        """The profile key a spawn request names (none = the first), or a 400."""
+        keys = [p[1] for p in self.profiles]
+        if choice is None or choice == "":
+            return keys[0]
+        if not isinstance(choice, str) or choice not in keys:
+            known = ", ".join(repr(k) for k in keys)
+            raise web.HTTPError(400, f"unknown profile {str(choice)[:100]!r}: choose one of {known}")
+        return choice
+
+    def options_from_form(self, formdata):
+        return {"profile": self.profile_for_choice(first_form_value(formdata, "profile"))}
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        def apply_user_options(spawner, user_options):
+            spawner.profile_for_choice(user_options.get("profile"))
+
+        return apply_user_options
+
+    def construct_child(self):
+        if self.child_spawner is None:
+            # No 400 here: JupyterHub also builds the child when it loads state, from user_options it
+            # stored, maybe refused ones; a stale or unknown profile falls back to the first. start()
+            # checks this spawn's choice strictly before calling this.
+            profile = self.user_options.get("profile") or self.child_profile
+            keys = [p[1] for p in self.profiles]
+            self.child_profile = profile if profile in keys else keys[0]
+            self.select_profile(self.child_profile)
+            self.child_spawner = self.child_class(
+                user=self.user,
+                orm_spawner=self.orm_spawner,
+                hub=self.hub,
+                authenticator=self.authenticator,
+                config=self.config,
+                proxy_spec=self.proxy_spec,
+                cookie_options=self.cookie_options,
+                cookie_host_prefix_enabled=self.cookie_host_prefix_enabled,
+                trusted_alt_names=self.trusted_alt_names,
+                _deprecated_db_session=self._deprecated_db_session,
+                **self.child_config,
+            )
+            self.child_spawner.clear_state()
+            if self.child_state:
+                self.child_spawner.load_state(self.child_state)
+            for trait in FORWARDED_TRAITS:
+                if self.has_trait(trait) and self.child_spawner.has_trait(trait):
+                    directional_link((self, trait), (self.child_spawner, trait))
+        return self.child_spawner
+
+    def start(self):
+        # JupyterHub loads state (building a child) when it creates the spawner, before this spawn's
+        # user_options exist: build the child again from them. start() only runs for a stopped server.
+        self.profile_for_choice(self.user_options.get("profile"))  # 400 before anything else
+        self.child_spawner = None
+        self.child_state = {}
+        self.child_profile = ""
+        return self.construct_child().start()

@@ -1,0 +1,147 @@
+"""The resolved view: the single-user images (with their locked image ids) and the profiles users may spawn.
+
+`cargo xtask up` writes it (JSON, `$JHUB_VIEW`, default /srv/jhub/hub-view.json) after validating the
+catalog and the lock; the catalog's rules live there, once. This module checks only what it must to use
+the file safely: its version and its shape (types, required keys, non-empty values, profiles naming
+images of the view).
+"""
+
+import json
+from dataclasses import dataclass
+
+from jhub_hub.errors import ConfigError
+
+VIEW_VERSION = 1
+VIEW_HINT = "run `cargo xtask up` (it writes the view)"
+
+
+@dataclass(frozen=True)
+class SingleUserImage:
+    """An image in the spawn dropdown, with the id the hub spawns."""
+
+    name: str
+    display_name: str
+    description: str
+    home: str
+    default_url: str
+    image_id: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A choice of SPAWNER=profiles: an image of the view plus CPU and memory limits."""
+
+    name: str
+    display_name: str
+    image: str
+    cpu_limit: float
+    mem_limit: str
+
+
+@dataclass(frozen=True)
+class View:
+    """The images in dropdown order (never empty) and the profiles (maybe none).
+
+    An image's `description` may be absent or empty; every other field is required.
+    """
+
+    images: tuple
+    profiles: tuple
+
+    def image_named(self, name):
+        """The image called `name`; the view guarantees every profile's image exists."""
+        return next(image for image in self.images if image.name == name)
+
+    def image_for_choice(self, choice):
+        """The image a spawn request names by display name (what the form posts) or by name, else None."""
+        for image in self.images:
+            if choice in (image.display_name, image.name):
+                return image
+        return None
+
+
+def load(path):
+    """Read and check the view at `path`, or raise `ConfigError`."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"view {path} does not exist", f"mount it into the hub container; {VIEW_HINT}") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"view {path} is a directory (Docker creates one when the mounted file is missing)",
+            f"remove the empty directory on the host, then {VIEW_HINT}",
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"view {path} is not valid JSON: {e}", VIEW_HINT) from None
+    return parse(data, path)
+
+
+def parse(data, path):
+    """Check the decoded JSON `data` of the view at `path` and build the `View`."""
+    where = f"view {path}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} is not a JSON object", VIEW_HINT)
+    version = data.get("version")
+    if type(version) is not int or version != VIEW_VERSION:
+        raise ConfigError(f"{where} has version {version!r}, this hub reads version {VIEW_VERSION}", VIEW_HINT)
+    images = tuple(
+        SingleUserImage(
+            name=_text(entry, "name", f"{where}: images[{i}]"),
+            display_name=_text(entry, "display_name", f"{where}: images[{i}]"),
+            description=_optional_text(entry, "description", f"{where}: images[{i}]"),
+            home=_text(entry, "home", f"{where}: images[{i}]"),
+            default_url=_text(entry, "default_url", f"{where}: images[{i}]"),
+            image_id=_text(entry, "image_id", f"{where}: images[{i}]"),
+        )
+        for i, entry in enumerate(_objects(data, "images", where))
+    )
+    if not images:
+        raise ConfigError(f"{where} lists no single-user image", VIEW_HINT)
+    names = {image.name for image in images}
+    profiles = []
+    for i, entry in enumerate(_objects(data, "profiles", where)):
+        at = f"{where}: profiles[{i}]"
+        profile = Profile(
+            name=_text(entry, "name", at),
+            display_name=_text(entry, "display_name", at),
+            image=_text(entry, "image", at),
+            cpu_limit=_number(entry, "cpu_limit", at),
+            mem_limit=_text(entry, "mem_limit", at),
+        )
+        if profile.image not in names:
+            raise ConfigError(f"{at} names image {profile.image!r}, which the view does not list", VIEW_HINT)
+        profiles.append(profile)
+    return View(images=images, profiles=tuple(profiles))
+
+
+def _objects(data, key, where):
+    if key not in data:
+        raise ConfigError(f"{where} has no {key!r} list", VIEW_HINT)
+    items = data[key]
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ConfigError(f"{where}: {key!r} is not a list of objects", VIEW_HINT)
+    return items
+
+
+def _optional_text(entry, key, where):
+    value = entry.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key!r} must be a string, got {value!r}", VIEW_HINT)
+    return value
+
+
+def _text(entry, key, where):
+    value = entry.get(key)
+    if not isinstance(value, str) or not value:
+        got = "missing" if key not in entry else f"{value!r}"
+        raise ConfigError(f"{where}: {key!r} must be a non-empty string, got {got}", VIEW_HINT)
+    return value
+
+
+def _number(entry, key, where):
+    value = entry.get(key)
+    if type(value) not in (int, float) or not value > 0:
+        got = "missing" if key not in entry else f"{value!r}"
+        raise ConfigError(f"{where}: {key!r} must be a positive number, got {got}", VIEW_HINT)
+    return float(value)

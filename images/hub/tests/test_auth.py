@@ -1,0 +1,181 @@
+"""NativeAuthenticator with the admin bootstrap and bcrypt in worker threads, against a real sqlite database."""
+
+import asyncio
+import datetime
+import threading
+
+import pytest
+from jupyterhub import orm
+from nativeauthenticator.orm import UserInfo
+
+import jhub_hub.auth
+from jhub_hub.auth import JhubLoginHandler, JhubNativeAuthenticator, JhubSignUpHandler, _signup_hash, hash_password
+
+ADMIN_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'jupyterhub.sqlite'}"
+
+
+def authenticator(db_url, **traits):
+    """A fresh authenticator on a fresh session of the database at `db_url`, as after a hub restart."""
+    session = orm.new_session_factory(db_url)()
+    traits.setdefault("allowed_failed_logins", 5)
+    traits.setdefault("seconds_before_next_try", 600)
+    traits.setdefault("minimum_password_length", 8)
+    return JhubNativeAuthenticator(db=session, admin_users={"admin"}, **traits)
+
+
+def start_hub(db_url, admin_password):
+    """What JupyterHub's init_users does for the admin at start: the user row, then add_user."""
+    auth = authenticator(db_url, bootstrap_admin_password=admin_password)
+    user = orm.User.find(auth.db, "admin")
+    if user is None:
+        user = orm.User(name="admin", admin=True)
+        auth.db.add(user)
+        auth.db.commit()
+    auth.add_user(user)
+    return auth
+
+
+def login(auth, username, password):
+    return asyncio.run(auth.authenticate(None, {"username": username, "password": password}))
+
+
+def test_admin_is_created_authorized_from_admin_password(db_url):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    info = UserInfo.find(auth.db, "admin")
+    assert info is not None
+    assert info.is_authorized
+    assert info.is_valid_password(ADMIN_PASSWORD)
+    assert login(auth, "admin", ADMIN_PASSWORD) == "admin"
+    assert login(auth, "admin", "wrong password") is None
+
+
+def test_a_changed_admin_password_replaces_the_old_one(db_url):
+    start_hub(db_url, ADMIN_PASSWORD)
+    auth = start_hub(db_url, "a new password!")
+    assert len(UserInfo.all_users(auth.db)) == 1
+    assert login(auth, "admin", "a new password!") == "admin"
+    assert login(auth, "admin", ADMIN_PASSWORD) is None
+
+
+def test_an_unchanged_admin_password_keeps_the_hash_and_reauthorizes(db_url):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    info = UserInfo.find(auth.db, "admin")
+    first_hash = info.password
+    info.is_authorized = False  # e.g. toggled off by mistake at /hub/authorize
+    auth.db.commit()
+    again = start_hub(db_url, ADMIN_PASSWORD)
+    info = UserInfo.find(again.db, "admin")
+    assert info.password == first_hash
+    assert info.is_authorized
+
+
+def test_without_admin_password_nothing_is_created(db_url):
+    auth = start_hub(db_url, "")
+    assert UserInfo.find(auth.db, "admin") is None
+
+
+def test_login_lockout_after_five_failures_as_upstream(db_url):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    for _ in range(5):
+        assert login(auth, "admin", "wrong password") is None
+    # Blocked now, even with the right password, until seconds_before_next_try pass.
+    assert login(auth, "admin", ADMIN_PASSWORD) is None
+    auth.login_attempts["admin"]["time"] -= datetime.timedelta(seconds=601)
+    assert login(auth, "admin", ADMIN_PASSWORD) == "admin"
+    assert "admin" not in auth.login_attempts
+
+
+def test_unauthorized_users_cannot_log_in(db_url):
+    auth = authenticator(db_url, open_signup=False)
+    assert auth.create_user("carol", "long enough password") is not None
+    assert not UserInfo.find(auth.db, "carol").is_authorized
+    assert login(auth, "carol", "long enough password") is None
+    assert login(auth, "nobody", "long enough password") is None
+
+
+def test_password_checks_run_outside_the_event_loop_thread(db_url, monkeypatch):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    threads = []
+    real = jhub_hub.auth.password_matches
+
+    def recording(password, hashed):
+        threads.append(threading.get_ident())
+        return real(password, hashed)
+
+    monkeypatch.setattr(jhub_hub.auth, "password_matches", recording)
+
+    async def two_logins_and_a_ticker():
+        loop_thread = threading.get_ident()
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
+        results = await asyncio.gather(
+            auth.authenticate(None, {"username": "admin", "password": ADMIN_PASSWORD}),
+            auth.authenticate(None, {"username": "admin", "password": "wrong password"}),
+        )
+        ticking.cancel()
+        return loop_thread, results, ticks
+
+    loop_thread, results, ticks = asyncio.run(two_logins_and_a_ticker())
+    assert results == ["admin", None]
+    assert len(threads) == 2
+    assert loop_thread not in threads
+    assert ticks > 2  # the loop kept running other tasks while the hashes were computed
+
+
+def test_signup_uses_the_hash_made_in_the_handlers_thread(db_url):
+    auth = authenticator(db_url, open_signup=True)
+    hashed = hash_password("dave's password")
+    token = _signup_hash.set(("dave's password", hashed))
+    try:
+        info = auth.create_user("dave", "dave's password")
+    finally:
+        _signup_hash.reset(token)
+    assert info.password == hashed
+    assert info.is_authorized  # open signup
+    assert login(auth, "dave", "dave's password") == "dave"
+
+
+def test_signup_rules_still_apply_with_a_prehashed_password(db_url):
+    auth = authenticator(db_url, open_signup=False)
+    for name, password in [("eve", "short"), ("e ve", "long enough password"), ("e/ve", "long enough password")]:
+        token = _signup_hash.set((password, hash_password(password)))
+        try:
+            assert auth.create_user(name, password) is None
+        finally:
+            _signup_hash.reset(token)
+    token = _signup_hash.set(("long enough password", hash_password("long enough password")))
+    try:
+        assert auth.create_user("eve", "long enough password") is not None
+        assert auth.create_user("eve", "long enough password") is None  # taken
+    finally:
+        _signup_hash.reset(token)
+    assert not UserInfo.find(auth.db, "eve").is_authorized  # closed signup: the admin authorizes
+
+
+def test_a_hash_for_another_password_is_not_used(db_url):
+    auth = authenticator(db_url, open_signup=True)
+    token = _signup_hash.set(("something else", hash_password("something else")))
+    try:
+        info = auth.create_user("frank", "frank's password")
+    finally:
+        _signup_hash.reset(token)
+    assert info.is_valid_password("frank's password")
+
+
+def test_the_login_and_signup_pages_are_ours(db_url):
+    handlers = dict(authenticator(db_url).get_handlers(None))
+    assert handlers["/login"] is JhubLoginHandler
+    assert handlers["/signup"] is JhubSignUpHandler
+    assert len(handlers) == 8

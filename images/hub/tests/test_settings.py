@@ -1,0 +1,135 @@
+"""Environment parsing: defaults, accepted values, and each bad variable's message and hint."""
+
+import pytest
+
+from jhub_hub import ConfigError
+from jhub_hub.settings import from_environ, is_mem_size, warnings_for
+
+
+def test_defaults_from_an_empty_environment():
+    s = from_environ({})
+    assert (s.stack_name, s.network, s.user_volume_prefix) == ("jhub", "jupyterhub-net", "jupyterhub-user-")
+    assert (s.auth_strategy, s.spawner, s.open_signup, s.trust_xheaders) == ("native", "dockerspawner", True, False)
+    assert (s.mem_limit, s.cpu_limit, s.pids_limit, s.named_server_limit) == ("4G", 2.0, 2048, 3)
+    assert s.idle_cull_timeout == 3600
+    assert s.view_path == "/srv/jhub/hub-view.json"
+    assert s.data_dir == "/srv/jupyterhub/data"
+    assert s.proxy_token_file == "/srv/jupyterhub/proxy/proxy_auth_token"
+    assert s.admin_password == ""
+
+
+def test_values_are_parsed_and_blank_means_default():
+    s = from_environ(
+        {
+            "OPEN_SIGNUP": " No ",
+            "TRUST_XHEADERS": "yes",
+            "SPAWNER": "Profiles",
+            "JHUB_MEM_LIMIT": "1.5G",
+            "JHUB_CPU_LIMIT": "0.5",
+            "IDLE_CULL_TIMEOUT": "0",
+            "JHUB_STACK_NAME": "   ",
+            "JHUB_VIEW": "/tmp/v.json",
+            "ADMIN_PASSWORD": " spaces kept ",
+        }
+    )
+    assert (s.open_signup, s.trust_xheaders, s.spawner) == (False, True, "profiles")
+    assert (s.mem_limit, s.cpu_limit, s.idle_cull_timeout) == ("1.5G", 0.5, 0)
+    assert s.stack_name == "jhub"
+    assert s.view_path == "/tmp/v.json"
+    assert s.admin_password == " spaces kept "
+
+
+def test_settings_are_frozen():
+    s = from_environ({})
+    with pytest.raises(AttributeError):
+        s.stack_name = "other"
+
+
+BAD_ENVIRONMENTS = [
+    ({"OPEN_SIGNUP": "maybe"}, "OPEN_SIGNUP='maybe' is not a boolean", "set OPEN_SIGNUP to true or false"),
+    ({"TRUST_XHEADERS": "2"}, "TRUST_XHEADERS='2' is not a boolean", "set TRUST_XHEADERS to true or false"),
+    (
+        {"IDLE_CULL_TIMEOUT": "-1"},
+        "IDLE_CULL_TIMEOUT='-1' is not a whole number >= 0",
+        "set IDLE_CULL_TIMEOUT to e.g. 3600",
+    ),
+    (
+        {"IDLE_CULL_TIMEOUT": "1h"},
+        "IDLE_CULL_TIMEOUT='1h' is not a whole number >= 0",
+        "set IDLE_CULL_TIMEOUT to e.g. 3600",
+    ),
+    ({"JHUB_PIDS_LIMIT": "10"}, "JHUB_PIDS_LIMIT='10' is not a whole number >= 64", "set JHUB_PIDS_LIMIT to e.g. 2048"),
+    (
+        {"JHUB_NAMED_SERVER_LIMIT": "three"},
+        "JHUB_NAMED_SERVER_LIMIT='three' is not a whole number >= 0",
+        "set JHUB_NAMED_SERVER_LIMIT to e.g. 3",
+    ),
+    ({"AUTH_STRATEGY": "ldap"}, "unknown AUTH_STRATEGY 'ldap'", "set AUTH_STRATEGY to one of: native, dummy"),
+    ({"SPAWNER": "k8s"}, "unknown SPAWNER 'k8s'", "set SPAWNER to one of: dockerspawner, profiles"),
+    ({"JHUB_MEM_LIMIT": "4GB"}, "JHUB_MEM_LIMIT '4GB' is not a memory size", "set JHUB_MEM_LIMIT to e.g. 4G or 512M"),
+    (
+        {"JHUB_CPU_LIMIT": "two"},
+        "JHUB_CPU_LIMIT 'two' is not a positive number of CPUs",
+        "set JHUB_CPU_LIMIT to e.g. 2 or 0.5",
+    ),
+    (
+        {"JHUB_CPU_LIMIT": "0"},
+        "JHUB_CPU_LIMIT '0' is not a positive number of CPUs",
+        "set JHUB_CPU_LIMIT to e.g. 2 or 0.5",
+    ),
+    (
+        {"JHUB_CPU_LIMIT": "inf"},
+        "JHUB_CPU_LIMIT 'inf' is not a positive number of CPUs",
+        "set JHUB_CPU_LIMIT to e.g. 2 or 0.5",
+    ),
+    (
+        {"JHUB_STACK_NAME": "my stack"},
+        "JHUB_STACK_NAME='my stack' cannot be part of a Docker object name",
+        "use letters, digits, '_', '.' and '-' only (default: jhub)",
+    ),
+    (
+        {"JHUB_NETWORK": "-net"},
+        "JHUB_NETWORK='-net' cannot be part of a Docker object name",
+        "use letters, digits, '_', '.' and '-' only (default: jupyterhub-net)",
+    ),
+    (
+        {"JHUB_USER_VOLUME_PREFIX": "vol/"},
+        "JHUB_USER_VOLUME_PREFIX='vol/' cannot be part of a Docker object name",
+        "use letters, digits, '_', '.' and '-' only (default: jupyterhub-user-)",
+    ),
+    (
+        {"ADMIN_PASSWORD": "short"},
+        "ADMIN_PASSWORD is shorter than 8 characters",
+        "set ADMIN_PASSWORD to at least 8 characters, or unset it to sign up as admin by hand",
+    ),
+    (
+        {"AUTH_STRATEGY": "dummy"},
+        "AUTH_STRATEGY=dummy needs DUMMY_PASSWORD (else anyone logs in as anyone with no password)",
+        "set DUMMY_PASSWORD, or use AUTH_STRATEGY=native",
+    ),
+]
+
+
+@pytest.mark.parametrize(("environ", "message", "hint"), BAD_ENVIRONMENTS, ids=lambda v: str(v)[:40])
+def test_each_bad_variable_names_itself_and_the_fix(environ, message, hint):
+    with pytest.raises(ConfigError) as caught:
+        from_environ(environ)
+    assert caught.value.message == message
+    assert caught.value.hint == hint
+    assert caught.value.exit_text() == f"error: {message}\nhint: {hint}"
+
+
+def test_short_admin_password_is_fine_with_dummy_auth_but_warned_about():
+    s = from_environ({"AUTH_STRATEGY": "dummy", "DUMMY_PASSWORD": "x", "ADMIN_PASSWORD": "short"})
+    assert warnings_for(s) == ["warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy"]
+    assert warnings_for(from_environ({})) == []
+
+
+@pytest.mark.parametrize("value", ["4G", "512M", "1.5G", "1T", "100", "1024K", "2.25M"])
+def test_memory_sizes_of_the_rust_grammar_are_accepted(value):
+    assert is_mem_size(value)
+
+
+@pytest.mark.parametrize("value", ["", "0", "0G", "4GB", "4g", "1.G", ".5G", "1.5.2G", "-1G", "4 G", "4Gi", "04G"])
+def test_memory_sizes_outside_the_rust_grammar_are_refused(value):
+    assert not is_mem_size(value)

@@ -1,0 +1,212 @@
+"""The spawners: the escaped form, refusal of unknown images and profiles, what a spawn resolves to."""
+
+import asyncio
+
+import pytest
+from tornado import web
+from traitlets.config import Config
+
+from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, form_html, profiles_config
+from jhub_hub.view import parse
+
+from conftest import IMAGE_ID_A, IMAGE_ID_B
+
+
+@pytest.fixture
+def config(view):
+    c = Config()
+    c.JhubDockerSpawner.jhub_view = view
+    c.JhubDockerSpawner.jhub_stack_name = "teststack"
+    c.JhubDockerSpawner.jhub_user_volume_prefix = "testvol-"
+    c.DockerSpawner.prefix = "teststack-user"
+    c.JhubDockerSpawner.name_template = "{prefix}-{username}{server_suffix}"
+    c.DockerSpawner.cpu_limit = 2.0
+    c.DockerSpawner.mem_limit = "4G"
+    c.JhubProfilesSpawner.profiles = profiles_config(view)
+    return c
+
+
+@pytest.fixture
+def docker_spawner(config, make_user):
+    return JhubDockerSpawner(user=make_user("alice"), config=config)
+
+
+@pytest.fixture
+def profiles_spawner(config, make_user):
+    return JhubProfilesSpawner(user=make_user("bob"), config=config)
+
+
+def test_form_escapes_names_and_descriptions():
+    form = form_html("image", "Pick <one>:", [('<script>alert("x")</script>', "It's <b>bold</b>", 'say "hi" & <go>')])
+    assert "<script>" not in form
+    assert "<b>" not in form
+    assert 'value="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" selected' in form
+    assert ">It&#x27;s &lt;b&gt;bold&lt;/b&gt;</option>" in form
+    assert "<strong>It&#x27;s &lt;b&gt;bold&lt;/b&gt;</strong>: say &quot;hi&quot; &amp; &lt;go&gt;</li>" in form
+    assert '<label for="jhub-image" class="form-label">Pick &lt;one&gt;:</label>' in form
+
+
+def test_image_form_lists_the_view_in_order_escaped(config, view_data, make_user):
+    view_data["images"][0]["display_name"] = "<script>alert('pwned')</script> \"quoted\""
+    config.JhubDockerSpawner.jhub_view = parse(view_data, "v")
+    form = JhubDockerSpawner(user=make_user(), config=config).options_form
+    assert "<script>" not in form
+    first = "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &quot;quoted&quot;"
+    assert f'<option value="{first}" selected>{first}</option>' in form
+    assert form.index(first) < form.index("Minimal: Python only")
+    assert "<li><strong>Minimal: Python only</strong>: JupyterLab on Python</li>" in form
+    assert "['" not in form  # DockerSpawner 14's list repr does not leak in
+
+
+def test_one_image_needs_no_form(config, view_data, make_user):
+    view_data["images"] = view_data["images"][:1]
+    view_data["profiles"] = view_data["profiles"][:1]
+    config.JhubDockerSpawner.jhub_view = parse(view_data, "v")
+    assert JhubDockerSpawner(user=make_user(), config=config).options_form == ""
+
+
+def test_profile_form_is_escaped(config, make_user, view_data):
+    view_data["profiles"][0]["display_name"] = 'Big <img src=x onerror="alert(1)">'
+    config.JhubProfilesSpawner.profiles = profiles_config(parse(view_data, "v"))
+    form = JhubProfilesSpawner(user=make_user(), config=config).options_form
+    assert "<img" not in form
+    assert (
+        '<option value="datascience-small" selected>Big &lt;img src=x onerror=&quot;alert(1)&quot;&gt;</option>' in form
+    )
+
+
+@pytest.mark.parametrize(
+    ("choice", "name"),
+    [
+        ("Minimal: Python only", "minimal"),  # what the form posts
+        ("minimal", "minimal"),  # what a REST call may send
+        ("", "datascience"),
+        (None, "datascience"),
+    ],
+)
+def test_images_are_chosen_by_display_name_or_name(docker_spawner, choice, name):
+    assert docker_spawner.image_for_choice(choice).name == name
+
+
+@pytest.mark.parametrize("choice", ["gpu", "Minimal", "sha256:" + "b" * 64, ["minimal"], 3])
+def test_unknown_images_are_refused_with_400(docker_spawner, choice):
+    with pytest.raises(web.HTTPError) as caught:
+        docker_spawner.image_for_choice(choice)
+    assert caught.value.status_code == 400
+    assert caught.value.log_message.startswith(f"unknown image {str(choice)[:100]!r}: choose one of ")
+    assert caught.value.log_message.endswith("'datascience', 'minimal'")
+
+
+def test_refusal_happens_before_any_container(docker_spawner):
+    # The form handler and apply_user_options both refuse; start() refuses before DockerSpawner runs.
+    with pytest.raises(web.HTTPError) as by_form:
+        docker_spawner.options_from_form({"image": ["<script>"]})
+    assert by_form.value.status_code == 400
+    assert docker_spawner.options_from_form({"image": ["minimal"]}) == {"image": "Minimal: Python only"}
+    with pytest.raises(web.HTTPError) as by_rest:
+        docker_spawner.apply_user_options(docker_spawner, {"image": "nope"})
+    assert by_rest.value.status_code == 400
+    docker_spawner.user_options = {"image": "nope"}
+    with pytest.raises(web.HTTPError) as at_start:
+        asyncio.run(docker_spawner.start())
+    assert at_start.value.status_code == 400
+    with pytest.raises(web.HTTPError) as checked:
+        asyncio.run(docker_spawner.check_allowed("nope"))
+    assert checked.value.status_code == 400
+    assert asyncio.run(docker_spawner.check_allowed("minimal")) == IMAGE_ID_B
+
+
+def test_a_spawn_resolves_its_image_volume_url_and_labels(docker_spawner):
+    docker_spawner.user_options = {"image": "Minimal: Python only"}
+    docker_spawner.apply_catalog_image(docker_spawner.catalog_image)
+    assert docker_spawner.image == IMAGE_ID_B
+    assert docker_spawner.default_url == "/tree"
+    assert docker_spawner.volumes == {"testvol-{username}": {"bind": "/home/user", "mode": "rw"}}
+    assert docker_spawner.object_name == "teststack-user-alice"
+    assert docker_spawner.extra_create_kwargs["labels"] == {
+        "io.jhub-docker.stack": "teststack",
+        "io.jhub-docker.user": "alice",
+        "io.jhub-docker.image": "minimal",
+    }
+
+
+def test_labels_keep_braces_of_user_names(config, make_user):
+    spawner = JhubDockerSpawner(user=make_user("a{b}"), config=config)
+    spawner.apply_catalog_image(spawner.image_for_choice("datascience"))
+    # DockerSpawner formats these strings once more with its template namespace.
+    assert spawner.extra_create_kwargs["labels"]["io.jhub-docker.user"] == "a{{b}}"
+
+
+def test_unknown_profiles_are_refused_with_400(profiles_spawner):
+    for choice in ("huge", "Full stack, 1 CPU, 2 GB", ["datascience-small"]):
+        with pytest.raises(web.HTTPError) as caught:
+            profiles_spawner.profile_for_choice(choice)
+        assert caught.value.status_code == 400
+        assert "choose one of 'datascience-small', 'minimal-tiny'" in caught.value.log_message
+    with pytest.raises(web.HTTPError):
+        profiles_spawner.options_from_form({"profile": ["huge"]})
+    with pytest.raises(web.HTTPError):
+        profiles_spawner.apply_user_options(profiles_spawner, {"profile": "huge"})
+    profiles_spawner.user_options = {"profile": "huge"}
+    with pytest.raises(web.HTTPError) as at_start:
+        profiles_spawner.start()
+    assert at_start.value.status_code == 400
+    assert profiles_spawner.options_from_form({"profile": ["minimal-tiny"]}) == {"profile": "minimal-tiny"}
+
+
+@pytest.mark.parametrize(
+    ("profile", "image_id", "cpus", "mem_bytes", "home"),
+    [
+        ("datascience-small", IMAGE_ID_A, 1.0, 2 * 1024**3, "/home/jovyan"),
+        ("minimal-tiny", IMAGE_ID_B, 0.5, 512 * 1024**2, "/home/user"),
+    ],
+)
+def test_the_child_gets_the_profiles_image_and_limits(profiles_spawner, profile, image_id, cpus, mem_bytes, home):
+    profiles_spawner.user_options = {"profile": profile}
+    child = profiles_spawner.construct_child()
+    assert isinstance(child, JhubDockerSpawner)
+    assert profiles_spawner.child_profile == profile
+    assert (child.cpu_limit, child.mem_limit) == (cpus, mem_bytes)
+    # The child shares the wrapper's user and database row, and takes the stack's settings from config.
+    assert child.user is profiles_spawner.user
+    assert child.orm_spawner is profiles_spawner.orm_spawner
+    assert (child.ip, child.port) == ("0.0.0.0", 8888)  # DockerSpawner's, not the base Spawner's
+    child.apply_catalog_image(child.catalog_image)
+    assert child.image == image_id
+    assert child.volumes == {"testvol-{username}": {"bind": home, "mode": "rw"}}
+    assert child.extra_create_kwargs["labels"]["io.jhub-docker.stack"] == "teststack"
+    # A profile spawns its own image only: naming another one is refused.
+    with pytest.raises(web.HTTPError) as caught:
+        child.image_for_choice("minimal")
+    assert caught.value.log_message == "this hub offers profiles: choose a profile, not an image"
+
+
+def test_user_options_reach_the_child_and_stale_profiles_fall_back(profiles_spawner):
+    profiles_spawner.user_options = {"profile": "gone-since-last-start"}
+    child = profiles_spawner.construct_child()
+    assert profiles_spawner.child_profile == "datascience-small"
+    profiles_spawner.user_options = {"profile": "minimal-tiny"}
+    assert child.user_options == {"profile": "minimal-tiny"}  # forwarded by the directional link
+
+
+def test_profiles_config_lists_every_profile(view):
+    assert profiles_config(view) == [
+        (
+            "Full stack, 1 CPU, 2 GB",
+            "datascience-small",
+            JhubDockerSpawner,
+            {"jhub_image_entry": "datascience", "cpu_limit": 1.0, "mem_limit": "2G"},
+        ),
+        (
+            "Minimal, half a CPU, 512 MB",
+            "minimal-tiny",
+            JhubDockerSpawner,
+            {"jhub_image_entry": "minimal", "cpu_limit": 0.5, "mem_limit": "512M"},
+        ),
+    ]
+
+
+def test_a_spawner_without_a_view_says_so(make_user):
+    spawner = JhubDockerSpawner(user=make_user())
+    with pytest.raises(RuntimeError, match="jhub_view is not configured"):
+        spawner.image_for_choice("x")
