@@ -1,5 +1,6 @@
-//! Drives the stack's compose file through whichever compose CLI the host has: the `docker compose` v2
-//! plugin most users run, or Debian's standalone `docker-compose` 1.29. The file is kept valid for both.
+//! Drives the stack's compose file through Compose v2: the `docker compose` plugin, or a standalone v2
+//! `docker-compose` binary. Compose 1.x (Debian 12's `docker-compose` 1.29, unsupported since 2023) is
+//! refused: the stack relies on v2's `up --wait` and healthchecks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,19 +17,68 @@ pub struct Compose {
 /// A compose CLI that is missing or failed, with the next step.
 pub type ComposeError = crate::HintedError;
 
-/// Finds a compose CLI: `docker compose` (v2) first, then `docker-compose`.
-pub fn detect_cli() -> Result<Vec<String>, ComposeError> {
-    let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
-    for candidate in candidates {
-        let answered = Command::new(candidate[0]).args(&candidate[1..]).arg("version").output().is_ok_and(|output| output.status.success());
-        if answered {
-            return Ok(candidate.iter().map(|word| word.to_string()).collect());
+/// A Compose v2 CLI found on this host: how to run it, and the version it reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeCli {
+    pub program: Vec<String>,
+    pub version: String,
+}
+
+/// Where Docker's CLI looks for plugins (docker/cli `defaultSystemPluginDirs`, and the user's own): a v2
+/// plugin there can be run directly even when the `docker` CLI in front of it does not find it.
+const PLUGIN_DIRS: [&str; 4] = [
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+];
+
+/// The hint for a host without Compose v2.
+pub const INSTALL_HINT: &str = "run `sudo bash ci/setup-host.sh` (or `cargo xtask up` as root), which installs Compose v2";
+
+/// The major version in what `compose version --short` prints (`2.26.1-4`, `v2.29.7`, `1.29.2`).
+pub fn major_version(short: &str) -> Option<u32> {
+    short.trim().trim_start_matches('v').split('.').next()?.parse().ok()
+}
+
+fn short_version(program: &[String]) -> Option<String> {
+    let output = Command::new(&program[0]).args(&program[1..]).args(["version", "--short"]).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Finds Compose v2: `docker compose`, then a `docker-compose` that is v2, then the plugin binary in
+/// Docker's plugin folders. A Compose 1.x that answers is named in the error.
+pub fn detect() -> Result<ComposeCli, ComposeError> {
+    let mut candidates: Vec<Vec<String>> = vec![vec!["docker".into(), "compose".into()], vec!["docker-compose".into()]];
+    let home_plugins = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/cli-plugins"));
+    for dir in home_plugins.into_iter().chain(PLUGIN_DIRS.iter().map(PathBuf::from)) {
+        let binary = dir.join("docker-compose");
+        if binary.is_file() {
+            candidates.push(vec![binary.to_string_lossy().into_owned()]);
         }
     }
-    Err(ComposeError {
-        message: "no compose CLI found (tried `docker compose` and `docker-compose`)".to_string(),
-        hint: "install the compose plugin, or on Debian `apt-get install docker-compose`".to_string(),
+    let mut too_old = None;
+    for program in candidates {
+        let Some(version) = short_version(&program) else { continue };
+        match major_version(&version) {
+            Some(major) if major >= 2 => return Ok(ComposeCli { program, version }),
+            _ => too_old = too_old.or(Some((program.join(" "), version))),
+        }
+    }
+    Err(match too_old {
+        Some((program, version)) => ComposeError::new(
+            format!("`{program}` is Compose {version}; jhub-docker needs Compose v2 (1.x is unsupported since 2023)"),
+            INSTALL_HINT,
+        ),
+        None => {
+            ComposeError::new("no Compose v2 found (tried `docker compose`, `docker-compose` and Docker's plugin folders)", INSTALL_HINT)
+        }
     })
+}
+
+/// The command words of the host's Compose v2 (see [`detect`]).
+pub fn detect_cli() -> Result<Vec<String>, ComposeError> {
+    detect().map(|cli| cli.program)
 }
 
 impl Compose {
@@ -57,7 +107,7 @@ impl Compose {
     pub fn run(&self, args: &[&str]) -> Result<String, ComposeError> {
         let output: Output = self.command(args).output().map_err(|err| ComposeError {
             message: format!("cannot run {}: {err}", self.program.join(" ")),
-            hint: "install a compose CLI (`cargo xtask doctor` says how)".to_string(),
+            hint: INSTALL_HINT.to_string(),
         })?;
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
@@ -68,5 +118,18 @@ impl Compose {
             message: format!("`{} {}` failed ({}):\n{}", self.program.join(" "), args.join(" "), output.status, tail.join("\n")),
             hint: format!("see the stack's logs with `{} -p {} logs`", self.program.join(" "), self.project),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_version;
+
+    #[test]
+    fn reads_the_major_version_of_every_known_format() {
+        assert_eq!(major_version("2.26.1-4"), Some(2));
+        assert_eq!(major_version("v2.29.7\n"), Some(2));
+        assert_eq!(major_version("1.29.2"), Some(1));
+        assert_eq!(major_version(""), None);
     }
 }

@@ -20,39 +20,12 @@ use crate::context::{BUILD_CA_NAME, ContentKey, Context};
 use crate::ui::{self, UserError};
 use crate::{engine, pin};
 
-const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-struct Options {
-    selection: Vec<String>,
-    locked: bool,
-    ca_bundle: PathBuf,
-}
-
-fn parse_options(args: &[String]) -> Result<Options, UserError> {
-    let mut options = Options {
-        selection: Vec::new(),
-        locked: false,
-        ca_bundle: std::env::var_os("JHUB_CA_BUNDLE").map(PathBuf::from).unwrap_or_else(|| DEFAULT_CA_BUNDLE.into()),
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--locked" => options.locked = true,
-            "--ca-bundle" => {
-                let value =
-                    args.next().ok_or_else(|| UserError::new("--ca-bundle needs a file", "pass --ca-bundle /path/to/ca-bundle.crt"))?;
-                options.ca_bundle = value.into();
-            }
-            flag if flag.starts_with('-') => {
-                return Err(UserError::new(
-                    format!("unknown option `{flag}` for build-images"),
-                    "options are --locked and --ca-bundle FILE",
-                ));
-            }
-            name => options.selection.push(name.to_string()),
-        }
-    }
-    Ok(options)
+/// What `build-images` was asked for (parsed in main.rs).
+pub struct Options {
+    /// Catalog images to build with their parents; empty for every image.
+    pub selection: Vec<String>,
+    pub locked: bool,
+    pub ca_bundle: PathBuf,
 }
 
 /// How one image fared, for the summary table.
@@ -64,8 +37,7 @@ struct Outcome {
     seconds: f64,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let options = parse_options(args)?;
+pub fn run(options: Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let outcomes = runtime.block_on(build_images(&jhub_docker::repo_root(), &options))?;
     print_summary(&outcomes);
@@ -397,14 +369,5 @@ mod tests {
             ["lab: Dockerfile changed", "lab: new.txt added", "lab: old.txt removed"]
         );
         assert!(describe_file_drift("lab", &locked, &locked).is_empty());
-    }
-
-    #[test]
-    fn options_reject_unknown_flags() {
-        let err = parse_options(&["--lockd".to_string()]).err().unwrap();
-        assert_eq!(err.message, "unknown option `--lockd` for build-images");
-        let options = parse_options(&["minimal".to_string(), "--locked".to_string()]).unwrap();
-        assert!(options.locked);
-        assert_eq!(options.selection, ["minimal"]);
     }
 }

@@ -8,10 +8,7 @@ use crate::ui::{self, UserError};
 /// Below this much free space a cold build of every image is likely to fail midway.
 const MIN_FREE_GB: u64 = 15;
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    if let Some(arg) = args.first() {
-        return Err(UserError::new(format!("unknown argument `{arg}` for doctor"), "`cargo xtask doctor` takes no arguments").into());
-    }
+pub fn run() -> anyhow::Result<()> {
     let mut problems = 0;
     let mut report = |ok: bool, what: &str, detail: String, fix: &str| {
         // uv and npm serve only `cargo xtask lock`: without them the platform builds, runs and tests.
@@ -56,8 +53,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             None => report(false, program, format!("not on PATH ({purpose})"), fix),
         }
     }
-    match jhub_docker::compose::detect_cli() {
-        Ok(cli) => report(true, "compose", cli.join(" "), ""),
+    match jhub_docker::compose::detect() {
+        Ok(cli) => report(true, "compose", format!("{} (version {})", cli.program.join(" "), cli.version), ""),
         Err(err) => report(false, "compose", err.message, &err.hint),
     }
     match free_gigabytes("/var/lib/docker").or_else(|| free_gigabytes("/")) {

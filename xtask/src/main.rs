@@ -1,5 +1,5 @@
 //! The project's verbs, reached as `cargo xtask <verb>`: build images, refresh pinned inputs, run the stack
-//! and check the host. `main` parses the command line and dispatches to one module per verb.
+//! and check the host. `main` parses the command line (clap) and dispatches to one module per verb.
 
 mod base;
 mod build;
@@ -11,44 +11,126 @@ mod pin;
 mod stack;
 mod ui;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ui::UserError;
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: cargo xtask <verb> [options]
+/// The bundle build stages trust when neither --ca-bundle nor JHUB_CA_BUNDLE names one.
+const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-verbs:
-  build-images [IMAGE…] [--locked] [--ca-bundle FILE]
-                    build every catalog image (or IMAGE and its parents) and record them in images.lock
-  lock              refresh pinned inputs: requirements.in → requirements.txt, package.json → package-lock.json
-  up [--no-build]   build missing images, start the stack, wait for it and print the URL and admin login
-  down [--volumes]  stop the stack and remove user containers (user volumes are kept unless --volumes)
-  logs [SERVICE…]   follow the stack's logs
-  doctor            check the engine, mmdebstrap, disk space, compose, chromium and chromedriver
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, lock, run and check jhub-docker",
+    after_help = "Environment:\n  JHUB_CA_BUNDLE  CA bundle build stages trust (default /etc/ssl/certs/ca-certificates.crt)\n  \
+                  NO_COLOR        plain output"
+)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
 
-environment:
-  JHUB_CA_BUNDLE    CA bundle build stages trust (default /etc/ssl/certs/ca-certificates.crt)
-  NO_COLOR          plain output";
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Build every catalog image (or IMAGE and its parents) and record them in images.lock
+    BuildImages(BuildImagesArgs),
+    /// Refresh pinned inputs: requirements.in → requirements.txt, package.json → package-lock.json
+    Lock,
+    /// Set up what the host lacks (as root), build missing images, start the stack, wait for it and print
+    /// the URL and admin login
+    Up(UpArgs),
+    /// Stop the stack and remove user containers (user volumes are kept unless --volumes)
+    Down(DownArgs),
+    /// Follow the stack's logs
+    Logs(LogsArgs),
+    /// Check the engine, mmdebstrap, disk space, Compose v2, chromium and chromedriver
+    Doctor,
+}
+
+#[derive(Args, Debug)]
+struct BuildImagesArgs {
+    /// Catalog images to build (with their parents); every image when none is named
+    #[arg(value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Fail instead of building when an input differs from images.lock (CI)
+    #[arg(long)]
+    locked: bool,
+    /// CA bundle the build stages trust [env: JHUB_CA_BUNDLE] [default: /etc/ssl/certs/ca-certificates.crt]
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// Start with the images images.lock records; build nothing
+    #[arg(long)]
+    no_build: bool,
+}
+
+#[derive(Args, Debug)]
+struct DownArgs {
+    /// Also delete the hub's data and this stack's user volumes (user files!)
+    #[arg(long)]
+    volumes: bool,
+    /// With --volumes: also delete volumes with the user-volume prefix that carry no stack label
+    #[arg(long, requires = "volumes")]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct LogsArgs {
+    /// Services to show (proxy, hub); all when none is named
+    #[arg(value_name = "SERVICE")]
+    services: Vec<String>,
+}
+
+/// The bundle build stages trust: --ca-bundle, else JHUB_CA_BUNDLE, else the system bundle.
+fn ca_bundle(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("JHUB_CA_BUNDLE").filter(|value| !value.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| DEFAULT_CA_BUNDLE.into())
+}
+
+/// Parses the command line; help goes to stdout, a mistake becomes one `error:` and one `hint:` line.
+fn parse() -> Result<Cli, ExitCode> {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(err) => err,
+    };
+    let text = err.render().to_string();
+    if !err.use_stderr() || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // --help, --version, or `cargo xtask` alone: the help is the answer.
+        print!("{text}");
+        return Err(ExitCode::SUCCESS);
+    }
+    // clap's first paragraph, on one line: "the following required arguments were not provided: --volumes".
+    let first_paragraph: Vec<&str> = text.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+    let message = first_paragraph.join(" ").trim_start_matches("error: ").to_string();
+    let usage = text.lines().find_map(|line| line.strip_prefix("Usage: ")).unwrap_or("cargo xtask <VERB>");
+    let hint = format!("usage: {usage} (`--help` explains every option)");
+    ui::report_error(&ui::UserError::new(message, hint).into());
+    Err(ExitCode::from(2))
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((verb, rest)) = args.split_first() else {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
-    let result = match verb.as_str() {
-        "build-images" => build::run(rest),
-        "lock" => pin::run(rest),
-        "up" => stack::up(rest),
-        "down" => stack::down(rest),
-        "logs" => stack::logs(rest),
-        "doctor" => doctor::run(rest),
-        "help" | "-h" | "--help" => {
-            println!("{USAGE}");
-            Ok(())
+    let result = match cli.verb {
+        Verb::BuildImages(args) => {
+            build::run(build::Options { selection: args.images, locked: args.locked, ca_bundle: ca_bundle(args.ca_bundle) })
         }
-        other => Err(UserError::new(format!("unknown verb `{other}`"), "run `cargo xtask` to list the verbs").into()),
+        Verb::Lock => pin::run(),
+        Verb::Up(args) => {
+            let build = (!args.no_build).then(|| build::Options { selection: Vec::new(), locked: false, ca_bundle: ca_bundle(None) });
+            stack::up(build)
+        }
+        Verb::Down(args) => stack::down(args.volumes, args.force),
+        Verb::Logs(args) => stack::logs(&args.services),
+        Verb::Doctor => doctor::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,5 +138,34 @@ fn main() -> ExitCode {
             ui::report_error(&err);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Verb};
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn build_images_takes_images_and_flags_in_any_order() {
+        let cli = Cli::try_parse_from(["xtask", "build-images", "minimal", "--locked", "--ca-bundle", "/tmp/ca.crt", "lab"]).unwrap();
+        let Verb::BuildImages(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!(args.images, ["minimal", "lab"]);
+        assert!(args.locked);
+        assert_eq!(args.ca_bundle.as_deref(), Some(std::path::Path::new("/tmp/ca.crt")));
+    }
+
+    #[test]
+    fn unknown_flags_and_force_without_volumes_are_refused() {
+        assert!(Cli::try_parse_from(["xtask", "build-images", "--lockd"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "down", "--force"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "doctor", "extra"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "down", "--volumes", "--force"]).is_ok());
     }
 }

@@ -28,10 +28,7 @@ enum InputKind {
     Npm,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    if let Some(arg) = args.first() {
-        return Err(UserError::new(format!("unknown argument `{arg}` for lock"), "`cargo xtask lock` takes no arguments").into());
-    }
+pub fn run() -> anyhow::Result<()> {
     let root = jhub_docker::repo_root();
     let catalog = Catalog::load(&root)?;
     let lock_path = jhub_docker::lock_path(&root);

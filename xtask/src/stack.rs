@@ -1,23 +1,30 @@
 //! `cargo xtask up` / `down` / `logs`: the compose stack in `stack/`, started with the hub image the lock
-//! records, waited for until `/hub/health` answers, and torn down together with the user containers that
-//! DockerSpawner started (compose does not know those; they carry the stack's label).
+//! records after setting up what the host lacks, waited for by Compose v2's `up --wait` (the services'
+//! healthchecks), and torn down together with the user containers that DockerSpawner started (compose does
+//! not know those; they carry the stack's label) and, on request, this stack's user volumes only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
 };
+use futures_util::StreamExt;
 use jhub_docker::compose::{self, Compose};
 use jhub_docker::lock::Lock;
 
-use crate::engine;
 use crate::ui::{self, UserError};
+use crate::{build, engine};
 
+/// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The label DockerSpawner's containers carry, and the hub puts on the user volumes it creates.
+const STACK_LABEL: &str = "io.jhub-docker.stack";
 
 /// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
 struct Settings {
@@ -87,17 +94,59 @@ fn hub_image_to_interpolate() -> String {
     locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string())
 }
 
-pub fn up(args: &[String]) -> anyhow::Result<()> {
-    let mut build = true;
-    for arg in args {
-        match arg.as_str() {
-            "--no-build" => build = false,
-            other => return Err(UserError::new(format!("unknown option `{other}` for up"), "the only option is --no-build").into()),
-        }
+/// What `up` needs from the host that `ci/setup-host.sh` installs; mmdebstrap only when it may build.
+fn missing_on_host(runtime: &tokio::runtime::Runtime, building: bool) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if runtime.block_on(engine::connect()).is_err() {
+        missing.push("a running Docker engine");
     }
-    if build {
+    if compose::detect().is_err() {
+        missing.push("Compose v2");
+    }
+    if building && crate::base::which("mmdebstrap").is_none() {
+        missing.push("mmdebstrap");
+    }
+    missing
+}
+
+/// Runs `ci/setup-host.sh` when the host lacks what `up` needs: itself as root, or says which command to
+/// run otherwise.
+fn set_up_host(runtime: &tokio::runtime::Runtime, building: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let missing = missing_on_host(runtime, building);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let script = jhub_docker::repo_root().join("ci").join("setup-host.sh");
+    // /proc/self belongs to the process's effective user.
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
+    if !is_root {
+        return Err(UserError::new(
+            format!("this host lacks {}", missing.join(", ")),
+            "sudo bash ci/setup-host.sh (it installs and starts them), then run `cargo xtask up` again",
+        )
+        .into());
+    }
+    ui::note(&format!("this host lacks {}: running `bash {}` as root", missing.join(", "), script.display()));
+    let status = std::process::Command::new("bash").arg(&script).stdin(Stdio::null()).status()?;
+    let still_missing = missing_on_host(runtime, building);
+    if !status.success() || !still_missing.is_empty() {
+        return Err(UserError::new(
+            format!("ci/setup-host.sh failed ({status}); still missing: {}", still_missing.join(", ")),
+            "read its `error:` lines above, fix what they name and run `cargo xtask up` again",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `cargo xtask up`; `build` is None with --no-build.
+pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    set_up_host(&runtime, build.is_some())?;
+    if let Some(options) = build {
         // Cached images cost a few seconds; missing or changed ones are built.
-        crate::build::run(&[])?;
+        build::run(options)?;
     }
     let env_file = stack_dir().join(".env");
     let new_password = ensure_admin_password(&env_file)?;
@@ -114,7 +163,6 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     let mut catalog_and_lock = std::fs::read(jhub_docker::catalog_path(&root))?;
     catalog_and_lock.extend(std::fs::read(jhub_docker::lock_path(&root))?);
     let config_digest = crate::context::sha256_hex(&catalog_and_lock);
-    let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
     if !runtime.block_on(engine::image_exists(&docker, &hub_image)) {
         return Err(UserError::new(
@@ -125,28 +173,13 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     }
     let compose = compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest);
     ui::note(&format!("starting the stack `{}`", compose.project()));
-    compose.run(&["up", "-d", "--remove-orphans"])?;
+    let started = Instant::now();
+    runtime.block_on(up_and_wait(&compose, &docker))?;
     let port = settings.get("JHUB_HTTP_PORT", "8000");
     let host = match settings.get("JHUB_BIND_ADDRESS", "127.0.0.1").as_str() {
         "0.0.0.0" | "::" => "127.0.0.1".to_string(),
         address => address.to_string(),
     };
-    let started = Instant::now();
-    let mut last_state_check = Instant::now();
-    while !hub_is_healthy(&host, &port) {
-        if started.elapsed() > HEALTH_TIMEOUT {
-            return Err(UserError::new(
-                format!("the hub did not answer http://{host}:{port}/hub/health within {} s", HEALTH_TIMEOUT.as_secs()),
-                "see why with `cargo xtask logs hub`",
-            )
-            .into());
-        }
-        if last_state_check.elapsed() > Duration::from_secs(3) {
-            last_state_check = Instant::now();
-            stop_if_hub_exited(&compose, &runtime, &docker)?;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
     let shown_host = if host == "127.0.0.1" { "localhost" } else { host.as_str() };
     println!("jhub-docker is up at http://{shown_host}:{port} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
@@ -188,52 +221,64 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
     Ok(Some(password))
 }
 
-/// Fails fast, with the hub's last log lines, when the hub container stopped or keeps restarting (a
-/// configuration error ends it with an `error:` and a `hint:` line) instead of waiting out the timeout.
-fn stop_if_hub_exited(compose: &Compose, runtime: &tokio::runtime::Runtime, docker: &Docker) -> anyhow::Result<()> {
-    let id = compose.run(&["ps", "-q", "hub"])?.trim().to_string();
-    if id.is_empty() {
-        return Ok(());
-    }
-    let inspected = runtime.block_on(docker.inspect_container(&id, None::<InspectContainerOptions>))?;
-    let running = inspected.state.and_then(|state| state.running).unwrap_or(false);
-    let restarted = inspected.restart_count.unwrap_or(0) > 0;
-    if !running || restarted {
-        let logs = compose.command(&["logs", "--no-color", "--tail", "15", "hub"]).output()?;
-        eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
-        return Err(UserError::new(
-            "the hub stopped during start-up; its last log lines are above",
-            "fix what its `error:` line names in stack/.env, then run `cargo xtask up` again",
-        )
-        .into());
-    }
-    Ok(())
-}
-
-fn hub_is_healthy(host: &str, port: &str) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect(format!("{host}:{port}")) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(b"GET /hub/health HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
-
-pub fn down(args: &[String]) -> anyhow::Result<()> {
-    let mut remove_volumes = false;
-    for arg in args {
-        match arg.as_str() {
-            "--volumes" => remove_volumes = true,
-            other => {
+/// `compose up -d --wait`: compose waits for every healthcheck to pass. Meanwhile the engine's events say
+/// whether the hub's process ended on its own (a `die` that no `kill` preceded: compose's stop and
+/// recreate send a kill first); a configuration error ends it with an `error:` and a `hint:` line, and then
+/// `up` stops at once with the hub's last log lines instead of waiting out the timeout.
+async fn up_and_wait(compose: &Compose, docker: &Docker) -> anyhow::Result<()> {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = format!("{}.{:09}", since.as_secs(), since.subsec_nanos());
+    let labels = [format!("com.docker.compose.project={}", compose.project()), "com.docker.compose.service=hub".to_string()];
+    let filters: HashMap<&str, Vec<&str>> = HashMap::from([
+        ("type", vec!["container"]),
+        ("event", vec!["kill", "die"]),
+        ("label", labels.iter().map(String::as_str).collect()),
+    ]);
+    // `since` = now: events are delivered even if the stream is first read after compose has begun.
+    let mut events = docker.events(Some(EventsOptionsBuilder::default().since(&since).filters(&filters).build()));
+    let timeout = HEALTH_TIMEOUT.as_secs().to_string();
+    let args = ["up", "-d", "--wait", "--wait-timeout", &timeout, "--remove-orphans"];
+    let mut child = tokio::process::Command::from(compose.command(&args)).stdin(Stdio::null()).kill_on_drop(true).spawn()?;
+    let mut killed: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status?;
+                if status.success() {
+                    return Ok(());
+                }
                 return Err(UserError::new(
-                    format!("unknown option `{other}` for down"),
-                    "the only option is --volumes (also deletes user files)",
+                    format!("`compose {}` failed ({status}): the stack did not become healthy", args.join(" ")),
+                    "see why with `cargo xtask logs hub` (`docker compose ps` shows each service's health)",
                 )
                 .into());
             }
+            Some(event) = events.next() => {
+                let Ok(event) = event else { continue };
+                let id = event.actor.and_then(|actor| actor.id).unwrap_or_default();
+                match event.action.as_deref() {
+                    Some("kill") => {
+                        killed.insert(id);
+                    }
+                    Some("die") if !killed.contains(&id) => {
+                        let _ = child.kill().await;
+                        let logs = compose.command(&["logs", "--no-color", "--tail", "15", "hub"]).output()?;
+                        eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
+                        return Err(UserError::new(
+                            "the hub stopped during start-up; its last log lines are above",
+                            "fix what its `error:` line names in stack/.env, then run `cargo xtask up` again",
+                        )
+                        .into());
+                    }
+                    _ => {}
+                }
+            }
         }
     }
+}
+
+/// `cargo xtask down [--volumes [--force]]`.
+pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
     let stack = settings.get("JHUB_STACK_NAME", "jhub");
     let compose = compose_for(&settings, &hub_image_to_interpolate())?;
@@ -241,14 +286,23 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
     compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
-    let removed = runtime.block_on(async {
-        let labels = HashMap::from([("label", vec![format!("io.jhub-docker.stack={stack}")])]);
+    // The volumes this stack's user containers mount: this stack's, label or not (read before removal).
+    let (removed, mounted) = runtime.block_on(async {
+        let labels = HashMap::from([("label", vec![format!("{STACK_LABEL}={stack}")])]);
         let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&labels).build())).await?;
+        let mut mounted = BTreeSet::new();
         for container in &containers {
+            for mount in container.mounts.iter().flatten() {
+                if mount.typ.as_deref() == Some("volume")
+                    && let Some(name) = &mount.name
+                {
+                    mounted.insert(name.clone());
+                }
+            }
             let id = container.id.as_deref().unwrap_or_default();
             docker.remove_container(id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await?;
         }
-        Ok::<_, anyhow::Error>(containers.len())
+        Ok::<_, anyhow::Error>((containers.len(), mounted))
     })?;
     ui::note(&format!("removed {removed} user container(s)"));
     let mut compose_args = vec!["down", "--remove-orphans"];
@@ -256,37 +310,82 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
         compose_args.push("--volumes");
     }
     compose.run(&compose_args)?;
-    if remove_volumes {
-        let prefix = settings.get("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-");
-        let count = runtime.block_on(async {
-            let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
-            let mut count = 0;
-            for volume in volumes.volumes.unwrap_or_default().iter().filter(|volume| volume.name.starts_with(&prefix)) {
-                docker.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.map_err(|err| {
-                    UserError::new(
-                        format!("cannot remove the user volume {}: {err}", volume.name),
-                        "a container still uses it: `docker ps -a --filter volume=<name>` shows which",
-                    )
-                })?;
-                count += 1;
-            }
-            Ok::<_, anyhow::Error>(count)
-        })?;
-        ui::note(&format!("removed the hub's data volume and {count} user volume(s)"));
-    } else {
+    if !remove_volumes {
         ui::note("user volumes and the hub's data are kept (`cargo xtask down --volumes` deletes them)");
+        return Ok(());
+    }
+    let prefix = settings.get("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-");
+    let volumes = runtime.block_on(docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())))?;
+    let candidates: Vec<(String, HashMap<String, String>)> =
+        volumes.volumes.unwrap_or_default().into_iter().map(|volume| (volume.name, volume.labels)).collect();
+    let choice = choose_user_volumes(&candidates, &stack, &prefix, &mounted, force);
+    runtime.block_on(async {
+        for name in &choice.remove {
+            docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.map_err(|err| {
+                UserError::new(
+                    format!("cannot remove the user volume {name}: {err}"),
+                    format!("a container still uses it: `docker ps -a --filter volume={name}` shows which"),
+                )
+            })?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    ui::note(&format!("removed the hub's data volume and {} user volume(s) of the stack `{stack}`", choice.remove.len()));
+    if !choice.unlabelled.is_empty() {
+        eprintln!(
+            "warning: kept {} volume(s) named `{prefix}…` that carry no `{STACK_LABEL}` label, so may belong to another \
+             deployment: {}",
+            choice.unlabelled.len(),
+            choice.unlabelled.join(", ")
+        );
+        eprintln!("hint: if no other deployment uses the prefix `{prefix}`, `cargo xtask down --volumes --force` deletes them");
     }
     Ok(())
 }
 
-pub fn logs(args: &[String]) -> anyhow::Result<()> {
+/// Which volumes `down --volumes` deletes, and which unlabelled ones it keeps.
+#[derive(Debug, PartialEq, Eq)]
+struct VolumeChoice {
+    remove: Vec<String>,
+    unlabelled: Vec<String>,
+}
+
+/// The rule for user volumes, label first: a volume labelled `io.jhub-docker.stack=<stack>` is this
+/// stack's; one labelled for another stack never is, whatever its name. A volume without the label is this
+/// stack's when a container of this stack mounted it; other unlabelled volumes named `<prefix>…` are only
+/// deleted with `force` (the prefix alone does not say which deployment made them).
+fn choose_user_volumes(
+    volumes: &[(String, HashMap<String, String>)],
+    stack: &str,
+    prefix: &str,
+    mounted: &BTreeSet<String>,
+    force: bool,
+) -> VolumeChoice {
+    let mut choice = VolumeChoice { remove: Vec::new(), unlabelled: Vec::new() };
+    for (name, labels) in volumes {
+        match labels.get(STACK_LABEL) {
+            Some(owner) if owner == stack => choice.remove.push(name.clone()),
+            Some(_) => {}
+            None if mounted.contains(name) => choice.remove.push(name.clone()),
+            None if name.starts_with(prefix) && force => choice.remove.push(name.clone()),
+            None if name.starts_with(prefix) => choice.unlabelled.push(name.clone()),
+            None => {}
+        }
+    }
+    choice.remove.sort();
+    choice.unlabelled.sort();
+    choice
+}
+
+/// `cargo xtask logs [SERVICE…]`.
+pub fn logs(services: &[String]) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
     let compose = compose_for(&settings, &hub_image_to_interpolate())?;
     if compose.run(&["ps", "-q"])?.trim().is_empty() {
         return Err(UserError::new(format!("the stack `{}` is not running", compose.project()), "start it with `cargo xtask up`").into());
     }
     let mut compose_args = vec!["logs", "--follow", "--tail", "200"];
-    compose_args.extend(args.iter().map(String::as_str));
+    compose_args.extend(services.iter().map(String::as_str));
     let status = compose.command(&compose_args).status()?;
     if !status.success() {
         return Err(UserError::new(format!("compose logs failed ({status})"), "is the stack up? `cargo xtask up` starts it").into());
@@ -296,7 +395,34 @@ pub fn logs(args: &[String]) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::env_value;
+    use std::collections::{BTreeSet, HashMap};
+
+    use super::{VolumeChoice, choose_user_volumes, env_value};
+
+    #[test]
+    fn down_volumes_deletes_only_this_stacks_user_volumes() {
+        let labelled = |stack: &str| HashMap::from([("io.jhub-docker.stack".to_string(), stack.to_string())]);
+        let volumes = vec![
+            ("jupyterhub-user-alice".to_string(), labelled("jhub")),
+            ("jupyterhub-user-bob".to_string(), labelled("other")),
+            ("jupyterhub-user-carol".to_string(), HashMap::new()),
+            ("jupyterhub-user-dave".to_string(), HashMap::new()),
+            ("unrelated".to_string(), HashMap::new()),
+            ("custom-name".to_string(), labelled("jhub")),
+        ];
+        let mounted = BTreeSet::from(["jupyterhub-user-carol".to_string()]);
+        assert_eq!(
+            choose_user_volumes(&volumes, "jhub", "jupyterhub-user-", &mounted, false),
+            VolumeChoice {
+                remove: vec!["custom-name".into(), "jupyterhub-user-alice".into(), "jupyterhub-user-carol".into()],
+                unlabelled: vec!["jupyterhub-user-dave".into()],
+            }
+        );
+        // --force takes the unlabelled ones with the prefix, never another stack's.
+        let forced = choose_user_volumes(&volumes, "jhub", "jupyterhub-user-", &mounted, true);
+        assert_eq!(forced.remove, ["custom-name", "jupyterhub-user-alice", "jupyterhub-user-carol", "jupyterhub-user-dave"]);
+        assert!(forced.unlabelled.is_empty());
+    }
 
     #[test]
     fn env_values_read_like_compose() {
