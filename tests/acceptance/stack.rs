@@ -1,5 +1,5 @@
-//! One compose project per test: unique project, port and network names, started with `up -d`, awaited
-//! on `/hub/health`, and removed on drop (user containers by label, `down -v`, the test's user volumes),
+//! One compose project per test: unique project, port and network names, started with Compose v2's
+//! `up -d --wait` (the services' healthchecks decide when it is up), and removed on drop (user containers by label, `down -v`, the test's user volumes),
 //! also when the test fails or panics. `JHUB_ACCEPTANCE_KEEP=1` keeps it up for debugging.
 
 use std::path::Path;
@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use jhub_docker::compose::Compose;
 
 use crate::preflight::Setup;
-use crate::wait;
 
 /// The variables the compose file reads (every `${NAME…}` in it): any of them the test does not set is
 /// removed from the compose CLI's environment, so the developer's shell cannot leak into a test stack.
@@ -29,7 +28,7 @@ fn compose_variables() -> Vec<String> {
     names
 }
 
-/// How long the hub may take to answer `/hub/health` after `up -d` (or after a restart).
+/// How long every service may take to pass its healthcheck after `up` (or after a restart).
 pub const HEALTHY: Duration = Duration::from_secs(120);
 
 static STACKS: AtomicU32 = AtomicU32::new(0);
@@ -92,9 +91,6 @@ impl Stack {
         let keep = truthy("JHUB_ACCEPTANCE_KEEP");
         // The guard exists before `up`, so a failed start is cleaned up too.
         let stack = Stack { project, port, network, volume_prefix, compose, env, env_file, down_command, keep };
-        let started = Instant::now();
-        stack.compose(&["up", "-d", "--no-build"])?;
-        progress!("stack {}: `up -d` took {:.1} s", stack.project, started.elapsed().as_secs_f64());
         stack.wait_healthy().await?;
         Ok(stack)
     }
@@ -131,22 +127,35 @@ impl Stack {
         }
     }
 
-    /// Polls `/hub/health` through the proxy until it answers 200.
+    /// Brings the stack up (or back, after a restart of one of its containers) with `compose up -d --wait
+    /// --no-recreate`, which returns once every service's healthcheck passes, then checks once that the
+    /// hub answers through the published proxy port. On failure the compose logs go to the artifacts.
     pub async fn wait_healthy(&self) -> Result<()> {
         let started = Instant::now();
-        let url = self.url("/hub/health");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        let healthy = wait::until(&format!("{url} to answer 200"), HEALTHY, || async {
-            Ok((http.get(&url).send().await?.status() == reqwest::StatusCode::OK).then_some(()))
-        })
-        .await;
-        if let Err(err) = healthy {
+        let timeout = HEALTHY.as_secs().to_string();
+        let up = self.compose(&["up", "-d", "--wait", "--wait-timeout", &timeout, "--no-recreate", "--no-build"]);
+        let through_proxy = match &up {
+            Ok(_) => self.answers_through_proxy().await,
+            Err(_) => Ok(()),
+        };
+        if let Err(err) = up.and(through_proxy) {
             if let Some(folder) = self.env_file.parent() {
                 let _ = std::fs::write(folder.join("compose-logs.txt"), self.logs_tail(2000));
             }
             bail!("stack {} did not become healthy: {err:#}\ncompose logs (tail):\n{}", self.project, self.logs_tail(40));
         }
-        progress!("stack {}: hub healthy after {:.1} s at {}", self.project, started.elapsed().as_secs_f64(), self.url("/hub/"));
+        progress!("stack {}: healthy after {:.1} s at {}", self.project, started.elapsed().as_secs_f64(), self.url("/hub/"));
+        Ok(())
+    }
+
+    /// One request to `/hub/health` through the proxy's published port: the front door works too.
+    async fn answers_through_proxy(&self) -> Result<()> {
+        let url = self.url("/hub/health");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let status = http.get(&url).send().await.with_context(|| format!("GET {url}"))?.status();
+        if status != reqwest::StatusCode::OK {
+            bail!("GET {url} answered {status} although compose reports every service healthy");
+        }
         Ok(())
     }
 
