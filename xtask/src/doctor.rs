@@ -44,7 +44,12 @@ pub fn run() -> anyhow::Result<()> {
             "drives chromium for the acceptance test",
             "apt-get install -y chromium-driver (or set JHUB_CHROMEDRIVER)",
         ),
-        ("uv", "", "`cargo xtask lock` compiles Python pins with it", "pipx install uv==0.13.9 (or pip install it in a venv; README, Build)"),
+        (
+            "uv",
+            "",
+            "`cargo xtask lock` compiles Python pins with it",
+            "pipx install uv==0.13.9 (or pip install it in a venv; README, Build)",
+        ),
         ("npm", "", "`cargo xtask lock` resolves npm pins with it", "apt-get install -y npm"),
     ] {
         let overridden = std::env::var_os(override_variable).map(std::path::PathBuf::from).filter(|path| path.is_file());

@@ -121,18 +121,24 @@ fn set_up_host(runtime: &tokio::runtime::Runtime, building: bool) -> anyhow::Res
     // /proc/self belongs to the process's effective user.
     let is_root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
     if !is_root {
-        return Err(UserError::new(
-            format!("this host lacks {}", missing.join(", ")),
-            "sudo bash ci/setup-host.sh (it installs and starts them), then run `cargo xtask up` again",
-        )
-        .into());
+        // A socket that exists but does not answer this user is a permission, not a missing engine.
+        let socket_exists = std::path::Path::new("/var/run/docker.sock").exists();
+        let hint = if missing == ["a running Docker engine"] && socket_exists {
+            "if dockerd runs, this user may not use its socket: run as root or join the `docker` group; \
+             otherwise sudo bash ci/setup-host.sh starts it"
+        } else {
+            "sudo bash ci/setup-host.sh (it installs and starts them), then run `cargo xtask up` again"
+        };
+        return Err(UserError::new(format!("this host lacks {}", missing.join(", ")), hint).into());
     }
     ui::note(&format!("this host lacks {}: running `bash {}` as root", missing.join(", "), script.display()));
     let status = std::process::Command::new("bash").arg(&script).stdin(Stdio::null()).status()?;
     let still_missing = missing_on_host(runtime, building);
+    let outcome = if status.success() { "ran".to_string() } else { format!("failed ({status})") };
     if !status.success() || !still_missing.is_empty() {
+        let lacks = if still_missing.is_empty() { String::new() } else { format!("; this host still lacks {}", still_missing.join(", ")) };
         return Err(UserError::new(
-            format!("ci/setup-host.sh failed ({status}); still missing: {}", still_missing.join(", ")),
+            format!("ci/setup-host.sh {outcome}{lacks}"),
             "read its `error:` lines above, fix what they name and run `cargo xtask up` again",
         )
         .into());
