@@ -253,6 +253,10 @@ async fn up_and_wait(compose: &Compose, docker: &Docker) -> anyhow::Result<()> {
                 if status.success() {
                     return Ok(());
                 }
+                // A hub that had already crashed before this `up` (restart loop) shows as unhealthy at once.
+                if hub_has_stopped(compose, docker).await {
+                    return Err(hub_stopped(compose)?);
+                }
                 return Err(UserError::new(
                     format!("`compose {}` failed ({status}): the stack did not become healthy", args.join(" ")),
                     "see why with `cargo xtask logs hub` (`docker compose ps` shows each service's health)",
@@ -268,19 +272,52 @@ async fn up_and_wait(compose: &Compose, docker: &Docker) -> anyhow::Result<()> {
                     }
                     Some("die") if !killed.contains(&id) => {
                         let _ = child.kill().await;
-                        let logs = compose.command(&["logs", "--no-color", "--tail", "15", "hub"]).output()?;
-                        eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
-                        return Err(UserError::new(
-                            "the hub stopped during start-up; its last log lines are above",
-                            "fix what its `error:` line names in stack/.env, then run `cargo xtask up` again",
-                        )
-                        .into());
+                        return Err(hub_stopped(compose)?);
                     }
                     _ => {}
                 }
             }
         }
     }
+}
+
+/// Whether the hub container has exited or restarted (its restart policy brings a crashed hub back).
+async fn hub_has_stopped(compose: &Compose, docker: &Docker) -> bool {
+    let Ok(ids) = compose.run(&["ps", "--all", "--quiet", "hub"]) else { return false };
+    let Some(id) = ids.lines().next().filter(|id| !id.is_empty()) else { return false };
+    match docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await {
+        Ok(inspected) => {
+            let running = inspected.state.as_ref().and_then(|state| state.running).unwrap_or(false);
+            let restarting = inspected.state.as_ref().and_then(|state| state.restarting).unwrap_or(false);
+            !running || restarting || inspected.restart_count.unwrap_or(0) > 0
+        }
+        Err(_) => false,
+    }
+}
+
+/// Prints the hub's last log lines and returns the error that points at them.
+fn hub_stopped(compose: &Compose) -> anyhow::Result<anyhow::Error> {
+    let logs = compose.command(&["logs", "--no-color", "--no-log-prefix", "--tail", "15", "hub"]).output()?;
+    eprintln!("{}", without_terminal_codes(&String::from_utf8_lossy(&logs.stdout)).trim_end());
+    Ok(UserError::new(
+        "the hub stopped during start-up; its last log lines are above",
+        "fix what its `error:` line names in stack/.env, then run `cargo xtask up` again",
+    )
+    .into())
+}
+
+/// `text` without the terminal control sequences (`ESC [ … letter`) compose writes even with --no-color.
+fn without_terminal_codes(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// `cargo xtask down [--volumes [--force]]`.
@@ -403,7 +440,12 @@ pub fn logs(services: &[String]) -> anyhow::Result<()> {
 mod tests {
     use std::collections::{BTreeSet, HashMap};
 
-    use super::{VolumeChoice, choose_user_volumes, env_value};
+    use super::{VolumeChoice, choose_user_volumes, env_value, without_terminal_codes};
+
+    #[test]
+    fn terminal_codes_are_dropped_from_log_lines() {
+        assert_eq!(without_terminal_codes("\u{1b}[2Kerror: bad\n\u{1b}[1;31mhint\u{1b}[0m: x"), "error: bad\nhint: x");
+    }
 
     #[test]
     fn down_volumes_deletes_only_this_stacks_user_volumes() {
