@@ -1,6 +1,7 @@
 //! The project's verbs, reached as `cargo xtask <verb>`: build images, refresh pinned inputs, run the stack
 //! and check the host. `main` parses the command line and dispatches to one module per verb.
 
+mod backup;
 mod base;
 mod build;
 mod checks;
@@ -26,6 +27,10 @@ verbs:
   down [--volumes]  stop the stack and remove user containers (user volumes are kept unless --volumes)
   logs [SERVICE…]   follow the stack's logs
   doctor            check the engine, mmdebstrap, disk space, compose, chromium and chromedriver
+  backup DIR [--env-file FILE]
+                    save the hub's database, cookie secret, settings, images.lock and every user's files
+  restore DIR [--force] [--env-file FILE]
+                    bring a backup back into a stopped stack (checks every sum first; --force overwrites)
 
 environment:
   JHUB_CA_BUNDLE    CA bundle build stages trust (default /etc/ssl/certs/ca-certificates.crt)
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
         "down" => stack::down(rest),
         "logs" => stack::logs(rest),
         "doctor" => doctor::run(rest),
+        "backup" => backup::backup(rest),
+        "restore" => backup::restore(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
