@@ -43,9 +43,20 @@ impl Session {
         Ok(Session { user: user.to_string(), http, jar, base: stack.url("") })
     }
 
+    /// The form's `_xsrf` input, or else the `_xsrf` cookie the page set (tornado accepts either value).
     async fn form_token(&self, path: &str) -> Result<String> {
         let page = self.http.get(format!("{}{path}", self.base)).send().await?.text().await?;
-        xsrf_of(&page).ok_or_else(|| anyhow!("{path} has no _xsrf input"))
+        match xsrf_of(&page) {
+            Some(token) => Ok(token),
+            None => self.xsrf_cookie(path).ok_or_else(|| anyhow!("{path} has no _xsrf input and set no _xsrf cookie")),
+        }
+    }
+
+    fn xsrf_cookie(&self, path: &str) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = format!("{}{path}", self.base).parse().ok()?;
+        let cookies = self.jar.cookies(&url)?.to_str().ok()?.to_string();
+        cookies.split("; ").find_map(|pair| pair.strip_prefix("_xsrf=")).map(str::to_string)
     }
 
     /// Posts the signup form; returns the page's alert class (`alert-success`, `alert-info` for "sent to
@@ -99,18 +110,11 @@ impl Session {
 
     /// An API token of the logged-in person (what the hub's token page makes).
     pub async fn api_token(&self) -> Result<Api> {
-        use reqwest::cookie::CookieStore;
         // The hub's pages set the `_xsrf` cookie; its value goes back as X-XSRFToken, as the pages' own
         // JavaScript sends it.
         let page = self.http.get(format!("{}/hub/token", self.base)).send().await?;
         ensure!(page.status() == StatusCode::OK, "the token page of {} answered {}", self.user, page.status());
-        let url: reqwest::Url = format!("{}/hub/api/", self.base).parse()?;
-        let cookies = self.jar.cookies(&url).and_then(|value| value.to_str().ok().map(str::to_string)).unwrap_or_default();
-        let xsrf = cookies
-            .split("; ")
-            .find_map(|pair| pair.strip_prefix("_xsrf="))
-            .ok_or_else(|| anyhow!("no _xsrf cookie for {url} after the token page (cookies: {cookies})"))?
-            .to_string();
+        let xsrf = self.xsrf_cookie("/hub/api/").ok_or_else(|| anyhow!("no _xsrf cookie after the token page of {}", self.user))?;
         let response = self
             .http
             .post(format!("{}/hub/api/users/{}/tokens", self.base, self.user))

@@ -769,7 +769,7 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
         .sum();
     let bar = bar(total, "restore");
     for job in &jobs {
-        say(&bar, &format!("restoring the {} into volume {}", job.what, job.volume));
+        say(&bar, &format!("restoring {} into volume {}", job.what, job.volume));
         restore_volume(&docker, &helper_image, job, options.force, &bar).await?;
         let item = written.pending.remove(0);
         written.done.push(item);
