@@ -547,15 +547,22 @@ async fn c07_hub_killed_mid_spawn() -> Result<()> {
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = async {
         let (_, jack, _) = new_user(&stack, "jack").await?;
-        jack.request_spawn("jack", json!({"image": IMAGE})).await?;
-        // The container exists and the hub still calls the spawn pending: the middle of a spawn.
-        wait::until("jack's container to be created while the spawn is pending", wait::DEFAULT, || async {
-            let containers = docker::user_containers(&setup.docker, &stack.project, "jack").await?;
-            let pending = jack.user("jack").await?["servers"][""]["pending"] == json!("spawn");
-            Ok((!containers.is_empty() && pending).then_some(()))
+        // The spawn request blocks while the hub starts the container (up to its 10 s slow-spawn limit):
+        // it runs aside, and the hub is killed once the container exists but the spawn has not finished.
+        let request = {
+            let jack = jack.clone();
+            tokio::spawn(async move { jack.request_spawn("jack", json!({"image": IMAGE})).await })
+        };
+        wait::until("jack's container to be created by the spawn", wait::DEFAULT, || async {
+            Ok((!docker::user_containers(&setup.docker, &stack.project, "jack").await?.is_empty()).then_some(()))
         })
         .await?;
+        let model = jack.user("jack").await?;
+        progress!("killing the hub while jack's spawn is in progress: server {}", model["servers"][""]);
+        ensure!(model["servers"][""]["ready"] != json!(true), "jack's server was ready before the hub could be killed mid-spawn");
         crash_hub(&setup, &stack).await?;
+        let answer = request.await?;
+        progress!("jack's spawn request, cut by the crash: {answer:?}");
         // Once the hub is back, its view settles and must match the engine's.
         let model = wait::until("jack's server to leave `pending` after the hub's restart", Duration::from_secs(90), || async {
             let model = jack.user("jack").await?;
@@ -803,8 +810,15 @@ async fn upgrade(setup: &Setup, stack: &Stack, copy: &Path) -> Result<()> {
     let olga = Session::new(stack, "olga")?;
     olga.must_log_in(&password).await.context("olga after the upgrade")?;
     let olga_api = olga.api_token().await?;
-    let (status, _) = olga_api.get("/user/olga/api/status").await?;
-    ensure!(status == reqwest::StatusCode::OK, "olga's running server answered {status} after the upgrade");
+    // The proxy runs the hub image too: when compose recreated it, its routes come back with the hub's
+    // next routes check (every 30 s).
+    let upgraded = Instant::now();
+    wait::until("olga's running server to answer through the proxy after the upgrade", Duration::from_secs(90), || async {
+        let (status, _) = olga_api.get("/user/olga/api/status").await?;
+        Ok((status == reqwest::StatusCode::OK).then_some(()))
+    })
+    .await?;
+    progress!("olga's running server answered {:.0} s after `xtask up` returned", upgraded.elapsed().as_secs_f64());
     ensure!(olga_api.get_file("olga", "upgrade.bin").await? == file, "olga's file changed across the upgrade");
     olga_api.stop("olga").await?;
     olga_api.spawn("olga", IMAGE).await?;
