@@ -96,7 +96,8 @@ impl Session {
         let error = page
             .split("login_error")
             .nth(1)
-            .map(|rest| rest.split('<').nth(1).unwrap_or_default().split('>').nth(1).unwrap_or_default().trim().to_string())
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(_, text)| text.split('<').next().unwrap_or_default().trim().to_string())
             .unwrap_or_else(|| format!("status {status}, no login error shown"));
         Ok(Some(error))
     }
