@@ -708,7 +708,14 @@ async fn c10_fork_bomb() -> Result<()> {
         ensure!(ned_outcome.stdout.trim() == "fine", "ned cannot start a process while mia's bomb runs: {ned_outcome:?}");
         let health = reqwest::get(stack.url("/hub/health")).await?.status();
         ensure!(health == reqwest::StatusCode::OK, "the hub answered {health}");
-        // Once the children exit, mia's own server works again.
+        // The forked children are the kernel's: they stay zombies (holding their pids) until it reaps them,
+        // so mia's own server cannot start a process meanwhile. Reaping them (what a kernel restart does
+        // too) gives the pids back.
+        let reaped = kernel
+            .run("import os\nn = 0\nwhile True:\n    try:\n        os.waitpid(-1, 0)\n        n += 1\n    except ChildProcessError:\n        break\nprint('reaped', n)", Duration::from_secs(90))
+            .await?;
+        progress!("mia's kernel reaped its children: {}", reaped.stdout.trim());
+        ensure!(reaped.stdout.contains(&format!("reaped {forks}")), "mia's kernel did not reap its {forks} children: {reaped:?}");
         let after = wait::until("mia's kernel to compute again after the bomb", Duration::from_secs(90), || async {
             let mut fresh = mia.kernel("mia").await?;
             let outcome = fresh.run("print(6 * 7)", Duration::from_secs(30)).await?;
