@@ -11,6 +11,8 @@ cargo xtask build-images --locked
 built=$(date +%s)
 echo "ci: images ready in $((built - started)) s" >&2
 
-echo "ci: cargo test --workspace" >&2
-cargo test --workspace
+echo "ci: cargo test --workspace -- --test-threads=1" >&2
+# One test at a time, in name order: the resilience test's cases each start a stack, and its Docker
+# daemon restart (z_docker_daemon_restart, with JHUB_TEST_RESTART_ENGINE=1) must come last.
+cargo test --workspace -- --test-threads=1
 echo "ci: tests done in $(( $(date +%s) - built )) s" >&2

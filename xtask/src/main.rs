@@ -1,6 +1,7 @@
 //! The project's verbs, reached as `cargo xtask <verb>`: build images, refresh pinned inputs, run the stack
 //! and check the host. `main` parses the command line (clap) and dispatches to one module per verb.
 
+mod backup;
 mod base;
 mod build;
 mod checks;
@@ -49,6 +50,31 @@ enum Verb {
     Logs(LogsArgs),
     /// Check the engine, mmdebstrap, disk space, Compose v2, chromium and chromedriver
     Doctor,
+    /// Save the hub's database, cookie secret, settings, images.lock and every user's files to DIR
+    Backup(BackupArgs),
+    /// Bring a backup back into a stopped stack (every sum is checked first)
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// A new folder to write the backup to
+    dir: PathBuf,
+    /// The stack's settings [default: stack/.env]
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// A folder `cargo xtask backup` wrote
+    dir: PathBuf,
+    /// Replace the stack's existing data (database, users' files, differing settings or lock)
+    #[arg(long)]
+    force: bool,
+    /// Where the backup's settings go back to [default: stack/.env]
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +158,14 @@ fn main() -> ExitCode {
         Verb::Down(args) => stack::down(args.volumes, args.force),
         Verb::Logs(args) => stack::logs(&args.services),
         Verb::Doctor => doctor::run(),
+        Verb::Backup(args) => {
+            backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(backup::default_env_file) })
+        }
+        Verb::Restore(args) => backup::run_restore(&backup::RestoreOptions {
+            dir: args.dir,
+            env_file: args.env_file.unwrap_or_else(backup::default_env_file),
+            force: args.force,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,5 +202,17 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "down", "--force"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "doctor", "extra"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "down", "--volumes", "--force"]).is_ok());
+    }
+
+    #[test]
+    fn backup_and_restore_take_one_folder() {
+        let cli = Cli::try_parse_from(["xtask", "restore", "b", "--force", "--env-file", "x.env"]).unwrap();
+        let Verb::Restore(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!(args.dir, std::path::PathBuf::from("b"));
+        assert!(args.force);
+        assert_eq!(args.env_file.as_deref(), Some(std::path::Path::new("x.env")));
+        assert!(Cli::try_parse_from(["xtask", "backup", "b", "--force"]).is_err(), "backup overwrites nothing");
+        assert!(Cli::try_parse_from(["xtask", "backup"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "backup", "a", "b"]).is_err());
     }
 }

@@ -27,12 +27,12 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 const STACK_LABEL: &str = "io.jhub-docker.stack";
 
 /// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
-struct Settings {
+pub(crate) struct Settings {
     values: BTreeMap<String, String>,
 }
 
 impl Settings {
-    fn load(env_file: &Path) -> Settings {
+    pub(crate) fn load(env_file: &Path) -> Settings {
         let mut values = BTreeMap::new();
         if let Ok(text) = std::fs::read_to_string(env_file) {
             for line in text.lines().map(str::trim).filter(|line| !line.starts_with('#')) {
@@ -49,7 +49,7 @@ impl Settings {
         Settings { values }
     }
 
-    fn get(&self, key: &str, default: &str) -> String {
+    pub(crate) fn get(&self, key: &str, default: &str) -> String {
         self.values.get(key).filter(|value| !value.is_empty()).cloned().unwrap_or_else(|| default.to_string())
     }
 }
@@ -69,7 +69,7 @@ fn env_value(raw: &str) -> String {
     }
 }
 
-fn stack_dir() -> PathBuf {
+pub(crate) fn stack_dir() -> PathBuf {
     jhub_docker::repo_root().join("stack")
 }
 
@@ -87,7 +87,7 @@ fn compose_for(settings: &Settings, hub_image: &str) -> Result<Compose, UserErro
 }
 
 /// The hub image the lock records, as its content-keyed tag.
-fn locked_hub_image() -> Result<String, UserError> {
+pub(crate) fn locked_hub_image() -> Result<String, UserError> {
     let lock = Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root()))?;
     lock.image
         .get("hub")

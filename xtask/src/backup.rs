@@ -1,0 +1,907 @@
+//! `cargo xtask backup DIR` / `cargo xtask restore DIR`: what a stack needs to come back (the hub's database
+//! as a consistent copy through sqlite's online backup, its cookie secret, `stack/.env`, `images.lock` and
+//! every user's volume streamed as tar through the Engine API), with a manifest of sha256 sums.
+//!
+//! A backup is written to a hidden sibling folder and renamed to DIR once its manifest is complete, so DIR
+//! never holds half a backup. A restore checks every sum before it writes anything, refuses to overwrite a
+//! stack's data without `--force`, extracts each volume into a staging folder inside that volume and moves
+//! the entries into place only once the whole tar arrived, and names what it wrote when it stops half way.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
+use bollard::query_parameters::{
+    DownloadFromContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptions,
+};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::engine;
+use crate::stack::{Settings, locked_hub_image, stack_dir};
+use crate::ui::{self, UserError};
+
+const MANIFEST: &str = "manifest.json";
+const FORMAT: u32 = 1;
+const DATA_DIR: &str = "/srv/jupyterhub/data";
+const DATABASE: &str = "jupyterhub.sqlite";
+const COOKIE_SECRET: &str = "jupyterhub_cookie_secret";
+/// Where a user's volume is mounted while it is saved, hence the top folder of every user's tar; a restore
+/// extracts that tar into the target volume, where this folder is the staging area, then moves its entries
+/// up one level.
+const STAGING: &str = ".jhub-staging";
+/// The label of every throwaway container this module makes, so a leftover one is recognisable.
+const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
+
+/// Copies the live database with sqlite's online backup API (consistent even while the hub writes) and
+/// checks the copy. A plain connection, not a read-only one: with the hub down, a journal a killed hub left
+/// behind must be rolled back, as the hub itself would at its next start.
+const DATABASE_COPY_SCRIPT: &str = "\
+import os, sqlite3, sys
+source_path, copy_path = sys.argv[1], sys.argv[2]
+if not os.path.exists(source_path):
+    sys.exit(f'no database at {source_path}')
+source = sqlite3.connect(source_path)
+copy = sqlite3.connect(copy_path)
+source.backup(copy)
+verdict = copy.execute('PRAGMA integrity_check').fetchone()[0]
+copy.close()
+source.close()
+if verdict != 'ok':
+    sys.exit(f'integrity_check of the copy: {verdict}')
+";
+
+/// Runs in a throwaway container with the target volume at /target once the tar is extracted into
+/// /target/.jhub-staging: with `force`, removes what the volume held; gives the volume's root the owner
+/// and mode the backup recorded; moves the staged entries into place; removes the staging folder.
+const FINISH_SCRIPT: &str = "\
+set -eu
+cd /target
+if [ \"$1\" = force ]; then find . -mindepth 1 -maxdepth 1 ! -name .jhub-staging -exec rm -rf {} +; fi
+chown --reference=.jhub-staging .
+chmod --reference=.jhub-staging .
+find .jhub-staging -mindepth 1 -maxdepth 1 -exec mv -t . {} +
+rmdir .jhub-staging
+";
+
+/// `cargo xtask backup` options (plain, so a CLI parser can wrap them).
+pub struct BackupOptions {
+    /// The new folder the backup is written to.
+    pub dir: PathBuf,
+    /// The stack's settings (`stack/.env` by default); the backup keeps a copy.
+    pub env_file: PathBuf,
+}
+
+/// `cargo xtask restore` options.
+pub struct RestoreOptions {
+    /// A folder `cargo xtask backup` wrote.
+    pub dir: PathBuf,
+    /// Where the backup's copy of the settings goes back to (`stack/.env` by default).
+    pub env_file: PathBuf,
+    /// Replace the stack's existing data (database, users' files, differing settings or lock).
+    pub force: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    created_unix: u64,
+    stack: String,
+    user_volume_prefix: String,
+    /// Users whose server ran while the backup was made: their files may have changed during the copy.
+    running_servers: Vec<String>,
+    files: Vec<FileEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct FileEntry {
+    /// Path inside the backup folder, `/`-separated.
+    path: String,
+    kind: FileKind,
+    /// For a user volume, the user it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    bytes: u64,
+    sha256: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "kebab-case")]
+enum FileKind {
+    Database,
+    CookieSecret,
+    Env,
+    Lock,
+    UserVolume,
+}
+
+/// The stack's settings file, where `up` keeps them.
+pub fn default_env_file() -> PathBuf {
+    stack_dir().join(".env")
+}
+
+/// The stack a verb works on, from its settings.
+struct Target {
+    stack: String,
+    user_volume_prefix: String,
+}
+
+impl Target {
+    fn from_env_file(env_file: &Path) -> Target {
+        let settings = Settings::load(env_file);
+        Target {
+            stack: settings.get("JHUB_STACK_NAME", "jhub"),
+            user_volume_prefix: settings.get("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-"),
+        }
+    }
+
+    /// The hub's data volume: compose prefixes the file's `jupyterhub_data` with the project name.
+    fn data_volume(&self) -> String {
+        format!("{}_jupyterhub_data", self.stack)
+    }
+
+    fn user_volume(&self, user: &str) -> String {
+        format!("{}{user}", self.user_volume_prefix)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// backup
+
+pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let target = Target::from_env_file(&options.env_file);
+    let dir = &options.dir;
+    if dir.exists() {
+        return Err(UserError::new(
+            format!("{} already exists", dir.display()),
+            "name a new folder: a backup never writes into an existing one",
+        )
+        .into());
+    }
+    let name = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| UserError::new(format!("{} does not name a folder", dir.display()), "name a new folder, e.g. backups/2026-11-26"))?;
+    let partial = dir.with_file_name(format!(".{name}.partial"));
+    if partial.exists() {
+        // Left by a backup that stopped half way; never a complete backup (those are renamed to DIR).
+        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove the unfinished backup {}", partial.display()))?;
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(partial.join("hub")).map_err(|err| {
+        UserError::new(format!("cannot create {}: {err}", partial.display()), "check that the parent folder exists and is writable")
+    })?;
+    std::fs::DirBuilder::new().mode(0o700).create(partial.join("users"))?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(write_backup(&target, options, &partial));
+    let manifest = match outcome {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(err);
+        }
+    };
+    std::fs::rename(&partial, dir).with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
+
+    let size = |kind: FileKind| manifest.files.iter().filter(|file| file.kind == kind).map(|file| file.bytes).sum::<u64>();
+    let users = manifest.files.iter().filter(|file| file.kind == FileKind::UserVolume).count();
+    println!(
+        "backed up stack `{}` to {} in {:.1} s: the hub's database ({}), {users} user volume(s) ({}), cookie secret, settings, images.lock",
+        target.stack,
+        dir.display(),
+        started.elapsed().as_secs_f64(),
+        ui::human_size(size(FileKind::Database)),
+        ui::human_size(size(FileKind::UserVolume)),
+    );
+    if !manifest.running_servers.is_empty() {
+        ui::note(&format!(
+            "note: these users' servers were running, so files they changed during the copy may be partly saved: {}",
+            manifest.running_servers.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+async fn write_backup(target: &Target, options: &BackupOptions, partial: &Path) -> anyhow::Result<Manifest> {
+    let docker = engine::connect().await?;
+    let helper_image = helper_image(&docker).await?;
+    let data_volume = target.data_volume();
+    if docker.inspect_volume(&data_volume).await.is_err() {
+        return Err(UserError::new(
+            format!("stack `{}` has no hub data (no volume {data_volume})", target.stack),
+            "check JHUB_STACK_NAME in the settings; `cargo xtask up` creates the stack",
+        )
+        .into());
+    }
+    let users = user_volumes(&docker, target).await?;
+    let running_servers = running_users(&docker, &target.stack).await?;
+    let bar = bar(users.len() as u64 + 2, "backup");
+    let mut files = Vec::new();
+
+    say(&bar, "copying the hub's database (sqlite online backup) and cookie secret");
+    let (database, cookie_secret) = copy_hub_data(&docker, target, &helper_image).await?;
+    files.push(write_private(partial, "hub/jupyterhub.sqlite", &database, FileKind::Database)?);
+    files.push(write_private(partial, "hub/jupyterhub_cookie_secret", &cookie_secret, FileKind::CookieSecret)?);
+    bar.inc(1);
+
+    match std::fs::read(&options.env_file) {
+        Ok(text) => files.push(write_private(partial, "stack.env", &text, FileKind::Env)?),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            say(&bar, &format!("no settings file at {} (the stack runs on defaults)", options.env_file.display()));
+        }
+        Err(err) => {
+            return Err(UserError::new(format!("cannot read {}: {err}", options.env_file.display()), "check its permissions").into());
+        }
+    }
+    let lock_path = jhub_docker::lock_path(&jhub_docker::repo_root());
+    let lock = std::fs::read(&lock_path).map_err(|err| {
+        UserError::new(format!("cannot read {}: {err}", lock_path.display()), "run `cargo xtask build-images` to write it")
+    })?;
+    files.push(write_private(partial, "images.lock", &lock, FileKind::Lock)?);
+    bar.inc(1);
+
+    for user in &users {
+        bar.set_message(format!("user {user}"));
+        say(&bar, &format!("saving the files of {user} (volume {})", target.user_volume(user)));
+        let relative = format!("users/{user}.tar");
+        let (bytes, sha256) = save_volume(&docker, &helper_image, &target.user_volume(user), &partial.join(&relative), &bar).await?;
+        files.push(FileEntry { path: relative, kind: FileKind::UserVolume, user: Some(user.clone()), bytes, sha256 });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let manifest = Manifest {
+        format: FORMAT,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        stack: target.stack.clone(),
+        user_volume_prefix: target.user_volume_prefix.clone(),
+        running_servers,
+        files,
+    };
+    let text = serde_json::to_vec_pretty(&manifest)?;
+    write_private(partial, MANIFEST, &text, FileKind::Lock)?;
+    Ok(manifest)
+}
+
+/// Writes `bytes` to `dir/relative` with mode 600 (the backup holds password hashes and secrets) and
+/// returns its manifest entry.
+fn write_private(dir: &Path, relative: &str, bytes: &[u8], kind: FileKind) -> anyhow::Result<FileEntry> {
+    let path = dir.join(relative);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(FileEntry { path: relative.to_string(), kind, user: None, bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    digest_hex(Sha256::digest(bytes).as_slice())
+}
+
+fn digest_hex(digest: &[u8]) -> String {
+    format!("sha256:{}", digest.iter().map(|byte| format!("{byte:02x}")).collect::<String>())
+}
+
+/// The image the throwaway containers run: the locked hub image (it has python3, sh and coreutils), or the
+/// hub's `latest` tag when the lock names none the engine has.
+async fn helper_image(docker: &Docker) -> anyhow::Result<String> {
+    let candidates: Vec<String> = locked_hub_image().into_iter().chain(["jhub/hub:latest".to_string()]).collect();
+    for candidate in &candidates {
+        if engine::image_exists(docker, candidate).await {
+            return Ok(candidate.clone());
+        }
+    }
+    Err(UserError::new(format!("none of the hub images {} is on this engine", candidates.join(", ")), "run `cargo xtask build-images hub`")
+        .into())
+}
+
+/// The users with a volume in this stack, by name, sorted.
+async fn user_volumes(docker: &Docker, target: &Target) -> anyhow::Result<Vec<String>> {
+    let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
+    let mut users: Vec<String> = volumes
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|volume| volume.name.strip_prefix(&target.user_volume_prefix).map(str::to_string))
+        .filter(|user| !user.is_empty())
+        .collect();
+    users.sort();
+    Ok(users)
+}
+
+/// Users of `stack` with a running server container.
+async fn running_users(docker: &Docker, stack: &str) -> anyhow::Result<Vec<String>> {
+    let filters = HashMap::from([("label", vec![format!("io.jhub-docker.stack={stack}")])]);
+    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+    let mut users: Vec<String> = containers
+        .into_iter()
+        .filter_map(|container| container.labels.and_then(|mut labels| labels.remove("io.jhub-docker.user")))
+        .collect();
+    users.sort();
+    users.dedup();
+    Ok(users)
+}
+
+/// The running container of compose service `service` in `stack`, if any.
+async fn running_service(docker: &Docker, stack: &str, service: &str) -> anyhow::Result<Option<String>> {
+    let filters =
+        HashMap::from([("label", vec![format!("com.docker.compose.project={stack}"), format!("com.docker.compose.service={service}")])]);
+    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+    Ok(containers.into_iter().find_map(|container| container.id))
+}
+
+/// The database (copied by sqlite's online backup) and the cookie secret: inside the running hub through
+/// an exec, or, when the hub is down, in a throwaway container of the hub image mounting its data volume.
+async fn copy_hub_data(docker: &Docker, target: &Target, helper_image: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let database = format!("{DATA_DIR}/{DATABASE}");
+    let secret = format!("{DATA_DIR}/{COOKIE_SECRET}");
+    let copy = format!("/tmp/jhub-backup-{}.sqlite", std::process::id());
+    let failed = |output: &str| {
+        UserError::new(
+            format!("the copy of the hub's database failed: {}", output.trim().lines().last().unwrap_or("no output")),
+            "check the hub with `cargo xtask logs hub`; a damaged database shows in `PRAGMA integrity_check`",
+        )
+    };
+    if let Some(hub) = running_service(docker, &target.stack, "hub").await? {
+        let (code, output) = exec(docker, &hub, &["python3", "-c", DATABASE_COPY_SCRIPT, &database, &copy]).await?;
+        let downloaded = if code == 0 { download_file(docker, &hub, &copy).await } else { Err(failed(&output).into()) };
+        let _ = exec(docker, &hub, &["rm", "-f", &copy]).await;
+        let database_bytes = downloaded?;
+        return Ok((database_bytes, download_file(docker, &hub, &secret).await?));
+    }
+    let argv = ["python3", "-c", DATABASE_COPY_SCRIPT, database.as_str(), copy.as_str()];
+    let binds = vec![format!("{}:{DATA_DIR}", target.data_volume())];
+    let container = create_helper(docker, helper_image, binds, &argv, "backup").await?;
+    let outcome = async {
+        let (code, output) = run_helper(docker, &container).await?;
+        if code != 0 {
+            return Err(failed(&output).into());
+        }
+        // The engine reads a stopped container's files (and its volumes) as well as a running one's.
+        Ok((download_file(docker, &container, &copy).await?, download_file(docker, &container, &secret).await?))
+    }
+    .await;
+    remove_container(docker, &container).await;
+    outcome
+}
+
+/// Streams the volume as a tar (its top folder named `.jhub-staging`) into `destination`, mode 600, and
+/// returns its size and sum. The throwaway container is created, never started: the engine reads its
+/// mounts all the same.
+async fn save_volume(
+    docker: &Docker,
+    helper_image: &str,
+    volume: &str,
+    destination: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, String)> {
+    let container = create_helper(docker, helper_image, vec![format!("{volume}:/{STAGING}:ro")], &["true"], "backup").await?;
+    let outcome = async {
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(destination)?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut stream = docker.download_from_container(&container, Some(DownloadFromContainerOptions { path: format!("/{STAGING}") }));
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| engine_failed(&format!("reading volume {volume}"), err))?;
+            hasher.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+            bytes += chunk.len() as u64;
+            bar.set_message(format!("{volume}: {}", ui::human_size(bytes)));
+        }
+        file.sync_all().await?;
+        Ok((bytes, digest_hex(hasher.finalize().as_slice())))
+    }
+    .await;
+    remove_container(docker, &container).await;
+    outcome
+}
+
+/// The one regular file of the tar the engine sends for `path` in `container`.
+async fn download_file(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut stream = docker.download_from_container(container, Some(DownloadFromContainerOptions { path: path.to_string() }));
+    let mut tar_bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        tar_bytes.extend_from_slice(&chunk.map_err(|err| engine_failed(&format!("reading {path}"), err))?);
+    }
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            return Ok(data);
+        }
+    }
+    Err(UserError::new(format!("the engine sent no file for {path}"), "check the hub's data volume with `cargo xtask logs hub`").into())
+}
+
+fn engine_failed(doing: &str, err: impl std::fmt::Display) -> anyhow::Error {
+    UserError::new(
+        format!("the engine failed {doing}: {}", err.to_string().lines().next().unwrap_or_default()),
+        "check `docker info` (is the engine up, is the disk full?) and run the command again",
+    )
+    .into()
+}
+
+/// Runs `argv` in the running container `container` through the Engine API's exec; returns its exit code
+/// and output.
+async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Result<(i64, String)> {
+    let options =
+        CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+    let created = docker.create_exec(container, options).await?;
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
+        while let Some(chunk) = output.next().await {
+            text.push_str(&chunk?.to_string());
+        }
+    }
+    let inspected = docker.inspect_exec(&created.id).await?;
+    Ok((inspected.exit_code.unwrap_or(-1), text))
+}
+
+/// Creates (does not start) a throwaway root container of `image` with `binds`, no network, running `argv`.
+async fn create_helper(docker: &Docker, image: &str, binds: Vec<String>, argv: &[&str], purpose: &str) -> anyhow::Result<String> {
+    let argv: Vec<String> = argv.iter().map(|word| word.to_string()).collect();
+    let config = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(argv[..1].to_vec()),
+        cmd: Some(argv[1..].to_vec()),
+        user: Some("0:0".to_string()),
+        network_disabled: Some(true),
+        labels: Some([(PURPOSE_LABEL.to_string(), purpose.to_string())].into()),
+        host_config: Some(HostConfig { binds: Some(binds), ..Default::default() }),
+        ..Default::default()
+    };
+    Ok(docker.create_container(None, config).await.map_err(|err| engine_failed("creating a helper container", err))?.id)
+}
+
+/// Starts a helper, waits for it to exit (at most ten minutes) and returns its exit code and output.
+async fn run_helper(docker: &Docker, container: &str) -> anyhow::Result<(i64, String)> {
+    docker.start_container(container, None).await.map_err(|err| engine_failed("starting a helper container", err))?;
+    let waited = tokio::time::timeout(Duration::from_secs(600), docker.wait_container(container, None).next()).await;
+    let code = match waited {
+        Err(_) => anyhow::bail!("a helper container ({container}) did not finish within 600 s"),
+        Ok(Some(Ok(response))) => response.status_code,
+        Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(err))) => return Err(engine_failed("waiting for a helper container", err)),
+        Ok(None) => anyhow::bail!("the engine ended the wait for {container} without an exit code"),
+    };
+    let mut logs = docker.logs(container, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()));
+    let mut output = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        output.push_str(&chunk.to_string());
+    }
+    Ok((code, output))
+}
+
+async fn remove_container(docker: &Docker, container: &str) {
+    let _ = docker.remove_container(container, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
+}
+
+/// A bar over `steps` when stderr is a terminal; hidden (and replaced by plain lines) otherwise.
+fn bar(steps: u64, prefix: &str) -> ProgressBar {
+    let template = if ui::colour_wanted() {
+        "{spinner:.cyan} {prefix:.bold} [{bar:30}] {pos}/{len} {elapsed:>4} {wide_msg}"
+    } else {
+        "{spinner} {prefix} [{bar:30}] {pos}/{len} {elapsed:>4} {wide_msg}"
+    };
+    let bar = ProgressBar::new(steps).with_prefix(prefix.to_string());
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A line for logs that are not a terminal (CI), where the bar is not drawn.
+fn say(bar: &ProgressBar, text: &str) {
+    if bar.is_hidden() {
+        ui::note(text);
+    } else {
+        bar.set_message(text.to_string());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// restore
+
+/// One thing a restore writes, for the account it gives when it stops half way.
+struct Written {
+    done: Vec<String>,
+    pending: Vec<String>,
+}
+
+pub fn run_restore(options: &RestoreOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let manifest = read_manifest(&options.dir)?;
+    verify(&options.dir, &manifest)?;
+    let target = Target::from_env_file(&options.env_file);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut written = Written { done: Vec::new(), pending: Vec::new() };
+    let outcome = runtime.block_on(write_restore(&target, options, &manifest, &mut written));
+    if let Err(err) = outcome {
+        if !written.done.is_empty() {
+            eprintln!("the restore stopped half way; written in full: {}", written.done.join("; "));
+            eprintln!("not written (left as they were): {}", written.pending.join("; "));
+        }
+        return Err(err);
+    }
+    let users = manifest.files.iter().filter(|file| file.kind == FileKind::UserVolume).count();
+    let bytes: u64 = manifest.files.iter().map(|file| file.bytes).sum();
+    println!(
+        "restored stack `{}` from {} ({}) in {:.1} s: the hub's database, cookie secret, {users} user volume(s), {}",
+        target.stack,
+        options.dir.display(),
+        ui::human_size(bytes),
+        started.elapsed().as_secs_f64(),
+        written
+            .done
+            .iter()
+            .filter(|item| item.contains("settings") || item.contains("images.lock"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("start it with `cargo xtask up`");
+    Ok(())
+}
+
+fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read(&path).map_err(|err| {
+        UserError::new(
+            format!("cannot read {}: {err}", path.display()),
+            "name a folder `cargo xtask backup` wrote (an unfinished one has no manifest and a `.partial` name)",
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|err| {
+        UserError::new(format!("{} is not a backup manifest: {err}", path.display()), "use the folder as backup wrote it")
+    })?;
+    if manifest.format != FORMAT {
+        return Err(UserError::new(
+            format!("{} has format {}, this xtask reads format {FORMAT}", path.display(), manifest.format),
+            "restore it with the checkout that made it",
+        )
+        .into());
+    }
+    for file in &manifest.files {
+        let safe =
+            !file.path.is_empty() && !file.path.starts_with('/') && !file.path.split('/').any(|part| part == ".." || part.is_empty());
+        let user_ok = file.kind != FileKind::UserVolume || file.user.as_deref().is_some_and(valid_volume_part);
+        if !safe || !user_ok {
+            return Err(UserError::new(
+                format!("{} lists an unsafe entry `{}`", path.display(), file.path),
+                "use the folder as backup wrote it",
+            )
+            .into());
+        }
+    }
+    Ok(manifest)
+}
+
+/// What may follow a volume prefix in a Docker volume name (and so what a user's name in a manifest may be).
+fn valid_volume_part(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Checks every file's size and sum before anything is written.
+fn verify(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let total: u64 = manifest.files.iter().map(|file| file.bytes).sum();
+    let bar = bar(total, "verify");
+    let mut bad = Vec::new();
+    for file in &manifest.files {
+        say(&bar, &format!("checking {} ({})", file.path, ui::human_size(file.bytes)));
+        let path = dir.join(&file.path);
+        let Ok(mut reader) = std::fs::File::open(&path) else {
+            bad.push(format!("{} is missing", file.path));
+            continue;
+        };
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let read = reader.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            bytes += read as u64;
+            bar.inc(read as u64);
+        }
+        let sum = digest_hex(hasher.finalize().as_slice());
+        if bytes != file.bytes || sum != file.sha256 {
+            bad.push(format!("{} ({} bytes, {sum}; the manifest says {} bytes, {})", file.path, bytes, file.bytes, file.sha256));
+        }
+    }
+    bar.finish_and_clear();
+    if !bad.is_empty() {
+        return Err(UserError::new(
+            format!("the backup in {} is damaged, nothing was restored: {}", dir.display(), bad.join("; ")),
+            "restore from another copy of the backup",
+        )
+        .into());
+    }
+    ui::note(&format!("verified {} file(s), {} against the manifest", manifest.files.len(), ui::human_size(total)));
+    Ok(())
+}
+
+/// A volume the restore fills: its name, who it is for, and the tar that goes into it.
+struct VolumeJob {
+    volume: String,
+    what: String,
+    tar: TarSource,
+    labels: HashMap<String, String>,
+}
+
+enum TarSource {
+    File(PathBuf, u64),
+    Bytes(Vec<u8>),
+}
+
+async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Manifest, written: &mut Written) -> anyhow::Result<()> {
+    let docker = engine::connect().await?;
+    if running_service(&docker, &target.stack, "hub").await?.is_some() || !running_users(&docker, &target.stack).await?.is_empty() {
+        return Err(UserError::new(
+            format!("stack `{}` is running; a restore needs it stopped", target.stack),
+            "stop it with `cargo xtask down` (it keeps volumes), restore, then `cargo xtask up`",
+        )
+        .into());
+    }
+    let helper_image = helper_image(&docker).await?;
+    let file_of = |kind: FileKind| manifest.files.iter().find(|file| file.kind == kind);
+
+    // The volumes, users first and the hub's data last: a restore that stops half way then leaves a hub
+    // that does not know the restored users yet, rather than users whose files are missing.
+    let mut jobs = Vec::new();
+    for file in manifest.files.iter().filter(|file| file.kind == FileKind::UserVolume) {
+        let user = file.user.clone().expect("checked by read_manifest");
+        jobs.push(VolumeJob {
+            volume: target.user_volume(&user),
+            what: format!("files of {user}"),
+            tar: TarSource::File(options.dir.join(&file.path), file.bytes),
+            labels: HashMap::new(),
+        });
+    }
+    let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
+        return Err(UserError::new("the backup has no hub database or cookie secret", "use a folder `cargo xtask backup` wrote").into());
+    };
+    let hub_tar = hub_data_tar(&std::fs::read(options.dir.join(&database.path))?, &std::fs::read(options.dir.join(&secret.path))?)?;
+    jobs.push(VolumeJob {
+        volume: target.data_volume(),
+        what: "the hub's database and cookie secret".to_string(),
+        tar: TarSource::Bytes(hub_tar),
+        // Compose then adopts the volume as its own `jupyterhub_data`.
+        labels: HashMap::from([
+            ("com.docker.compose.project".to_string(), target.stack.clone()),
+            ("com.docker.compose.volume".to_string(), "jupyterhub_data".to_string()),
+        ]),
+    });
+
+    // What is already there.
+    let mut conflicts = occupied_volumes(&docker, &helper_image, &jobs).await?;
+    let settings_file = file_of(FileKind::Env).map(|file| std::fs::read(options.dir.join(&file.path))).transpose()?;
+    let lock_bytes = file_of(FileKind::Lock).map(|file| std::fs::read(options.dir.join(&file.path))).transpose()?;
+    let lock_path = jhub_docker::lock_path(&jhub_docker::repo_root());
+    let differs = |path: &Path, wanted: &[u8]| std::fs::read(path).is_ok_and(|current| current != wanted);
+    if let Some(text) = &settings_file
+        && differs(&options.env_file, text)
+    {
+        conflicts.push(format!("the settings in {}", options.env_file.display()));
+    }
+    if let Some(bytes) = &lock_bytes
+        && differs(&lock_path, bytes)
+    {
+        conflicts.push(format!("{} (it records other images)", lock_path.display()));
+    }
+    if !conflicts.is_empty() && !options.force {
+        return Err(UserError::new(
+            format!("restoring into stack `{}` would overwrite: {}", target.stack, conflicts.join(", ")),
+            "restore into a fresh stack (`cargo xtask down --volumes` deletes this one's data), or pass --force to replace it",
+        )
+        .into());
+    }
+
+    written.pending = jobs.iter().map(|job| format!("{} (volume {})", job.what, job.volume)).collect();
+    if settings_file.is_some() {
+        written.pending.push(format!("settings ({})", options.env_file.display()));
+    }
+    if lock_bytes.is_some() {
+        written.pending.push("images.lock".to_string());
+    }
+    prepare_volumes(&docker, &helper_image, &jobs).await?;
+
+    let total: u64 = jobs
+        .iter()
+        .map(|job| match &job.tar {
+            TarSource::File(_, bytes) => *bytes,
+            TarSource::Bytes(bytes) => bytes.len() as u64,
+        })
+        .sum();
+    let bar = bar(total, "restore");
+    for job in &jobs {
+        say(&bar, &format!("restoring {} into volume {}", job.what, job.volume));
+        restore_volume(&docker, &helper_image, job, options.force, &bar).await?;
+        let item = written.pending.remove(0);
+        written.done.push(item);
+    }
+    bar.finish_and_clear();
+    if let Some(text) = settings_file {
+        write_atomically(&options.env_file, &text)?;
+        written.done.push(written.pending.remove(0));
+    }
+    if let Some(bytes) = lock_bytes {
+        write_atomically(&lock_path, &bytes)?;
+        written.done.push(written.pending.remove(0));
+    }
+    Ok(())
+}
+
+/// The tar that goes into the hub's data volume: the staging folder (root, 700, as the hub image makes its
+/// data folder) with the database and the cookie secret (root, 600, as the hub requires).
+fn hub_data_tar(database: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o700);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(0);
+    header.set_mtime(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+    builder.append_data(&mut header, format!("{STAGING}/"), std::io::empty())?;
+    for (name, bytes) in [(DATABASE, database), (COOKIE_SECRET, secret)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o600);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(bytes.len() as u64);
+        header.set_mtime(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+        builder.append_data(&mut header, format!("{STAGING}/{name}"), bytes)?;
+    }
+    Ok(builder.into_inner()?)
+}
+
+/// The jobs whose volume exists and holds anything (a staging folder a failed restore left aside).
+async fn occupied_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]) -> anyhow::Result<Vec<String>> {
+    let mut binds = Vec::new();
+    let mut checked = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        if docker.inspect_volume(&job.volume).await.is_ok() {
+            binds.push(format!("{}:/check/{index}:ro", job.volume));
+            checked.push(index);
+        }
+    }
+    if checked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = "for d in /check/*; do if ls -A \"$d\" | grep -qvx .jhub-staging; then basename \"$d\"; fi; done";
+    let container = create_helper(docker, helper_image, binds, &["sh", "-c", script], "restore-check").await?;
+    let outcome = run_helper(docker, &container).await;
+    remove_container(docker, &container).await;
+    let (code, output) = outcome?;
+    anyhow::ensure!(code == 0, "the check of the target volumes failed: {}", output.trim());
+    Ok(output
+        .split_whitespace()
+        .filter_map(|word| word.parse::<usize>().ok())
+        .filter_map(|index| jobs.get(index))
+        .map(|job| format!("{} (volume {})", job.what, job.volume))
+        .collect())
+}
+
+/// Creates the volumes that do not exist and removes staging folders a failed restore left in the others.
+async fn prepare_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]) -> anyhow::Result<()> {
+    for job in jobs {
+        if docker.inspect_volume(&job.volume).await.is_err() {
+            let request = VolumeCreateRequest { name: Some(job.volume.clone()), labels: Some(job.labels.clone()), ..Default::default() };
+            docker.create_volume(request).await.map_err(|err| engine_failed(&format!("creating volume {}", job.volume), err))?;
+        }
+    }
+    let binds: Vec<String> = jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect();
+    let container = create_helper(docker, helper_image, binds, &["sh", "-c", "rm -rf /target/*/.jhub-staging"], "restore-prepare").await?;
+    let outcome = run_helper(docker, &container).await;
+    remove_container(docker, &container).await;
+    let (code, output) = outcome?;
+    anyhow::ensure!(code == 0, "clearing old staging folders failed: {}", output.trim());
+    Ok(())
+}
+
+/// Extracts the job's tar into the volume's staging folder, then moves it into place (see FINISH_SCRIPT).
+async fn restore_volume(docker: &Docker, helper_image: &str, job: &VolumeJob, force: bool, bar: &ProgressBar) -> anyhow::Result<()> {
+    let mode = if force { "force" } else { "keep" };
+    let binds = vec![format!("{}:/target", job.volume)];
+    let container = create_helper(docker, helper_image, binds, &["sh", "-c", FINISH_SCRIPT, "finish", mode], "restore").await?;
+    let outcome = async {
+        let body = match &job.tar {
+            TarSource::Bytes(bytes) => {
+                bar.inc(bytes.len() as u64);
+                bollard::body_full(bytes.clone().into())
+            }
+            TarSource::File(path, _) => bollard::body_try_stream(file_chunks(path, bar.clone())?.map(|chunk| chunk.map(Into::into))),
+        };
+        let options = UploadToContainerOptions { path: "/target".to_string(), ..Default::default() };
+        docker
+            .upload_to_container(&container, Some(options), body)
+            .await
+            .map_err(|err| engine_failed(&format!("writing volume {}", job.volume), err))?;
+        let (code, output) = run_helper(docker, &container).await?;
+        anyhow::ensure!(code == 0, "moving the {} into place in volume {} failed: {}", job.what, job.volume, output.trim());
+        Ok(())
+    }
+    .await;
+    remove_container(docker, &container).await;
+    outcome
+}
+
+/// The file as a stream of 1 MiB chunks, advancing `bar`.
+fn file_chunks(
+    path: &Path,
+    bar: ProgressBar,
+) -> anyhow::Result<impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(futures_util::stream::unfold((tokio::fs::File::from_std(file), bar), |(mut file, bar)| async move {
+        let mut buffer = vec![0u8; 1 << 20];
+        match tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await {
+            Ok(0) => None,
+            Ok(read) => {
+                buffer.truncate(read);
+                bar.inc(read as u64);
+                Some((Ok(buffer), (file, bar)))
+            }
+            Err(err) => Some((Err(err), (file, bar))),
+        }
+    }))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename (mode 600: the
+/// settings hold the admin password).
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("file");
+    let temporary = path.with_file_name(format!(".{name}.restoring"));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_data_tar_holds_the_staged_files_private() {
+        let bytes = hub_data_tar(b"db", b"secret").unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (entry.path().unwrap().to_string_lossy().into_owned(), entry.header().mode().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                (".jhub-staging/".to_string(), 0o700),
+                (".jhub-staging/jupyterhub.sqlite".to_string(), 0o600),
+                (".jhub-staging/jupyterhub_cookie_secret".to_string(), 0o600)
+            ]
+        );
+    }
+
+    #[test]
+    fn manifest_users_must_be_volume_name_parts() {
+        assert!(valid_volume_part("alice-2.x_y"));
+        assert!(!valid_volume_part("../etc"));
+        assert!(!valid_volume_part(""));
+    }
+}
