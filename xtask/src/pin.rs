@@ -161,3 +161,28 @@ fn require_program(program: &str, install: &str) -> Result<(), UserError> {
         None => Err(UserError::new(format!("`{program}` is not installed; `cargo xtask lock` needs it"), install)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excludes_file_is_part_of_a_requirements_pin_only() {
+        let folder = std::env::temp_dir().join(format!("jhub-pin-excludes-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("requirements.in"), "jupyterlab\n").unwrap();
+        std::fs::write(folder.join("package.json"), "{}\n").unwrap();
+        let requirements =
+            PinnedInput { key: "x/requirements.in".into(), source: folder.join("requirements.in"), kind: InputKind::Requirements };
+        let npm = PinnedInput { key: "x/package.json".into(), source: folder.join("package.json"), kind: InputKind::Npm };
+        let (plain, plain_npm) = (pinned_hash(&requirements).unwrap(), pinned_hash(&npm).unwrap());
+        assert_eq!(plain, sha256_hex(b"jupyterlab\n"));
+        std::fs::write(folder.join(EXCLUDES), "rfc3987-syntax\n").unwrap();
+        let excluded = pinned_hash(&requirements).unwrap();
+        assert_ne!(excluded, plain);
+        assert_eq!(pinned_hash(&npm).unwrap(), plain_npm);
+        std::fs::write(folder.join(EXCLUDES), "lark\n").unwrap();
+        assert_ne!(pinned_hash(&requirements).unwrap(), excluded);
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+}
