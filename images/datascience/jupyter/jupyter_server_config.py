@@ -44,6 +44,9 @@ c.ServerProxy.servers = {
             "--skip-update-check",
             "--no-sandbox",
         ],
+        # Node (kept off the image's PATH, see images/code-server/Dockerfile) for marimo's language
+        # server and Copilot completions.
+        "environment": {"PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/opt/node/bin"},
         "absolute_url": True,
         "timeout": 60,
         "new_browser_tab": True,
