@@ -23,7 +23,21 @@ pub struct BaseSpec {
     pub mirror: String,
     /// The Python the suite ships, which pinned Python inputs are compiled for.
     pub python_version: String,
+    /// SOURCE_DATE_EPOCH for mmdebstrap: the same package versions give the same rootfs tar.
+    pub source_date_epoch: u64,
     pub packages: Vec<String>,
+    /// dpkg `path-exclude` patterns, kept in the image so that children's installs obey them too.
+    #[serde(default)]
+    pub dpkg_path_exclude: Vec<String>,
+    /// dpkg `path-include` patterns: exceptions to `dpkg_path_exclude`.
+    #[serde(default)]
+    pub dpkg_path_include: Vec<String>,
+    /// A script in the image's folder that mmdebstrap runs as a customize hook, with the rootfs as `$1`.
+    #[serde(default)]
+    pub customize: Option<String>,
+    /// The folder base.toml was read from.
+    #[serde(skip)]
+    pub folder: std::path::PathBuf,
 }
 
 impl BaseSpec {
@@ -35,10 +49,10 @@ impl BaseSpec {
                 "a bootstrapped image needs base.toml in its folder",
             )
         })?;
-        let spec: BaseSpec = toml::from_str(&text).map_err(|err| {
+        let mut spec: BaseSpec = toml::from_str(&text).map_err(|err| {
             UserError::new(
                 format!("image `{image_name}`: base.toml is not valid: {}", err.to_string().lines().next().unwrap_or_default()),
-                "base.toml has suite, variant, mirror, python_version and packages",
+                "base.toml has suite, variant, mirror, python_version, source_date_epoch and packages (see images/base/base.toml)",
             )
         })?;
         if let Some(bad) =
@@ -49,7 +63,46 @@ impl BaseSpec {
                 "package names use a-z, 0-9, +, - and .",
             ));
         }
+        if let Some(bad) = spec.dpkg_path_exclude.iter().chain(&spec.dpkg_path_include).find(|pattern| !pattern.starts_with('/')) {
+            return Err(UserError::new(
+                format!("image `{image_name}`: dpkg path pattern `{bad}` in base.toml is not absolute"),
+                "dpkg matches path-exclude and path-include patterns against absolute paths: start them with /",
+            ));
+        }
+        if let Some(script) = &spec.customize {
+            let path = folder.join(script);
+            if script.contains('/') || !path.is_file() {
+                return Err(UserError::new(
+                    format!("image `{image_name}`: customize script `{script}` named in base.toml is not a file in {}", folder.display()),
+                    "name a script that sits next to base.toml",
+                ));
+            }
+        }
+        spec.folder = folder.to_path_buf();
         Ok(spec)
+    }
+
+    /// mmdebstrap's arguments, from the options to the mirror.
+    pub fn mmdebstrap_args(&self, rootfs: &Path) -> Vec<String> {
+        let mut args = vec![format!("--variant={}", self.variant)];
+        if !self.packages.is_empty() {
+            args.push(format!("--include={}", self.packages.join(",")));
+        }
+        // Keep apt's lists out of the image: every build stage runs `apt-get update` itself.
+        args.push("--aptopt=Acquire::Languages \"none\"".to_string());
+        // Excludes first, then includes: dpkg applies the last pattern that matches a path.
+        args.extend(self.dpkg_path_exclude.iter().map(|pattern| format!("--dpkgopt=path-exclude={pattern}")));
+        args.extend(self.dpkg_path_include.iter().map(|pattern| format!("--dpkgopt=path-include={pattern}")));
+        if let Some(script) = &self.customize {
+            // mmdebstrap runs a hook with shell syntax under sh, the rootfs directory in $1.
+            let path = self.folder.join(script).display().to_string().replace('\'', "'\\''");
+            args.push(format!("--customize-hook=sh '{path}' \"$1\""));
+        }
+        args.push("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/*".to_string());
+        args.push(self.suite.clone());
+        args.push(rootfs.display().to_string());
+        args.push(self.mirror.clone());
+        args
     }
 }
 
@@ -79,10 +132,6 @@ pub async fn bootstrap(
     let rootfs = work_dir.join(format!("{image_name}-rootfs.tar"));
     let log_file = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
     let mut command = tokio::process::Command::new("mmdebstrap");
-    command.arg(format!("--variant={}", spec.variant));
-    if !spec.packages.is_empty() {
-        command.arg(format!("--include={}", spec.packages.join(",")));
-    }
     // On a host that is not Debian (an Ubuntu CI runner), apt does not trust Debian's archive keys.
     let debian_keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
     let host_is_debian = std::fs::read_to_string("/etc/os-release").is_ok_and(|text| text.lines().any(|line| line == "ID=debian"));
@@ -90,12 +139,8 @@ pub async fn bootstrap(
         command.arg(format!("--keyring={}", debian_keyring.display()));
     }
     let status = command
-        // Keep apt's lists out of the image: every build stage runs `apt-get update` itself.
-        .arg("--aptopt=Acquire::Languages \"none\"")
-        .arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/*")
-        .arg(&spec.suite)
-        .arg(&rootfs)
-        .arg(&spec.mirror)
+        .args(spec.mmdebstrap_args(&rootfs))
+        .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string())
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -156,4 +201,39 @@ pub async fn package_versions(docker: &Docker, image: &str) -> anyhow::Result<BT
 /// The path of `program` on PATH, if any.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|path| path.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_base_toml_loads_and_its_options_reach_mmdebstrap() {
+        let folder = jhub_docker::repo_root().join("images").join("base");
+        let spec = BaseSpec::load("base", &folder).expect("images/base/base.toml is valid");
+        let args = spec.mmdebstrap_args(Path::new("/tmp/rootfs.tar"));
+        assert!(args.contains(&"--dpkgopt=path-exclude=/usr/share/doc/*".to_string()));
+        assert!(args.contains(&"--dpkgopt=path-include=/usr/share/doc/*/copyright".to_string()));
+        // dpkg applies the last matching pattern: every include comes after every exclude.
+        let last_exclude = args.iter().rposition(|arg| arg.contains("path-exclude")).unwrap();
+        let first_include = args.iter().position(|arg| arg.contains("path-include")).unwrap();
+        assert!(last_exclude < first_include);
+        let hook = args.iter().find(|arg| arg.contains("customize.sh")).expect("the customize script is a hook");
+        assert!(hook.ends_with("customize.sh' \"$1\""), "{hook}");
+        assert_eq!(&args[args.len() - 3..], [spec.suite.as_str(), "/tmp/rootfs.tar", spec.mirror.as_str()]);
+    }
+
+    #[test]
+    fn relative_dpkg_patterns_and_missing_scripts_are_refused() {
+        let folder = std::env::temp_dir().join(format!("jhub-base-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let head = "suite = \"trixie\"\nvariant = \"minbase\"\nmirror = \"http://deb.debian.org/debian\"\npython_version = \"3.13\"\nsource_date_epoch = 1\npackages = []\n";
+        std::fs::write(folder.join("base.toml"), format!("{head}dpkg_path_exclude = [\"usr/share/doc/*\"]\n")).unwrap();
+        let err = BaseSpec::load("base", &folder).unwrap_err();
+        assert!(err.to_string().contains("not absolute"), "{err}");
+        std::fs::write(folder.join("base.toml"), format!("{head}customize = \"missing.sh\"\n")).unwrap();
+        let err = BaseSpec::load("base", &folder).unwrap_err();
+        assert!(err.to_string().contains("missing.sh"), "{err}");
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
 }

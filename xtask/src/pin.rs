@@ -47,6 +47,9 @@ pub fn run() -> anyhow::Result<()> {
                 command.args(["pip", "compile", "--quiet", "--generate-hashes", "--python-version", &python]);
                 command.args(["--python-platform", "x86_64-unknown-linux-gnu", "--custom-compile-command", "cargo xtask lock"]);
                 command.args([&file_name, "-o", &output]);
+                if folder.join(EXCLUDES).is_file() {
+                    command.args(["--excludes", EXCLUDES]);
+                }
                 command
             }
             InputKind::Npm => {
@@ -66,7 +69,7 @@ pub fn run() -> anyhow::Result<()> {
             )
             .into());
         }
-        lock.pinned.insert(input.key.clone(), sha256_hex(&std::fs::read(&input.source)?));
+        lock.pinned.insert(input.key.clone(), pinned_hash(input)?);
     }
     // Sources that no longer exist drop out of the lock.
     lock.pinned.retain(|key, _| inputs.iter().any(|(_, input)| &input.key == key));
@@ -79,14 +82,31 @@ pub fn run() -> anyhow::Result<()> {
 pub fn stale_inputs(root: &Path, catalog: &Catalog, lock: &Lock) -> Result<Vec<String>, UserError> {
     let mut stale = Vec::new();
     for (_, input) in pinned_inputs(root, catalog)? {
-        let current = std::fs::read(&input.source)
-            .map(|bytes| sha256_hex(&bytes))
-            .map_err(|err| UserError::new(format!("cannot read {}: {err}", input.source.display()), "check the file's permissions"))?;
+        let current = pinned_hash(&input)?;
         if lock.pinned.get(&input.key) != Some(&current) {
             stale.push(format!("{} changed since it was pinned (run `cargo xtask lock`)", input.key));
         }
     }
     Ok(stale)
+}
+
+/// Packages left out of every requirements file's resolution in the same folder (`uv pip compile
+/// --excludes`): optional extras that dependencies ask for but that the image does without.
+const EXCLUDES: &str = "excludes.txt";
+
+/// The hash images.lock records for a pinned input: its source, and for requirements the folder's
+/// excludes file too, since both decide the compiled file.
+fn pinned_hash(input: &PinnedInput) -> Result<String, UserError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|err| UserError::new(format!("cannot read {}: {err}", path.display()), "check the file's permissions"))
+    };
+    let mut bytes = read(&input.source)?;
+    let excludes = input.source.with_file_name(EXCLUDES);
+    if input.kind == InputKind::Requirements && excludes.is_file() {
+        bytes.extend_from_slice(b"\0excludes\0");
+        bytes.extend(read(&excludes)?);
+    }
+    Ok(sha256_hex(&bytes))
 }
 
 fn pinned_inputs<'a>(root: &Path, catalog: &'a Catalog) -> Result<Vec<(&'a ImageEntry, PinnedInput)>, UserError> {
@@ -139,5 +159,30 @@ fn require_program(program: &str, install: &str) -> Result<(), UserError> {
     match which(program) {
         Some(_) => Ok(()),
         None => Err(UserError::new(format!("`{program}` is not installed; `cargo xtask lock` needs it"), install)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excludes_file_is_part_of_a_requirements_pin_only() {
+        let folder = std::env::temp_dir().join(format!("jhub-pin-excludes-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("requirements.in"), "jupyterlab\n").unwrap();
+        std::fs::write(folder.join("package.json"), "{}\n").unwrap();
+        let requirements =
+            PinnedInput { key: "x/requirements.in".into(), source: folder.join("requirements.in"), kind: InputKind::Requirements };
+        let npm = PinnedInput { key: "x/package.json".into(), source: folder.join("package.json"), kind: InputKind::Npm };
+        let (plain, plain_npm) = (pinned_hash(&requirements).unwrap(), pinned_hash(&npm).unwrap());
+        assert_eq!(plain, sha256_hex(b"jupyterlab\n"));
+        std::fs::write(folder.join(EXCLUDES), "rfc3987-syntax\n").unwrap();
+        let excluded = pinned_hash(&requirements).unwrap();
+        assert_ne!(excluded, plain);
+        assert_eq!(pinned_hash(&npm).unwrap(), plain_npm);
+        std::fs::write(folder.join(EXCLUDES), "lark\n").unwrap();
+        assert_ne!(pinned_hash(&requirements).unwrap(), excluded);
+        std::fs::remove_dir_all(&folder).unwrap();
     }
 }

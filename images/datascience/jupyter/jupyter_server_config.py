@@ -6,6 +6,11 @@ import os
 
 c = get_config()  # noqa: F821 (injected by traitlets when the file is loaded)
 
+# jupyter_lsp (a dependency of jupyterlab) spends about 0.8 CPU-seconds at every server start looking for
+# language servers, and the image installs none, so it would serve nothing. Set here, the choice wins
+# over the jupyter_server_config.d file that enables it in the venv.
+c.ServerApp.jpserver_extensions = {"jupyter_lsp": False}
+
 
 def _marimo_icon():
     # The launcher shows marimo's own icon; find_spec locates the package without importing it, which
@@ -39,6 +44,9 @@ c.ServerProxy.servers = {
             "--skip-update-check",
             "--no-sandbox",
         ],
+        # Node (kept off the image's PATH, see images/code-server/Dockerfile) for marimo's language
+        # server and Copilot completions.
+        "environment": {"PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/opt/node/bin"},
         "absolute_url": True,
         "timeout": 60,
         "new_browser_tab": True,
