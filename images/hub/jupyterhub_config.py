@@ -12,7 +12,7 @@ import sys
 
 from jupyterhub.auth import DummyAuthenticator
 
-from jhub_hub import ConfigError, config
+from jhub_hub import ConfigError, config, xheaders
 from jhub_hub.auth import JhubNativeAuthenticator
 from jhub_hub.settings import ADMIN_NAME, MIN_PASSWORD_LENGTH, warnings_for
 from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profiles_config
@@ -105,12 +105,16 @@ c.JupyterHub.pid_file = state.pid_file
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = False
 c.ConfigurableHTTPProxy.should_start = False
-c.ConfigurableHTTPProxy.api_url = "http://proxy:8001"
+# The proxy's API listens only on the hub-only network, where the proxy is called proxy-api.
+c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
 c.ConfigurableHTTPProxy.auth_token = state.proxy_token  # on a volume shared with the proxy alone
 # A recreated proxy starts with no routes; the hub re-adds them in this periodic check (300 s by default).
 c.JupyterHub.last_activity_interval = 30
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
+# X-Forwarded-* headers count only on connections from the proxy (both its names): a user's container,
+# which reaches this port directly, cannot forge the client address the hub logs or the scheme it sees.
+xheaders.trust_only(xheaders.TrustedPeers(["proxy", "proxy-api"]))
 if settings.trust_xheaders:
     # Trusting the proxy makes the hub log the client address a front proxy (nginx, TLS) put in
     # X-Forwarded-For instead of that front proxy's own address.

@@ -20,8 +20,9 @@ die() {
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed" "install Docker, then run this again"
 [ -r "$ca_bundle" ] || die "cannot read the build CA bundle $ca_bundle" "set JHUB_CA_BUNDLE to a PEM bundle"
-# The base image id as the build pipeline recorded it: the line after the [image.base] header.
-base_id="$(awk '/^\[image\.base\]$/ {found=1; next} found && /^image_id = / {gsub(/"/, "", $3); print $3; exit}' "$root/images.lock")"
+# The base image as the build pipeline recorded it: its content-keyed tag, jhub/base:<first 12 of the key>.
+base_key="$(awk '/^\[image\.base\]$/ {found=1; next} found && /^content_key = / {gsub(/"/, "", $3); print $3; exit}' "$root/images.lock")"
+base_id="${base_key:+jhub/base:$(printf '%s' "${base_key#sha256:}" | cut -c1-12)}"
 [ -n "$base_id" ] && docker image inspect "$base_id" >/dev/null 2>&1 \
     || die "the base image ${base_id:-of images.lock} is not in the Docker engine" "run \`cargo xtask build-images base\`"
 
