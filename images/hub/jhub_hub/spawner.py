@@ -146,9 +146,18 @@ class JhubDockerSpawner(DockerSpawner):
         }
         self.extra_create_kwargs = extra
 
+    def user_volume(self):
+        """The user's named volume, as DockerSpawner names it for this spawn, and the labels it gets."""
+        name = self.format_volume_name(f"{self.jhub_user_volume_prefix}{{username}}", self)
+        return name, {"io.jhub-docker.stack": self.jhub_stack_name, "io.jhub-docker.user": self.user.name}
+
     async def start(self):
         image = self.catalog_image  # raises a 400 before any container exists
         self.apply_catalog_image(image)
+        # Created here, labelled with the stack, so `xtask down --volumes` deletes this stack's volumes and
+        # never another deployment's; Docker returns an existing volume as it is.
+        volume, labels = self.user_volume()
+        await self.docker("create_volume", name=volume, labels=labels)
         self.log.info(
             "spawning %s with catalog image %r (%s), volume %s at %s",
             self._log_name,

@@ -130,6 +130,14 @@ def test_a_spawn_resolves_its_image_volume_url_and_labels(docker_spawner):
     }
 
 
+def test_the_user_volume_is_named_as_mounted_and_labelled_with_the_stack(docker_spawner):
+    docker_spawner.apply_catalog_image(docker_spawner.catalog_image)
+    name, labels = docker_spawner.user_volume()
+    assert name in docker_spawner.volume_binds, "the volume created is the volume mounted"
+    assert name == "testvol-alice"
+    assert labels == {"io.jhub-docker.stack": "teststack", "io.jhub-docker.user": "alice"}
+
+
 def test_labels_keep_braces_of_user_names(config, make_user):
     spawner = JhubDockerSpawner(user=make_user("a{b}"), config=config)
     spawner.apply_catalog_image(spawner.image_for_choice("datascience"))
