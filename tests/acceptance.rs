@@ -70,7 +70,7 @@ const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
 const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-editor']";
 
 /// What the hub says when a spawn names an image the catalog does not offer (`image_for_choice` in
-/// images/hub/jupyterhub_config.py: "unknown image '…': choose one of …").
+/// images/hub/jhub_hub/spawner.py: "unknown image '…': choose one of …").
 const UNKNOWN_IMAGE_REFUSAL: &str = "unknown image";
 
 /// A password no one guesses and NativeAuthenticator's common-password check does not know.
