@@ -2,6 +2,7 @@
 //! and check the host. `main` parses the command line and dispatches to one module per verb.
 
 mod base;
+mod bench;
 mod build;
 mod checks;
 mod context;
@@ -26,6 +27,7 @@ verbs:
   down [--volumes]  stop the stack and remove user containers (user volumes are kept unless --volumes)
   logs [SERVICE…]   follow the stack's logs
   doctor            check the engine, mmdebstrap, disk space, compose, chromium and chromedriver
+  bench <spawn|burst|ramp|idle> [--users N] [--poll] [--compare OLD.json] …   load-test a stack of its own
 
 environment:
   JHUB_CA_BUNDLE    CA bundle build stages trust (default /etc/ssl/certs/ca-certificates.crt)
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         "down" => stack::down(rest),
         "logs" => stack::logs(rest),
         "doctor" => doctor::run(rest),
+        "bench" => bench::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
