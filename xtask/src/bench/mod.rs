@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use jhub_docker::catalog::Catalog;
 use jhub_docker::lock::Lock;
+use tokio::signal::unix::{SignalKind, signal};
 
 use self::report::{Failure, Machine, Run, Sample};
 use self::stack::BenchStack;
@@ -168,7 +169,8 @@ struct Bench {
     docker: Docker,
     stack: Arc<BenchStack>,
     mode: WaitMode,
-    started: Instant,
+    /// When users started (reset once the stack is up): samples' `at` and the wall time count from here.
+    started: Mutex<Instant>,
     samples: Mutex<Vec<Sample>>,
     failures: Mutex<Vec<Failure>>,
     tracker: Tracker,
@@ -230,7 +232,7 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         "hub_image": hub_image,
     });
 
-    let stack = Arc::new(runtime.block_on(BenchStack::start(&docker, &hub_image))?);
+    let stack = Arc::new(BenchStack::prepare(&hub_image)?);
     let total = match options.scenario {
         Scenario::Spawn => (images.len() * cycles) as u64,
         _ => users as u64,
@@ -239,13 +241,19 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         docker: docker.clone(),
         stack: stack.clone(),
         mode,
-        started: Instant::now(),
+        started: Mutex::new(Instant::now()),
         samples: Mutex::new(Vec::new()),
         failures: Mutex::new(Vec::new()),
         tracker: Tracker::new(options.scenario.name(), total),
     });
     let outcome = runtime.block_on(async {
+        // Registered before anything starts: Ctrl-C (or a TERM) ends the run, then the stack is removed.
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         let scenario = async {
+            stack.start().await?;
+            *bench.started.lock().expect("no poisoned lock") = Instant::now();
+            bench.tracker.reset();
             match options.scenario {
                 Scenario::Spawn => spawn_cycles(&bench, &images, cycles).await,
                 Scenario::Burst => crowd(&bench, &images[0], users, Duration::ZERO).await,
@@ -255,11 +263,12 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         };
         tokio::select! {
             outcome = scenario => outcome,
-            _ = tokio::signal::ctrl_c() => Err(UserError::new("interrupted", "the bench stack was removed; nothing was recorded").into()),
+            _ = interrupt.recv() => Err(UserError::new("interrupted", "the bench stack was removed; nothing was recorded").into()),
+            _ = terminate.recv() => Err(UserError::new("terminated", "the bench stack was removed; nothing was recorded").into()),
         }
     });
     bench.tracker.bar.finish_and_clear();
-    let wall_seconds = bench.started.elapsed().as_secs_f64();
+    let wall_seconds = bench.at();
     runtime.block_on(stack.remove(&docker));
     outcome?;
 
@@ -324,7 +333,7 @@ fn git_commit(root: &Path) -> (String, bool) {
 
 impl Bench {
     fn at(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        self.started.lock().expect("no poisoned lock").elapsed().as_secs_f64()
     }
 
     fn sample(&self, group: &str, phase: &str, unit: &str, value: f64, user: &str) {
@@ -404,12 +413,11 @@ async fn spawn_cycles(bench: &Arc<Bench>, images: &[String], cycles: usize) -> a
     }
     for image in images {
         for cycle in 1..=cycles {
-            let label = format!("{image} #{cycle}");
-            bench.tracker.enter(&label, "spawn");
+            bench.tracker.line(&format!("{image}: cycle {cycle} of {cycles}"));
             let spawned = bench.step(&user, image, "spawn", user.spawn(image, bench.mode)).await.is_some();
             if !spawned {
                 let _ = user.stop().await;
-                bench.tracker.done(&label, false);
+                bench.tracker.done(&user.name, false);
                 continue;
             }
             match user_cpu_seconds(bench, &user.name).await {
@@ -417,7 +425,7 @@ async fn spawn_cycles(bench: &Arc<Bench>, images: &[String], cycles: usize) -> a
                 Err(err) => bench.fail(image, "cpu-until-ready", &user.name, &format!("engine stats: {err:#}")),
             }
             let ok = bench.use_and_stop(&user, image).await;
-            bench.tracker.done(&label, ok);
+            bench.tracker.done(&user.name, ok);
         }
     }
     Ok(())
@@ -489,11 +497,22 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
         let (bench, gate, image) = (bench.clone(), gate.clone(), image.to_string());
         setups.spawn(async move {
             let _permit = gate.acquire_owned().await.expect("the gate is never closed");
-            let user = bench.new_user(&format!("bench-{:03}", index + 1)).ok()?;
-            bench.step(&user, &image, "signup", user.sign_up()).await?;
-            bench.step(&user, &image, "login", user.log_in()).await?;
-            if bench.step(&user, &image, "spawn", user.spawn(&image, bench.mode)).await.is_none() {
-                let _ = user.stop().await;
+            let name = format!("bench-{:03}", index + 1);
+            let user = match bench.new_user(&name) {
+                Ok(user) => user,
+                Err(err) => {
+                    bench.fail(&image, "signup", &name, &format!("cannot make an HTTP client: {err}"));
+                    bench.tracker.done(&name, false);
+                    return None;
+                }
+            };
+            let signed_in = bench.step(&user, &image, "signup", user.sign_up()).await.is_some()
+                && bench.step(&user, &image, "login", user.log_in()).await.is_some();
+            let spawned = signed_in && bench.step(&user, &image, "spawn", user.spawn(&image, bench.mode)).await.is_some();
+            if !spawned {
+                if signed_in {
+                    let _ = user.stop().await;
+                }
                 bench.tracker.done(&user.name, false);
                 return None;
             }
@@ -560,7 +579,7 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
 struct Tracker {
     bar: ProgressBar,
     phases: Mutex<BTreeMap<String, String>>,
-    started: Instant,
+    started: Mutex<Instant>,
 }
 
 impl Tracker {
@@ -575,11 +594,21 @@ impl Tracker {
         if !bar.is_hidden() {
             bar.enable_steady_tick(Duration::from_millis(200));
         }
-        Tracker { bar, phases: Mutex::new(BTreeMap::new()), started: Instant::now() }
+        Tracker { bar, phases: Mutex::new(BTreeMap::new()), started: Mutex::new(Instant::now()) }
+    }
+
+    /// Starts the clock and the bar again (after the stack is up, when users start).
+    fn reset(&self) {
+        *self.started.lock().expect("no poisoned lock") = Instant::now();
+        self.bar.reset();
+        if !self.bar.is_hidden() {
+            self.bar.enable_steady_tick(Duration::from_millis(200));
+        }
     }
 
     fn line(&self, text: &str) {
-        let line = format!("{:>7.1} s  {text}", self.started.elapsed().as_secs_f64());
+        let elapsed = self.started.lock().expect("no poisoned lock").elapsed().as_secs_f64();
+        let line = format!("{elapsed:>7.1} s  {text}");
         if self.bar.is_hidden() { ui::note(&line) } else { self.bar.println(line) }
     }
 

@@ -73,8 +73,9 @@ fn compose_variables(compose_file: &std::path::Path) -> Vec<String> {
 }
 
 impl BenchStack {
-    /// Starts the stack and waits until `/hub/health` answers. On failure the stack is removed.
-    pub async fn start(docker: &Docker, hub_image: &str) -> anyhow::Result<BenchStack> {
+    /// The stack's names and settings, nothing started yet: the caller holds it (and removes it) before
+    /// anything exists, so an interrupted start is cleaned up too.
+    pub fn prepare(hub_image: &str) -> anyhow::Result<BenchStack> {
         let project = format!("jhubbench{}", std::process::id());
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let network = format!("{project}-net");
@@ -107,32 +108,30 @@ impl BenchStack {
         }
         let unset: Vec<String> =
             compose_variables(&compose_file).into_iter().filter(|name| !settings.iter().any(|(key, _)| key == name)).collect();
-        let stack = BenchStack { project, port, network, volume_prefix, compose, env_file, unset, removed: AtomicBool::new(false) };
+        Ok(BenchStack { project, port, network, volume_prefix, compose, env_file, unset, removed: AtomicBool::new(false) })
+    }
+
+    /// `up -d`, then waits until `/hub/health` answers; on failure prints the services' last log lines.
+    pub async fn start(&self) -> anyhow::Result<()> {
         let started = Instant::now();
-        let up = stack.run_compose(&["up", "-d", "--no-build"]);
+        let up = self.run_compose(&["up", "-d", "--no-build"]);
         let healthy = match up {
-            Ok(()) => stack.wait_healthy().await,
+            Ok(()) => self.wait_healthy().await,
             Err(err) => Err(err),
         };
         if let Err(err) = healthy {
             let mut logs =
-                stack.compose.command(&["--env-file", stack.env_file.to_str().unwrap_or_default(), "logs", "--no-color", "--tail=30"]);
-            for name in &stack.unset {
+                self.compose.command(&["--env-file", self.env_file.to_str().unwrap_or_default(), "logs", "--no-color", "--tail=30"]);
+            for name in &self.unset {
                 logs.env_remove(name);
             }
             if let Ok(logs) = logs.stdin(Stdio::null()).output() {
                 eprintln!("{}", String::from_utf8_lossy(&logs.stdout).trim_end());
             }
-            stack.remove(docker).await;
             return Err(err);
         }
-        ui::note(&format!(
-            "bench stack {} healthy after {:.1} s at {}",
-            stack.project,
-            started.elapsed().as_secs_f64(),
-            stack.url("/hub/")
-        ));
-        Ok(stack)
+        ui::note(&format!("bench stack {} healthy after {:.1} s at {}", self.project, started.elapsed().as_secs_f64(), self.url("/hub/")));
+        Ok(())
     }
 
     pub fn url(&self, path: &str) -> String {
