@@ -66,9 +66,10 @@ fn body_message(body: &str) -> String {
     text.chars().take(200).collect()
 }
 
-/// The text of the first `<div class="alert alert-danger">` of a page, tags removed.
+/// The text of the first `<div class="alert alert-danger">` of a page, tags removed (every hub page also
+/// carries a hidden `ajax-error alert-danger` modal, which is not an alert).
 fn danger_alert(page: &str) -> Option<String> {
-    let start = page.find("alert-danger")?;
+    let start = page.find("\"alert alert-danger\"")?;
     let after = &page[start..];
     let body = &after[after.find('>')? + 1..];
     let end = body.find("</div>").unwrap_or(body.len());
@@ -429,6 +430,7 @@ mod tests {
         </div>"#;
         assert_eq!(danger_alert(page).as_deref(), Some("Something went wrong."));
         assert_eq!(danger_alert("<div class=\"alert alert-success\">ok</div>"), None);
+        assert_eq!(danger_alert("<div class=\"ajax-error alert-danger\">The error</div>"), None);
     }
 
     #[test]
