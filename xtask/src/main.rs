@@ -3,6 +3,7 @@
 
 mod backup;
 mod base;
+mod bench;
 mod build;
 mod checks;
 mod context;
@@ -54,6 +55,16 @@ enum Verb {
     Backup(BackupArgs),
     /// Bring a backup back into a stopped stack (every sum is checked first)
     Restore(RestoreArgs),
+    /// Load-test a stack of its own: spawn, burst, ramp or idle (`cargo xtask bench --help`)
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// The scenario and its options, read by the bench itself (`--help` lists them)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "SCENARIO [OPTIONS]")]
+    args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +169,7 @@ fn main() -> ExitCode {
         Verb::Down(args) => stack::down(args.volumes, args.force),
         Verb::Logs(args) => stack::logs(&args.services),
         Verb::Doctor => doctor::run(),
+        Verb::Bench(args) => bench::run(&args.args),
         Verb::Backup(args) => {
             backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(backup::default_env_file) })
         }
@@ -202,6 +214,16 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "down", "--force"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "doctor", "extra"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "down", "--volumes", "--force"]).is_ok());
+    }
+
+    #[test]
+    fn bench_passes_its_scenario_and_options_on() {
+        let cli = Cli::try_parse_from(["xtask", "bench", "ramp", "--users", "30", "--poll"]).unwrap();
+        let Verb::Bench(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!(args.args, ["ramp", "--users", "30", "--poll"]);
+        let help = Cli::try_parse_from(["xtask", "bench", "--help"]).unwrap();
+        let Verb::Bench(args) = help.verb else { panic!("parsed as {:?}", help.verb) };
+        assert_eq!(args.args, ["--help"], "the bench prints its own help");
     }
 
     #[test]

@@ -15,6 +15,11 @@ use crate::engine;
 /// Writes the view of the checkout at `root` to `path` and returns its text (whose digest tells compose
 /// to recreate the hub when it changed).
 pub async fn write(docker: &Docker, root: &Path, path: &Path) -> anyhow::Result<String> {
+    Ok(resolve(docker, root).await?.write_atomically(path)?)
+}
+
+/// The view of the checkout at `root` on this engine: its ids, its CPUs and memory.
+pub async fn resolve(docker: &Docker, root: &Path) -> anyhow::Result<HubView> {
     let catalog = Catalog::load(root)?;
     let lock = Lock::load(&jhub_docker::lock_path(root))?;
     let mut image_ids = BTreeMap::new();
@@ -34,5 +39,5 @@ pub async fn write(docker: &Docker, root: &Path, path: &Path) -> anyhow::Result<
     for warning in view.fit_to_engine(cpus, memory) {
         crate::ui::warn(&warning, "profiles are written for the machines a site runs on; edit images/catalog.toml to match this one");
     }
-    Ok(view.write_atomically(path)?)
+    Ok(view)
 }

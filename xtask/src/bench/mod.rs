@@ -1,0 +1,688 @@
+//! `cargo xtask bench`: a benchmark, not a test. It brings up a stack of its own, drives the hub as many
+//! users would (signup, login, spawn, Lab, a kernel running `5 * 4`, stop) and prints p50 / p95 / max per
+//! phase, every failure named, and keeps every sample as JSON under `target/bench/` for `--compare`.
+
+mod report;
+mod stack;
+mod stats;
+mod users;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::StatsOptionsBuilder;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use jhub_docker::catalog::Catalog;
+use jhub_docker::lock::Lock;
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::report::{Failure, Machine, Run, Sample};
+use self::stack::BenchStack;
+use self::users::{User, WaitMode};
+use crate::engine;
+use crate::ui::{self, UserError};
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench <spawn|burst|ramp|idle> [options]
+
+scenarios:
+  spawn   one user, --cycles spawn/stop cycles per single-user image (or --image): request → ready,
+          the container's CPU-seconds until ready, Lab, a kernel, stop
+  burst   --users users at the same instant: signup, login, spawn, Lab, kernel `5 * 4`, stop
+  ramp    --users users arriving evenly over --duration seconds, the same journey
+  idle    --users servers running: hub and proxy memory and CPU once they settle
+
+options:
+  --users N          burst 10, ramp 30, idle 50
+  --duration SECONDS ramp: 60
+  --cycles N         spawn: 5
+  --image NAME       the single-user image (spawn: every one; others: the catalog's first)
+  --poll             wait for spawns by asking for the user model every 0.2 s instead of following the
+                     progress event stream as the spawn page does
+  --compare OLD.json print the ratio new/old of every figure against an earlier run
+  --output FILE      where to write the run (default target/bench/<UTC time>-<scenario>.json)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Spawn,
+    Burst,
+    Ramp,
+    Idle,
+}
+
+impl Scenario {
+    fn parse(word: &str) -> Option<Scenario> {
+        match word {
+            "spawn" => Some(Scenario::Spawn),
+            "burst" => Some(Scenario::Burst),
+            "ramp" => Some(Scenario::Ramp),
+            "idle" => Some(Scenario::Idle),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Spawn => "spawn",
+            Scenario::Burst => "burst",
+            Scenario::Ramp => "ramp",
+            Scenario::Idle => "idle",
+        }
+    }
+}
+
+/// The bench's options, whatever parsed them (`parse` below, or a clap front end).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    pub scenario: Scenario,
+    /// burst 10, ramp 30, idle 50 when not given; spawn always uses one user.
+    pub users: Option<usize>,
+    /// ramp: the time over which users arrive (60 s when not given).
+    pub duration: Option<Duration>,
+    /// spawn: cycles per image (5 when not given).
+    pub cycles: Option<usize>,
+    pub image: Option<String>,
+    pub poll: bool,
+    pub compare: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+}
+
+fn usage_error(message: impl Into<String>) -> UserError {
+    UserError::new(message, "run `cargo xtask bench --help` for the scenarios and options")
+}
+
+/// Parses `bench`'s arguments: the scenario (a word, or `--scenario NAME`) and the options, each as
+/// `--name value` or `--name=value`. `Ok(None)` for `--help`.
+pub fn parse(args: &[String]) -> Result<Option<BenchOptions>, UserError> {
+    let mut scenario = None;
+    let mut options = BenchOptions {
+        scenario: Scenario::Spawn,
+        users: None,
+        duration: None,
+        cycles: None,
+        image: None,
+        poll: false,
+        compare: None,
+        output: None,
+    };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String, UserError> {
+            inline.clone().or_else(|| rest.next().cloned()).ok_or_else(|| usage_error(format!("{name} needs {what}")))
+        };
+        let count = |text: String, name: &str| -> Result<usize, UserError> {
+            text.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| usage_error(format!("{name} {text:?} is not a whole number above 0")))
+        };
+        match name {
+            "-h" | "--help" | "help" => return Ok(None),
+            "--scenario" => {
+                let word = value("a scenario")?;
+                scenario = Some(Scenario::parse(&word).ok_or_else(|| usage_error(format!("unknown scenario `{word}`")))?);
+            }
+            "--users" => options.users = Some(count(value("a number")?, name)?),
+            "--cycles" => options.cycles = Some(count(value("a number")?, name)?),
+            "--duration" => {
+                let text = value("seconds")?;
+                let seconds = text.trim_end_matches('s').parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+                let seconds = seconds.ok_or_else(|| usage_error(format!("--duration {text:?} is not a number of seconds")))?;
+                options.duration = Some(Duration::from_secs_f64(seconds));
+            }
+            "--image" => options.image = Some(value("an image name")?),
+            "--poll" => options.poll = true,
+            "--compare" => options.compare = Some(PathBuf::from(value("a JSON file")?)),
+            "--output" => options.output = Some(PathBuf::from(value("a file")?)),
+            word if !word.starts_with('-') && scenario.is_none() => {
+                scenario = Some(Scenario::parse(word).ok_or_else(|| usage_error(format!("unknown scenario `{word}`")))?);
+            }
+            other => return Err(usage_error(format!("unexpected argument `{other}` for bench"))),
+        }
+    }
+    options.scenario = scenario.ok_or_else(|| usage_error("name a scenario: spawn, burst, ramp or idle"))?;
+    Ok(Some(options))
+}
+
+/// `cargo xtask bench …` as the plain argument list main.rs passes.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    match parse(args)? {
+        Some(options) => run_with(&options),
+        None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+    }
+}
+
+/// What a scenario needs: the engine, the stack, how users wait, and where samples and failures go.
+struct Bench {
+    docker: Docker,
+    stack: Arc<BenchStack>,
+    mode: WaitMode,
+    /// When users started (reset once the stack is up): samples' `at` and the wall time count from here.
+    started: Mutex<Instant>,
+    samples: Mutex<Vec<Sample>>,
+    failures: Mutex<Vec<Failure>>,
+    tracker: Tracker,
+}
+
+pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
+    let root = jhub_docker::repo_root();
+    let catalog = Catalog::load(&root)?;
+    let lock = Lock::load(&jhub_docker::lock_path(&root))?;
+    let single_user: Vec<String> = catalog.single_user_images().map(|(entry, _)| entry.name.clone()).collect();
+    let images: Vec<String> = match &options.image {
+        Some(name) if single_user.contains(name) => vec![name.clone()],
+        Some(name) => {
+            return Err(UserError::new(
+                format!("`{name}` is not a single-user image of the catalog"),
+                format!("use one of: {}", single_user.join(", ")),
+            )
+            .into());
+        }
+        None if options.scenario == Scenario::Spawn => single_user.clone(),
+        None => single_user[..1].to_vec(),
+    };
+    let old = options.compare.as_deref().map(report::load).transpose()?;
+    let users = options.users.unwrap_or(match options.scenario {
+        Scenario::Spawn => 1,
+        Scenario::Burst => 10,
+        Scenario::Ramp => 30,
+        Scenario::Idle => 50,
+    });
+    let duration = options.duration.unwrap_or(Duration::from_secs(60));
+    let cycles = options.cycles.unwrap_or(5);
+    let mode = if options.poll { WaitMode::Poll } else { WaitMode::Progress };
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let docker = runtime.block_on(engine::connect())?;
+    // The view says which id each image has on this engine (and refuses what the engine lacks).
+    let view = runtime.block_on(crate::view::resolve(&docker, &root))?;
+    let mut image_ids = BTreeMap::new();
+    for name in &images {
+        let Some(image) = view.images.iter().find(|image| &image.name == name) else {
+            return Err(
+                UserError::new(format!("image `{name}` is not a single-user image of the catalog"), "see images/catalog.toml").into()
+            );
+        };
+        image_ids.insert(name.clone(), image.image_id.clone());
+    }
+    let hub_image = runtime.block_on(stack::hub_image(&docker, &lock))?;
+    let machine = runtime.block_on(machine(&docker))?;
+    let (commit, dirty) = git_commit(&root);
+    let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let started_utc = report::utc_stamp(unix_now);
+    let settings = serde_json::json!({
+        "users": if options.scenario == Scenario::Spawn { 1 } else { users },
+        "duration_s": (options.scenario == Scenario::Ramp).then_some(duration.as_secs_f64()),
+        "cycles": (options.scenario == Scenario::Spawn).then_some(cycles),
+        "images": image_ids,
+        "wait": if options.poll { "poll" } else { "progress" },
+        "hub_image": hub_image,
+    });
+
+    let stack = Arc::new(BenchStack::prepare(&hub_image, &view)?);
+    let total = match options.scenario {
+        Scenario::Spawn => (images.len() * cycles) as u64,
+        _ => users as u64,
+    };
+    let bench = Arc::new(Bench {
+        docker: docker.clone(),
+        stack: stack.clone(),
+        mode,
+        started: Mutex::new(Instant::now()),
+        samples: Mutex::new(Vec::new()),
+        failures: Mutex::new(Vec::new()),
+        tracker: Tracker::new(options.scenario.name(), total),
+    });
+    let outcome = runtime.block_on(async {
+        // Registered before anything starts: Ctrl-C (or a TERM) ends the run, then the stack is removed.
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let scenario = async {
+            stack.start().await?;
+            *bench.started.lock().expect("no poisoned lock") = Instant::now();
+            bench.tracker.reset();
+            match options.scenario {
+                Scenario::Spawn => spawn_cycles(&bench, &images, cycles).await,
+                Scenario::Burst => crowd(&bench, &images[0], users, Duration::ZERO).await,
+                Scenario::Ramp => crowd(&bench, &images[0], users, duration).await,
+                Scenario::Idle => idle(&bench, &images[0], users).await,
+            }
+        };
+        tokio::select! {
+            outcome = scenario => outcome,
+            _ = interrupt.recv() => Err(UserError::new("interrupted", "the bench stack was removed; nothing was recorded").into()),
+            _ = terminate.recv() => Err(UserError::new("terminated", "the bench stack was removed; nothing was recorded").into()),
+        }
+    });
+    bench.tracker.bar.finish_and_clear();
+    let wall_seconds = bench.at();
+    runtime.block_on(stack.remove(&docker));
+    outcome?;
+
+    let run = Run {
+        scenario: if options.poll { format!("{}-poll", options.scenario.name()) } else { options.scenario.name().to_string() },
+        started_utc: started_utc.clone(),
+        wall_seconds,
+        commit,
+        dirty,
+        machine,
+        settings,
+        samples: std::mem::take(&mut *bench.samples.lock().expect("no poisoned lock")),
+        failures: std::mem::take(&mut *bench.failures.lock().expect("no poisoned lock")),
+    };
+    print!("{}", report::render(&run));
+    let path = options.output.clone().unwrap_or_else(|| root.join("target/bench").join(format!("{started_utc}-{}.json", run.scenario)));
+    report::save(&run, &path)?;
+    if let (Some(old), Some(old_path)) = (&old, &options.compare) {
+        print!("{}", report::render_comparison(&run, old, old_path));
+    }
+    println!("\nrecorded in {}", display_relative(&path, &root));
+    Ok(())
+}
+
+fn display_relative(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+async fn machine(docker: &Docker) -> anyhow::Result<Machine> {
+    let version = docker.version().await?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_default();
+    Ok(Machine {
+        cores: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        memory_bytes: memory_kib * 1024,
+        engine_version: version.version.unwrap_or_default(),
+        kernel: version.kernel_version.unwrap_or_default(),
+    })
+}
+
+/// The checkout's commit and whether tracked files differ from it.
+fn git_commit(root: &Path) -> (String, bool) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".to_string());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|status| !status.is_empty());
+    (commit, dirty)
+}
+
+impl Bench {
+    fn at(&self) -> f64 {
+        self.started.lock().expect("no poisoned lock").elapsed().as_secs_f64()
+    }
+
+    fn sample(&self, group: &str, phase: &str, unit: &str, value: f64, user: &str) {
+        let sample = Sample { group: group.into(), phase: phase.into(), unit: unit.into(), value, user: user.into(), at: self.at() };
+        self.samples.lock().expect("no poisoned lock").push(sample);
+    }
+
+    fn fail(&self, group: &str, phase: &str, user: &str, reason: &str) {
+        // The user's name is replaced so that one cause reads as one reason across users.
+        let reason = if user.is_empty() { reason.to_string() } else { reason.replace(user, "<u>") };
+        self.tracker.failed(user, phase, &reason);
+        let failure = Failure { group: group.into(), phase: phase.into(), user: user.into(), reason, at: self.at() };
+        self.failures.lock().expect("no poisoned lock").push(failure);
+    }
+
+    /// Runs one phase of a user's journey, timed; records its duration or its failure.
+    async fn step<T>(&self, user: &User, group: &str, phase: &str, work: impl Future<Output = Result<T, String>>) -> Option<T> {
+        self.tracker.enter(&user.name, phase);
+        let (seconds, outcome) = users::timed(work).await;
+        match outcome {
+            Ok(value) => {
+                self.sample(group, phase, "s", seconds, &user.name);
+                Some(value)
+            }
+            Err(reason) => {
+                self.fail(group, phase, &user.name, &reason);
+                None
+            }
+        }
+    }
+
+    fn new_user(&self, name: &str) -> anyhow::Result<User> {
+        User::new(&self.stack.url(""), name)
+    }
+
+    /// From a running server to its stop: Lab, a kernel running `5 * 4`, then the stop (also when Lab or
+    /// the kernel failed). Returns whether every phase passed.
+    async fn use_and_stop(&self, user: &User, group: &str) -> bool {
+        let used = self.step(user, group, "lab", user.open_lab()).await.is_some()
+            && self.step(user, group, "kernel", user.run_kernel()).await.is_some();
+        let stopped = self.step(user, group, "stop", user.stop()).await.is_some();
+        used && stopped
+    }
+
+    /// The whole journey of one user of `burst` and `ramp`.
+    async fn journey(&self, name: &str, image: &str) {
+        let user = match self.new_user(name) {
+            Ok(user) => user,
+            Err(err) => {
+                self.fail(image, "signup", name, &format!("cannot make an HTTP client: {err}"));
+                self.tracker.done(name, false);
+                return;
+            }
+        };
+        let ok = self.step(&user, image, "signup", user.sign_up()).await.is_some()
+            && self.step(&user, image, "login", user.log_in()).await.is_some()
+            && match self.step(&user, image, "spawn", user.spawn(image, self.mode)).await {
+                Some(()) => self.use_and_stop(&user, image).await,
+                None => {
+                    // Whatever the hub left of a failed spawn goes, unrecorded; the stack's removal takes
+                    // the rest.
+                    let _ = user.stop().await;
+                    false
+                }
+            };
+        self.tracker.done(name, ok);
+    }
+}
+
+/// `spawn`: one user, `cycles` spawn/stop cycles of every image in turn.
+async fn spawn_cycles(bench: &Arc<Bench>, images: &[String], cycles: usize) -> anyhow::Result<()> {
+    let user = bench.new_user("bench-spawn")?;
+    if bench.step(&user, "session", "signup", user.sign_up()).await.is_none()
+        || bench.step(&user, "session", "login", user.log_in()).await.is_none()
+    {
+        return Err(UserError::new("the bench user could not sign up and log in; the failure is above", "see the hub's log").into());
+    }
+    for image in images {
+        for cycle in 1..=cycles {
+            bench.tracker.line(&format!("{image}: cycle {cycle} of {cycles}"));
+            let spawned = bench.step(&user, image, "spawn", user.spawn(image, bench.mode)).await.is_some();
+            if !spawned {
+                let _ = user.stop().await;
+                bench.tracker.done(&user.name, false);
+                continue;
+            }
+            match user_cpu_seconds(bench, &user.name).await {
+                Ok(seconds) => bench.sample(image, "cpu-until-ready", "cpu-s", seconds, &user.name),
+                Err(err) => bench.fail(image, "cpu-until-ready", &user.name, &format!("engine stats: {err:#}")),
+            }
+            let ok = bench.use_and_stop(&user, image).await;
+            bench.tracker.done(&user.name, ok);
+        }
+    }
+    Ok(())
+}
+
+/// The CPU time a user's container has used since it started (Engine stats API).
+async fn user_cpu_seconds(bench: &Bench, user: &str) -> anyhow::Result<f64> {
+    let id = bench.stack.user_container(&bench.docker, user).await?;
+    Ok(container_usage(&bench.docker, &id).await?.cpu_ns as f64 / 1e9)
+}
+
+struct Usage {
+    cpu_ns: u64,
+    rss_bytes: u64,
+    taken: Instant,
+}
+
+/// A container's CPU time so far and its resident memory (cgroup v1 `rss`, v2 `anon`; else the usage).
+async fn container_usage(docker: &Docker, id: &str) -> anyhow::Result<Usage> {
+    let options = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+    let stats = docker.stats(id, Some(options)).next().await.ok_or_else(|| anyhow::anyhow!("the engine sent no stats for {id}"))??;
+    let cpu_ns = stats.cpu_stats.and_then(|cpu| cpu.cpu_usage).and_then(|usage| usage.total_usage).unwrap_or_default();
+    let memory = stats.memory_stats.unwrap_or_default();
+    let from_stats = memory.stats.as_ref().and_then(|values| values.get("rss").or_else(|| values.get("anon")).copied());
+    Ok(Usage { cpu_ns, rss_bytes: from_stats.or(memory.usage).unwrap_or_default(), taken: Instant::now() })
+}
+
+/// CPU use between two readings, in % of one core.
+fn cpu_percent(before: &Usage, after: &Usage) -> f64 {
+    let wall = after.taken.duration_since(before.taken).as_secs_f64();
+    if wall <= 0.0 { 0.0 } else { after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e9 / wall * 100.0 }
+}
+
+/// `burst` (over = 0) and `ramp`: `count` users, the i-th starting at i · over / count.
+async fn crowd(bench: &Arc<Bench>, image: &str, count: usize, over: Duration) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    let mut journeys = tokio::task::JoinSet::new();
+    for index in 0..count {
+        let bench = bench.clone();
+        let image = image.to_string();
+        let offset = over.mul_f64(index as f64 / count as f64);
+        journeys.spawn(async move {
+            tokio::time::sleep_until(start + offset).await;
+            bench.journey(&format!("bench-{:03}", index + 1), &image).await;
+        });
+    }
+    while let Some(joined) = journeys.join_next().await {
+        joined?;
+    }
+    Ok(())
+}
+
+/// How many `idle` users sign up and spawn at a time: enough to be quick, few enough to not be a burst.
+const IDLE_SETUP_CONCURRENCY: usize = 4;
+/// The hub is settled when its CPU use over [`SETTLE_WINDOW`] is below this (% of one core)…
+const SETTLED_CPU_PERCENT: f64 = 5.0;
+const SETTLE_WINDOW: Duration = Duration::from_secs(5);
+/// …or, if it never is, after this long (the figures then say how busy it stayed).
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+/// The window over which idle CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
+
+/// `idle`: `count` servers started a few at a time; once the hub settles, the hub's and the proxy's memory
+/// and CPU, and each server's; then every server is stopped.
+async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<()> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(IDLE_SETUP_CONCURRENCY));
+    let mut setups = tokio::task::JoinSet::new();
+    for index in 0..count {
+        let (bench, gate, image) = (bench.clone(), gate.clone(), image.to_string());
+        setups.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("the gate is never closed");
+            let name = format!("bench-{:03}", index + 1);
+            let user = match bench.new_user(&name) {
+                Ok(user) => user,
+                Err(err) => {
+                    bench.fail(&image, "signup", &name, &format!("cannot make an HTTP client: {err}"));
+                    bench.tracker.done(&name, false);
+                    return None;
+                }
+            };
+            let signed_in = bench.step(&user, &image, "signup", user.sign_up()).await.is_some()
+                && bench.step(&user, &image, "login", user.log_in()).await.is_some();
+            let spawned = signed_in && bench.step(&user, &image, "spawn", user.spawn(&image, bench.mode)).await.is_some();
+            if !spawned {
+                if signed_in {
+                    let _ = user.stop().await;
+                }
+                bench.tracker.done(&user.name, false);
+                return None;
+            }
+            bench.tracker.enter(&user.name, "running");
+            Some(user)
+        });
+    }
+    let mut running = Vec::new();
+    while let Some(joined) = setups.join_next().await {
+        running.extend(joined?);
+    }
+    ui::note(&format!("idle: {} of {count} servers running; waiting for the hub to settle", running.len()));
+
+    let hub = bench.stack.service_container(&bench.docker, "hub").await?;
+    let proxy = bench.stack.service_container(&bench.docker, "proxy").await?;
+    let settling = Instant::now();
+    loop {
+        let before = container_usage(&bench.docker, &hub).await?;
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        let after = container_usage(&bench.docker, &hub).await?;
+        if cpu_percent(&before, &after) < SETTLED_CPU_PERCENT || settling.elapsed() > SETTLE_LIMIT {
+            break;
+        }
+    }
+    bench.sample("stack", "settle", "s", settling.elapsed().as_secs_f64(), "");
+    ui::note(&format!("idle: measuring over {} s", IDLE_WINDOW.as_secs()));
+
+    let servers = bench.stack.user_containers(&bench.docker).await?;
+    let mut before = BTreeMap::new();
+    for id in [&hub, &proxy].into_iter().chain(&servers) {
+        before.insert(id.clone(), container_usage(&bench.docker, id).await?);
+    }
+    tokio::time::sleep(IDLE_WINDOW).await;
+    for (id, earlier) in &before {
+        let now = container_usage(&bench.docker, id).await?;
+        let (group, who) = if *id == hub {
+            ("stack", "hub")
+        } else if *id == proxy {
+            ("stack", "proxy")
+        } else {
+            (image, "server")
+        };
+        bench.sample(group, &format!("{who} rss"), "MB", now.rss_bytes as f64 / 1e6, "");
+        bench.sample(group, &format!("{who} cpu"), "%", cpu_percent(earlier, &now), "");
+    }
+
+    let mut stops = tokio::task::JoinSet::new();
+    for user in running {
+        let (bench, gate, image) = (bench.clone(), gate.clone(), image.to_string());
+        stops.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("the gate is never closed");
+            let ok = bench.step(&user, &image, "stop", user.stop()).await.is_some();
+            bench.tracker.done(&user.name, ok);
+        });
+    }
+    while let Some(joined) = stops.join_next().await {
+        joined?;
+    }
+    Ok(())
+}
+
+/// The progress bar on stderr: users done out of all, and how many are in each phase; plain lines instead
+/// when stderr is not a terminal.
+struct Tracker {
+    bar: ProgressBar,
+    phases: Mutex<BTreeMap<String, String>>,
+    started: Mutex<Instant>,
+}
+
+impl Tracker {
+    fn new(scenario: &str, total: u64) -> Tracker {
+        let bar = ProgressBar::new(total).with_prefix(scenario.to_string());
+        let template = if ui::colour_wanted() {
+            "{prefix:.bold} {elapsed:>4} [{bar:30.cyan/blue}] {pos}/{len} {wide_msg}"
+        } else {
+            "{prefix} {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}"
+        };
+        bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
+        if !bar.is_hidden() {
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+        Tracker { bar, phases: Mutex::new(BTreeMap::new()), started: Mutex::new(Instant::now()) }
+    }
+
+    /// Starts the clock and the bar again (after the stack is up, when users start).
+    fn reset(&self) {
+        *self.started.lock().expect("no poisoned lock") = Instant::now();
+        self.bar.reset();
+        if !self.bar.is_hidden() {
+            self.bar.enable_steady_tick(Duration::from_millis(200));
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let elapsed = self.started.lock().expect("no poisoned lock").elapsed().as_secs_f64();
+        let line = format!("{elapsed:>7.1} s  {text}");
+        if self.bar.is_hidden() { ui::note(&line) } else { self.bar.println(line) }
+    }
+
+    fn refresh(&self, phases: &BTreeMap<String, String>) {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for phase in phases.values() {
+            *counts.entry(phase.as_str()).or_default() += 1;
+        }
+        let text: Vec<String> = counts.iter().map(|(phase, count)| format!("{phase} {count}")).collect();
+        self.bar.set_message(text.join(" · "));
+    }
+
+    fn enter(&self, user: &str, phase: &str) {
+        let mut phases = self.phases.lock().expect("no poisoned lock");
+        phases.insert(user.to_string(), phase.to_string());
+        self.refresh(&phases);
+        if self.bar.is_hidden() {
+            self.line(&format!("{user}: {phase}"));
+        }
+    }
+
+    fn failed(&self, user: &str, phase: &str, reason: &str) {
+        self.line(&format!("{user}: {phase} failed: {reason}"));
+    }
+
+    fn done(&self, user: &str, ok: bool) {
+        let mut phases = self.phases.lock().expect("no poisoned lock");
+        phases.remove(user);
+        self.refresh(&phases);
+        self.bar.inc(1);
+        if self.bar.is_hidden() {
+            self.line(&format!(
+                "{user}: {} ({}/{})",
+                if ok { "done" } else { "failed" },
+                self.bar.position(),
+                self.bar.length().unwrap_or(0)
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn scenarios_are_words_or_options() {
+        assert_eq!(parse(&args("burst")).unwrap().unwrap().scenario, Scenario::Burst);
+        assert_eq!(parse(&args("--scenario ramp")).unwrap().unwrap().scenario, Scenario::Ramp);
+        assert_eq!(parse(&args("--scenario=idle --users=20")).unwrap().unwrap().users, Some(20));
+        assert!(parse(&args("--help")).unwrap().is_none());
+    }
+
+    #[test]
+    fn options_take_values() {
+        let options = parse(&args("ramp --users 30 --duration 60s --poll --compare old.json --output new.json")).unwrap().unwrap();
+        assert_eq!(options.users, Some(30));
+        assert_eq!(options.duration, Some(Duration::from_secs(60)));
+        assert!(options.poll);
+        assert_eq!(options.compare, Some(PathBuf::from("old.json")));
+        assert_eq!(options.output, Some(PathBuf::from("new.json")));
+        let options = parse(&args("spawn --cycles 3 --image minimal")).unwrap().unwrap();
+        assert_eq!((options.cycles, options.image.as_deref()), (Some(3), Some("minimal")));
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        assert!(parse(&args("")).unwrap_err().message.contains("name a scenario"));
+        assert!(parse(&args("storm")).unwrap_err().message.contains("unknown scenario `storm`"));
+        assert!(parse(&args("burst --users 0")).unwrap_err().message.contains("--users \"0\""));
+        assert!(parse(&args("burst --users")).unwrap_err().message.contains("--users needs a number"));
+        assert!(parse(&args("burst extra")).unwrap_err().message.contains("unexpected argument `extra`"));
+    }
+}

@@ -1,0 +1,441 @@
+//! A simulated user of the hub, as a browser would be one: its own cookie jar, NativeAuthenticator's signup
+//! and login forms, the REST spawn API, the spawn's progress event stream (or, in `--poll` mode, the user
+//! model every 0.2 s), Lab through the hub's OAuth handshake, a kernel started through the server's REST
+//! API and `5 * 4` run over the kernel websocket (Jupyter message protocol v5, JSON), and the stop.
+//!
+//! Requests authenticate as the browser does, with the session cookies and the `_xsrf` cookie's value in
+//! `X-XSRFToken`, not with an API token: the OAuth handshake Lab's first load triggers, and the cookie
+//! checks on every request, are load the hub carries for real users.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The longest any single request may take (a spawn request blocks up to the hub's slow_spawn_timeout).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a user waits for a spawn, a stop or a kernel result before counting it as failed.
+pub const PATIENCE: Duration = Duration::from_secs(300);
+/// How often a `--poll` user (and every user waiting for a stop) asks for the server's state.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// How a user waits for the spawn to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitMode {
+    /// Follows `/hub/api/users/<u>/server/progress` (text/event-stream), as the spawn page does.
+    Progress,
+    /// Asks for `/hub/api/users/<u>` every 0.2 s from the moment of the request, as impatient users do.
+    Poll,
+}
+
+pub struct User {
+    pub name: String,
+    password: String,
+    base: String,
+    http: reqwest::Client,
+    jar: Arc<Jar>,
+}
+
+/// The state of the user's default server in the hub's user model.
+#[derive(Debug, PartialEq, Eq)]
+enum ServerState {
+    Ready,
+    Pending(String),
+    Absent,
+}
+
+static MESSAGES: AtomicU64 = AtomicU64::new(0);
+
+/// A message or session id, unique within this run (the kernel only compares them).
+fn unique_id(kind: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("{kind}-{}-{nanos:x}-{}", std::process::id(), MESSAGES.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The first 200 characters of a response body's `message` (JSON errors) or of the body itself.
+fn body_message(body: &str) -> String {
+    let message = serde_json::from_str::<Value>(body).ok().and_then(|json| json["message"].as_str().map(str::to_string));
+    let text = message.unwrap_or_else(|| body.split_whitespace().collect::<Vec<_>>().join(" "));
+    text.chars().take(200).collect()
+}
+
+/// The text of the first `<div class="alert alert-danger">` of a page, tags removed (every hub page also
+/// carries a hidden `ajax-error alert-danger` modal, which is not an alert).
+fn danger_alert(page: &str) -> Option<String> {
+    let start = page.find("\"alert alert-danger\"")?;
+    let after = &page[start..];
+    let body = &after[after.find('>')? + 1..];
+    let end = body.find("</div>").unwrap_or(body.len());
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in body[..end].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+impl User {
+    pub fn new(base: &str, name: &str) -> anyhow::Result<User> {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder().cookie_provider(jar.clone()).timeout(REQUEST_TIMEOUT).build()?;
+        Ok(User { name: name.to_string(), password: format!("{name}-bench-pw-1"), base: base.to_string(), http, jar })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The value of the `_xsrf` cookie the jar would send to `path` (the hub's under `/hub/`, the user
+    /// server's under `/user/<u>/`).
+    fn xsrf(&self, path: &str) -> Option<String> {
+        let url = self.url(path).parse().ok()?;
+        let header = self.jar.cookies(&url)?;
+        let cookies = header.to_str().ok()?.to_string();
+        cookies.split("; ").find_map(|pair| pair.strip_prefix("_xsrf=")).map(str::to_string)
+    }
+
+    /// A request from the logged-in browser: cookies from the jar, `X-XSRFToken` from the `_xsrf` cookie
+    /// for that path.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = self.xsrf(path) {
+            request = request.header("X-XSRFToken", token);
+        }
+        request
+    }
+
+    async fn send(&self, what: &str, request: reqwest::RequestBuilder) -> Result<(StatusCode, String, String), String> {
+        let response = request.send().await.map_err(|err| format!("{what}: {}", request_error(&err)))?;
+        let status = response.status();
+        let final_path = response.url().path().to_string();
+        let body = response.text().await.map_err(|err| format!("{what}: reading the body: {}", request_error(&err)))?;
+        Ok((status, final_path, body))
+    }
+
+    /// Opens the signup page (which sets `_xsrf`) and posts NativeAuthenticator's signup form.
+    pub async fn sign_up(&self) -> Result<(), String> {
+        self.send("GET /hub/signup", self.http.get(self.url("/hub/signup"))).await?;
+        let xsrf = self.xsrf("/hub/signup").ok_or("GET /hub/signup set no _xsrf cookie")?;
+        let form = [
+            ("username", self.name.as_str()),
+            ("signup_password", self.password.as_str()),
+            ("signup_password_confirmation", self.password.as_str()),
+            ("_xsrf", xsrf.as_str()),
+        ];
+        let (status, _, page) = self.send("POST /hub/signup", self.http.post(self.url("/hub/signup")).form(&form)).await?;
+        if !status.is_success() {
+            return Err(format!("POST /hub/signup: HTTP {}", status.as_u16()));
+        }
+        match danger_alert(&page) {
+            Some(alert) => Err(format!("POST /hub/signup: {alert}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the login page and posts the login form; following the redirect, the user lands where the
+    /// hub sends a browser (the spawn form).
+    pub async fn log_in(&self) -> Result<(), String> {
+        self.send("GET /hub/login", self.http.get(self.url("/hub/login"))).await?;
+        let xsrf = self.xsrf("/hub/login").ok_or("GET /hub/login set no _xsrf cookie")?;
+        let form = [("username", self.name.as_str()), ("password", self.password.as_str()), ("_xsrf", xsrf.as_str())];
+        let (status, landed, page) = self.send("POST /hub/login", self.http.post(self.url("/hub/login")).form(&form)).await?;
+        if landed.starts_with("/hub/login") {
+            let error = page.split("login_error").nth(1).and_then(|rest| rest.split('>').nth(1)).and_then(|text| text.split('<').next());
+            return Err(format!("POST /hub/login: refused ({})", error.map(str::trim).filter(|e| !e.is_empty()).unwrap_or("no message")));
+        }
+        if !status.is_success() {
+            return Err(format!("POST /hub/login: landed on {landed} with HTTP {}", status.as_u16()));
+        }
+        Ok(())
+    }
+
+    /// `POST /hub/api/users/<u>/server`: `Ok(true)` when the hub answered that the server is ready (201),
+    /// `Ok(false)` when it is still starting (202).
+    async fn request_spawn(&self, image: &str) -> Result<bool, String> {
+        let path = format!("/hub/api/users/{}/server", self.name);
+        let (status, _, body) =
+            self.send("POST /hub/api/users/<u>/server", self.request(Method::POST, &path).json(&json!({ "image": image }))).await?;
+        match status {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            other => Err(format!("POST /hub/api/users/<u>/server: HTTP {}: {}", other.as_u16(), body_message(&body))),
+        }
+    }
+
+    async fn server_state(&self) -> Result<ServerState, String> {
+        let path = format!("/hub/api/users/{}", self.name);
+        let (status, _, body) = self.send("GET /hub/api/users/<u>", self.request(Method::GET, &path)).await?;
+        if status != StatusCode::OK {
+            return Err(format!("GET /hub/api/users/<u>: HTTP {}: {}", status.as_u16(), body_message(&body)));
+        }
+        let model: Value = serde_json::from_str(&body).map_err(|err| format!("GET /hub/api/users/<u>: not JSON: {err}"))?;
+        let server = &model["servers"][""];
+        if server.is_null() {
+            return Ok(ServerState::Absent);
+        }
+        if server["ready"] == json!(true) {
+            return Ok(ServerState::Ready);
+        }
+        Ok(ServerState::Pending(server["pending"].as_str().unwrap_or("none").to_string()))
+    }
+
+    /// Requests the spawn of `image` and returns once the server is ready, waiting as `mode` says.
+    pub async fn spawn(&self, image: &str, mode: WaitMode) -> Result<(), String> {
+        let wait = async {
+            match mode {
+                WaitMode::Progress => {
+                    if self.request_spawn(image).await? {
+                        return Ok(());
+                    }
+                    self.follow_progress().await
+                }
+                WaitMode::Poll => self.spawn_polling(image).await,
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| Err(format!("spawn: not ready after {} s", PATIENCE.as_secs())))
+    }
+
+    /// Reads the spawn's progress event stream until its `ready` (or `failed`) event.
+    async fn follow_progress(&self) -> Result<(), String> {
+        let path = format!("/hub/api/users/{}/server/progress", self.name);
+        let what = "GET /hub/api/users/<u>/server/progress";
+        let mut response = self
+            .request(Method::GET, &path)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|err| format!("{what}: {}", request_error(&err)))?;
+        if response.status() != StatusCode::OK {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!("{what}: HTTP {status}: {}", body_message(&body)));
+        }
+        let mut pending = String::new();
+        let mut last_message = String::new();
+        while let Some(chunk) = response.chunk().await.map_err(|err| format!("{what}: {}", request_error(&err)))? {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
+                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
+                if event["ready"] == json!(true) {
+                    return Ok(());
+                }
+                let message = event["message"].as_str().unwrap_or_default().to_string();
+                if event["failed"] == json!(true) {
+                    return Err(format!("spawn failed: {}", message.chars().take(200).collect::<String>()));
+                }
+                last_message = message;
+            }
+        }
+        Err(format!("{what}: the stream ended before the server was ready (last event: {last_message:?})"))
+    }
+
+    /// Requests the spawn and, from that moment, asks for the user model every 0.2 s until it shows the
+    /// server ready (or the request answers 201).
+    async fn spawn_polling(&self, image: &str) -> Result<(), String> {
+        let request = self.request_spawn(image);
+        tokio::pin!(request);
+        let mut answered = false;
+        let mut ticker = tokio::time::interval(POLL_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ready = &mut request, if !answered => {
+                    if ready? {
+                        return Ok(());
+                    }
+                    answered = true;
+                }
+                _ = ticker.tick() => match self.server_state().await? {
+                    ServerState::Ready => return Ok(()),
+                    // Before the request is answered the hub may not have registered the spawn yet.
+                    ServerState::Absent if answered => {
+                        return Err("spawn failed: the server went away while starting (the hub's log says why)".to_string());
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Opens Lab as the browser does: `/user/<u>/lab`, through the hub's OAuth handshake on first visit.
+    pub async fn open_lab(&self) -> Result<(), String> {
+        let path = format!("/user/{}/lab", self.name);
+        let (status, landed, body) = self.send("GET /user/<u>/lab", self.http.get(self.url(&path))).await?;
+        if status != StatusCode::OK || !landed.starts_with(&path) {
+            return Err(format!(
+                "GET /user/<u>/lab: HTTP {} at {}: {}",
+                status.as_u16(),
+                landed.replace(&self.name, "<u>"),
+                body_message(&body)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a kernel through the server's REST API and runs `5 * 4` over its websocket; checks that the
+    /// result is `20`.
+    pub async fn run_kernel(&self) -> Result<(), String> {
+        let kernels = format!("/user/{}/api/kernels", self.name);
+        let (status, _, body) = self.send("POST /user/<u>/api/kernels", self.request(Method::POST, &kernels).json(&json!({}))).await?;
+        if status != StatusCode::CREATED {
+            return Err(format!("POST /user/<u>/api/kernels: HTTP {}: {}", status.as_u16(), body_message(&body)));
+        }
+        let kernel: Value = serde_json::from_str(&body).map_err(|err| format!("POST /user/<u>/api/kernels: not JSON: {err}"))?;
+        let id = kernel["id"].as_str().ok_or("POST /user/<u>/api/kernels: no kernel id in the answer")?;
+        let result = tokio::time::timeout(PATIENCE, self.execute(id, "5 * 4")).await;
+        let result = result.unwrap_or_else(|_| Err(format!("kernel: no result after {} s", PATIENCE.as_secs())))?;
+        if result != "20" {
+            return Err(format!("kernel: `5 * 4` gave {result:?}"));
+        }
+        Ok(())
+    }
+
+    /// Sends an execute_request on the kernel's shell channel and returns the text/plain of the
+    /// execute_result on iopub.
+    async fn execute(&self, kernel_id: &str, code: &str) -> Result<String, String> {
+        let session = unique_id("session");
+        let path = format!("/user/{}/api/kernels/{kernel_id}/channels", self.name);
+        let what = "websocket /user/<u>/api/kernels/<id>/channels";
+        let mut request = format!("ws://{}{path}?session_id={session}", self.base.trim_start_matches("http://"))
+            .into_client_request()
+            .map_err(|err| format!("{what}: {err}"))?;
+        let cookies = self.url(&path).parse().ok().and_then(|url| self.jar.cookies(&url));
+        let headers = request.headers_mut();
+        if let Some(cookies) = cookies {
+            headers.insert("Cookie", cookies);
+        }
+        if let Some(token) = self.xsrf(&path).and_then(|token| token.parse().ok()) {
+            headers.insert("X-XSRFToken", token);
+        }
+        if let Ok(origin) = self.base.parse() {
+            headers.insert("Origin", origin);
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|err| format!("{what}: {err}"))?;
+        let msg_id = unique_id("msg");
+        let execute = json!({
+            "header": {
+                "msg_id": msg_id,
+                "msg_type": "execute_request",
+                "username": self.name,
+                "session": session,
+                "version": "5.3",
+                "date": "",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {
+                "code": code,
+                "silent": false,
+                "store_history": true,
+                "user_expressions": {},
+                "allow_stdin": false,
+                "stop_on_error": true,
+            },
+            "channel": "shell",
+            "buffers": [],
+        });
+        socket.send(Message::text(execute.to_string())).await.map_err(|err| format!("{what}: sending: {err}"))?;
+        while let Some(message) = socket.next().await {
+            let message = message.map_err(|err| format!("{what}: {err}"))?;
+            let Message::Text(text) = message else { continue };
+            let Ok(reply) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+            if reply["parent_header"]["msg_id"].as_str() != Some(&msg_id) {
+                continue;
+            }
+            match (reply["channel"].as_str(), reply["header"]["msg_type"].as_str()) {
+                (Some("iopub"), Some("execute_result")) => {
+                    let _ = socket.close(None).await;
+                    return Ok(reply["content"]["data"]["text/plain"].as_str().unwrap_or_default().to_string());
+                }
+                (_, Some("error")) => {
+                    let content = &reply["content"];
+                    return Err(format!(
+                        "kernel: {}: {}",
+                        content["ename"].as_str().unwrap_or("?"),
+                        content["evalue"].as_str().unwrap_or("?")
+                    ));
+                }
+                (Some("shell"), Some("execute_reply")) if reply["content"]["status"] != json!("ok") => {
+                    return Err(format!("kernel: execute_reply status {}", reply["content"]["status"]));
+                }
+                _ => {}
+            }
+        }
+        Err(format!("{what}: closed before the result came"))
+    }
+
+    /// `DELETE /hub/api/users/<u>/server`, then, if the hub answered 202, the user model every 0.2 s until
+    /// the server is gone.
+    pub async fn stop(&self) -> Result<(), String> {
+        let path = format!("/hub/api/users/{}/server", self.name);
+        let (status, _, body) = self.send("DELETE /hub/api/users/<u>/server", self.request(Method::DELETE, &path)).await?;
+        match status {
+            StatusCode::NO_CONTENT => return Ok(()),
+            StatusCode::ACCEPTED => {}
+            other => return Err(format!("DELETE /hub/api/users/<u>/server: HTTP {}: {}", other.as_u16(), body_message(&body))),
+        }
+        let gone = async {
+            loop {
+                if self.server_state().await? == ServerState::Absent {
+                    return Ok(());
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, gone)
+            .await
+            .unwrap_or_else(|_| Err(format!("stop: server still there after {} s", PATIENCE.as_secs())))
+    }
+}
+
+/// A reqwest error as one line, with its cause (reqwest's own text hides it: "error sending request").
+fn request_error(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text.chars().take(200).collect()
+}
+
+/// How long `work` took, and its outcome.
+pub async fn timed<T>(work: impl std::future::Future<Output = Result<T, String>>) -> (f64, Result<T, String>) {
+    let started = Instant::now();
+    let outcome = work.await;
+    (started.elapsed().as_secs_f64(), outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn danger_alerts_are_read_without_tags() {
+        let page = r#"<div class="alert alert-danger" role="alert">Something <b>went</b> wrong.
+        </div>"#;
+        assert_eq!(danger_alert(page).as_deref(), Some("Something went wrong."));
+        assert_eq!(danger_alert("<div class=\"alert alert-success\">ok</div>"), None);
+        assert_eq!(danger_alert("<div class=\"ajax-error alert-danger\">The error</div>"), None);
+    }
+
+    #[test]
+    fn json_errors_give_their_message() {
+        assert_eq!(body_message(r#"{"status": 400, "message": "already running"}"#), "already running");
+        assert_eq!(body_message("<html>\n  oops </html>"), "<html> oops </html>");
+    }
+}
