@@ -66,7 +66,7 @@ def test_the_config_loads_with_a_view(environment, tmp_path):
     assert c.NativeAuthenticator.allowed_failed_logins == 5
     assert c.JupyterHub.cleanup_servers is False
     assert c.ConfigurableHTTPProxy.should_start is False
-    assert c.ConfigurableHTTPProxy.api_url == "http://proxy:8001"
+    assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
     token_file = Path(environment["JHUB_PROXY_TOKEN_FILE"])
     assert c.ConfigurableHTTPProxy.auth_token == token_file.read_text().strip()
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
