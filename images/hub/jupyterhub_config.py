@@ -691,12 +691,17 @@ c.JupyterHub.named_server_limit_per_user = NAMED_SERVER_LIMIT
 
 if TRUST_XHEADERS:
     # The hub's server always reads X-Forwarded-For; it skips only the entries of trusted downstream
-    # proxies. Trusting CHP (whose address is resolved now) makes the hub log the client address a front
-    # proxy (nginx, TLS terminator) put there, instead of that front proxy's own address.
-    try:
-        c.JupyterHub.trusted_downstream_ips = sorted({a[4][0] for a in socket.getaddrinfo("proxy", None)})
-    except OSError:
-        print("warning: TRUST_XHEADERS: cannot resolve 'proxy'; client addresses stay the proxy's peer", file=sys.stderr)
+    # proxies, from the right. Trusting CHP and the front proxy (addresses resolved now) makes the hub log
+    # the client address the front proxy (nginx, TLS terminator) put there: nginx sends "client", CHP
+    # appends nginx's address, and the hub's peer is CHP. JHUB_TRUSTED_PROXIES names those services
+    # (stack/docker-compose.tls.yml sets "proxy nginx").
+    trusted = set()
+    for name in env_str("JHUB_TRUSTED_PROXIES", "proxy").split():
+        try:
+            trusted |= {a[4][0] for a in socket.getaddrinfo(name, None)}
+        except OSError:
+            print(f"warning: TRUST_XHEADERS: cannot resolve {name!r}; its forwarded addresses are not trusted", file=sys.stderr)
+    c.JupyterHub.trusted_downstream_ips = sorted(trusted)
 
 
 # --------------------------------------------------------------------------------------------------------

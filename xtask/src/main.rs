@@ -9,6 +9,7 @@ mod doctor;
 mod engine;
 mod pin;
 mod stack;
+mod tls;
 mod ui;
 
 use std::process::ExitCode;

@@ -14,8 +14,8 @@ use bollard::query_parameters::{
 use jhub_docker::compose::{self, Compose};
 use jhub_docker::lock::Lock;
 
-use crate::engine;
 use crate::ui::{self, UserError};
+use crate::{engine, tls};
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -123,7 +123,9 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         )
         .into());
     }
-    let compose = compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest);
+    // JHUB_TLS: certificate made or checked and nginx's config tested now, before anything starts.
+    let tls = tls::prepare(|key, default| settings.get(key, default), &docker, &runtime)?;
+    let compose = tls.apply(compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest));
     ui::note(&format!("starting the stack `{}`", compose.project()));
     compose.run(&["up", "-d", "--remove-orphans"])?;
     let port = settings.get("JHUB_HTTP_PORT", "8000");
@@ -133,7 +135,8 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut last_state_check = Instant::now();
-    while !hub_is_healthy(&host, &port) {
+    let healthy = || if tls.enabled() { tls::front_door_healthy(&compose, &runtime, &docker) } else { hub_is_healthy(&host, &port) };
+    while !healthy() {
         if started.elapsed() > HEALTH_TIMEOUT {
             return Err(UserError::new(
                 format!("the hub did not answer http://{host}:{port}/hub/health within {} s", HEALTH_TIMEOUT.as_secs()),
@@ -148,11 +151,12 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     let shown_host = if host == "127.0.0.1" { "localhost" } else { host.as_str() };
-    println!("jhub-docker is up at http://{shown_host}:{port} (ready in {:.0} s)", started.elapsed().as_secs_f64());
+    let url = tls.url.clone().unwrap_or_else(|| format!("http://{shown_host}:{port}"));
+    println!("jhub-docker is up at {url} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
         Some(_) => println!("log in as `admin` with the password shown above"),
         None if settings.get("ADMIN_PASSWORD", "").is_empty() => {
-            println!("admin login: sign up as `admin` at http://{shown_host}:{port}/hub/signup before anyone else does");
+            println!("admin login: sign up as `admin` at {url}/hub/signup before anyone else does");
         }
         None => println!("admin login: user `admin`, password from ADMIN_PASSWORD in stack/.env"),
     }
@@ -236,7 +240,7 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&stack_dir().join(".env"));
     let stack = settings.get("JHUB_STACK_NAME", "jhub");
-    let compose = compose_for(&settings, &hub_image_to_interpolate())?;
+    let compose = tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     // Stop the hub first, so it cannot spawn (or the culler restart) a container while they are removed.
     compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -281,7 +285,7 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
 
 pub fn logs(args: &[String]) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
-    let compose = compose_for(&settings, &hub_image_to_interpolate())?;
+    let compose = tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     if compose.run(&["ps", "-q"])?.trim().is_empty() {
         return Err(UserError::new(format!("the stack `{}` is not running", compose.project()), "start it with `cargo xtask up`").into());
     }

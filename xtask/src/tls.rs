@@ -1,0 +1,241 @@
+//! The TLS front door for `cargo xtask up`: reads JHUB_TLS (off, self-signed, files), makes or checks the
+//! certificate before anything starts, tests nginx's config with it in a throwaway container, and returns
+//! the compose overlay (stack/docker-compose.tls.yml) and variables that put nginx in front of the proxy.
+
+mod certs;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig};
+use jhub_docker::compose::Compose;
+use jhub_docker::lock::Lock;
+use time::OffsetDateTime;
+
+use certs::{Name, SelfSignedFiles};
+
+use crate::engine;
+use crate::ui::{self, UserError};
+
+const NGINX_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the stack is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain HTTP from the proxy, as without this module.
+    Off,
+    /// A local CA in stack/tls signs the server certificate.
+    SelfSigned,
+    /// JHUB_TLS_CERT / JHUB_TLS_KEY name the certificate and key (from a real CA).
+    Files,
+}
+
+pub fn mode(value: &str) -> Result<Mode, UserError> {
+    match value {
+        "" | "off" => Ok(Mode::Off),
+        "self-signed" => Ok(Mode::SelfSigned),
+        "files" => Ok(Mode::Files),
+        other => Err(UserError::new(
+            format!("JHUB_TLS={other} is not a TLS mode"),
+            "set JHUB_TLS in stack/.env to off, self-signed (a local CA) or files (JHUB_TLS_CERT and JHUB_TLS_KEY)",
+        )),
+    }
+}
+
+/// What `up` adds to the stack: compose files after the base one, variables for compose, and the URL
+/// users open. With TLS off, nothing.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub compose_files: Vec<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// `https://localhost[:port]` with TLS on.
+    pub url: Option<String>,
+}
+
+impl Plan {
+    pub fn enabled(&self) -> bool {
+        !self.compose_files.is_empty()
+    }
+
+    /// `compose` with the overlay files and variables added.
+    pub fn apply(&self, compose: Compose) -> Compose {
+        let compose = self.compose_files.iter().fold(compose, |compose, file| compose.with_overlay(file));
+        self.env.iter().fold(compose, |compose, (key, value)| compose.with_env(key, value))
+    }
+}
+
+fn stack_dir() -> PathBuf {
+    jhub_docker::repo_root().join("stack")
+}
+
+/// The overlay for verbs that only drive an existing stack (`down`, `logs`): no certificate work, and
+/// values that only let compose interpolate the file (they must work with the lock or the files gone).
+pub fn for_running_stack(setting: impl Fn(&str, &str) -> String) -> Plan {
+    match mode(&setting("JHUB_TLS", "off")) {
+        Ok(Mode::Off) | Err(_) => Plan::default(),
+        Ok(_) => Plan {
+            compose_files: vec![stack_dir().join("docker-compose.tls.yml")],
+            env: vec![
+                ("JHUB_NGINX_IMAGE".to_string(), locked_nginx_image().unwrap_or_else(|_| "jhub/nginx:latest".to_string())),
+                ("JHUB_TLS_CERT_MOUNT".to_string(), "/dev/null".to_string()),
+                ("JHUB_TLS_KEY_MOUNT".to_string(), "/dev/null".to_string()),
+            ],
+            url: None,
+        },
+    }
+}
+
+/// Whether the nginx container reports healthy: its healthcheck fetches /hub/health through nginx, the
+/// proxy and the hub, so this is the whole chain answering over TLS.
+pub fn front_door_healthy(compose: &Compose, runtime: &tokio::runtime::Runtime, docker: &Docker) -> bool {
+    let Ok(id) = compose.run(&["ps", "-q", "nginx"]) else { return false };
+    let id = id.trim();
+    if id.is_empty() {
+        return false;
+    }
+    let inspected = runtime.block_on(docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>));
+    inspected.ok().and_then(|container| container.state?.health?.status).is_some_and(|status| status == HealthStatusEnum::HEALTHY)
+}
+
+/// Everything `up` needs for TLS, done before any container starts: `setting(key, default)` reads the
+/// stack's settings (stack/.env overlaid by the environment). Refuses bad input with `error:` + `hint:`.
+pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Plan> {
+    let mode = mode(&setting("JHUB_TLS", "off"))?;
+    if mode == Mode::Off {
+        return Ok(Plan::default());
+    }
+    let public_hosts = certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))?;
+    let now = OffsetDateTime::now_utc();
+    let (cert, key) = match mode {
+        Mode::SelfSigned => {
+            let files = SelfSignedFiles { dir: stack_dir().join("tls") };
+            let names = certs::server_names(host_name().as_deref(), &public_hosts);
+            let outcome = certs::ensure_self_signed(&files, &names, now)?;
+            report_self_signed(&files, &names, &outcome);
+            (files.server_cert(), files.server_key())
+        }
+        Mode::Files => {
+            let cert = setting_path(&setting("JHUB_TLS_CERT", ""), "JHUB_TLS_CERT")?;
+            let key = setting_path(&setting("JHUB_TLS_KEY", ""), "JHUB_TLS_KEY")?;
+            let info = certs::check_pair(&cert, &key, now)?;
+            let missing: Vec<String> =
+                public_hosts.iter().filter(|name| !covers(&info.names, name)).map(Name::to_string).collect();
+            if !missing.is_empty() {
+                ui::note(&format!("warning: {} does not name {} (JHUB_PUBLIC_HOSTS)", cert.display(), missing.join(", ")));
+            }
+            ui::note(&format!("TLS certificate {} (valid until {})", cert.display(), certs::date(info.not_after)));
+            (cert, key)
+        }
+        Mode::Off => unreachable!("handled above"),
+    };
+    let nginx_image = locked_nginx_image()?;
+    if !runtime.block_on(engine::image_exists(docker, &nginx_image)) {
+        return Err(UserError::new(
+            format!("the locked nginx image {nginx_image} is not on this engine"),
+            "run `cargo xtask build-images nginx` (or `cargo xtask up` without --no-build)",
+        )
+        .into());
+    }
+    runtime.block_on(test_nginx_config(docker, &nginx_image, &cert, &key))?;
+    let https_port = setting("JHUB_HTTPS_PORT", "443");
+    let url = match https_port.as_str() {
+        "443" => "https://localhost".to_string(),
+        port => format!("https://localhost:{port}"),
+    };
+    Ok(Plan {
+        compose_files: vec![stack_dir().join("docker-compose.tls.yml")],
+        env: vec![
+            ("JHUB_NGINX_IMAGE".to_string(), nginx_image),
+            ("JHUB_TLS_CERT_MOUNT".to_string(), cert.display().to_string()),
+            ("JHUB_TLS_KEY_MOUNT".to_string(), key.display().to_string()),
+        ],
+        url: Some(url),
+    })
+}
+
+/// A path from stack/.env: relative ones are relative to stack/, where the file lives.
+fn setting_path(value: &str, key: &str) -> Result<PathBuf, UserError> {
+    if value.is_empty() {
+        return Err(UserError::new(
+            format!("JHUB_TLS=files needs {key}"),
+            "set JHUB_TLS_CERT and JHUB_TLS_KEY in stack/.env to the PEM certificate (with its chain) and its private key",
+        ));
+    }
+    let path = Path::new(value);
+    Ok(if path.is_absolute() { path.to_path_buf() } else { stack_dir().join(path) })
+}
+
+/// Whether a certificate's names cover `name` (a `*.` name covers one label).
+fn covers(names: &BTreeSet<Name>, name: &Name) -> bool {
+    names.contains(name)
+        || matches!(name, Name::Dns(dns) if dns.split_once('.').is_some_and(|(_, parent)| names.contains(&Name::Dns(format!("*.{parent}")))))
+}
+
+/// This machine's host name, as the kernel has it.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|name| name.trim().to_string()).filter(|name| !name.is_empty())
+}
+
+fn report_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, outcome: &certs::Outcome) {
+    let shown: Vec<String> = names.iter().map(Name::to_string).collect();
+    if let Some(why) = &outcome.new_ca {
+        ui::note(&format!("made a new local CA ({why}): {}", files.ca_cert().display()));
+    }
+    match &outcome.new_server {
+        Some(why) => ui::note(&format!("issued the server certificate for {} ({why})", shown.join(", "))),
+        None => ui::note(&format!("kept the server certificate for {}", shown.join(", "))),
+    }
+    let ca = files.ca_cert();
+    let ca = ca.display();
+    println!("TLS: browsers trust this stack once they trust its local CA {ca}");
+    println!("  Debian/Ubuntu: sudo cp {ca} /usr/local/share/ca-certificates/jhub-docker-ca.crt && sudo update-ca-certificates");
+    println!("  Firefox:       Settings → Privacy & Security → Certificates → View Certificates → Authorities → Import… → {ca}");
+    println!("                 (tick \"Trust this CA to identify websites\")");
+    println!("  Chromium:      chrome://certificate-manager → Local certificates → Custom → Import → {ca}");
+    println!("                 (or: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n jhub-docker -i {ca})");
+    println!("  Other machines need the same file: copy ca.crt, never ca.key.");
+}
+
+fn locked_nginx_image() -> Result<String, UserError> {
+    let lock = Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root()))?;
+    lock.image
+        .get("nginx")
+        .and_then(|nginx| nginx.keyed_tag().map(str::to_string))
+        .ok_or_else(|| UserError::new("images.lock has no nginx image (needed with JHUB_TLS on)", "run `cargo xtask build-images nginx`"))
+}
+
+/// `nginx -t` on the image's config with the real certificate and key, in a throwaway container without
+/// a network: a bad pair (a key of another certificate, a broken chain) stops `up` here, not at start.
+async fn test_nginx_config(docker: &Docker, image: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let config = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["test".to_string()]),
+        network_disabled: Some(true),
+        labels: Some([("io.jhub-docker.purpose".to_string(), "nginx-config-test".to_string())].into()),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{}:/etc/jhub-tls/server.crt:ro", cert.display()),
+                format!("{}:/etc/jhub-tls/server.key:ro", key.display()),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let output = engine::run_configured(docker, config, NGINX_TEST_TIMEOUT).await?;
+    if output.exit_code != 0 {
+        let said = format!("{}{}", output.stdout, output.stderr);
+        let hint = if said.contains("key values mismatch") {
+            "JHUB_TLS_KEY is not the key of JHUB_TLS_CERT: point both at the matching pair"
+        } else {
+            "nginx could not load the certificate or key: check both files (PEM, key unencrypted)"
+        };
+        return Err(UserError::new(format!("nginx -t refused the configuration with {}:\n{}", cert.display(), said.trim_end()), hint).into());
+    }
+    ui::note("nginx -t: the configuration and certificate load");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
