@@ -11,13 +11,18 @@ use anyhow::{Context, Result, bail};
 use jhub_docker::compose::Compose;
 
 use crate::preflight::Setup;
+use crate::tls::Front;
 use crate::wait;
 
 /// The variables the compose file reads (every `${NAME…}` in it): any of them the test does not set is
 /// removed from the compose CLI's environment, so the developer's shell cannot leak into a test stack.
 /// Read from the file itself, so a variable added there is covered without a list to keep in step.
 fn compose_variables() -> Vec<String> {
-    let text = std::fs::read_to_string(jhub_docker::repo_root().join("stack/docker-compose.yml")).unwrap_or_default();
+    let stack = jhub_docker::repo_root().join("stack");
+    let text: String = ["docker-compose.yml", "docker-compose.tls.yml"]
+        .iter()
+        .map(|file| std::fs::read_to_string(stack.join(file)).unwrap_or_default())
+        .collect();
     let mut names: Vec<String> = text
         .split("${")
         .skip(1)
@@ -49,6 +54,8 @@ pub struct Stack {
     pub port: u16,
     pub network: String,
     pub volume_prefix: String,
+    /// The TLS front door (nginx) when the stack runs with the TLS overlay.
+    pub tls: Option<Front>,
     compose: Compose,
     env: Vec<(String, String)>,
     env_file: std::path::PathBuf,
@@ -60,7 +67,8 @@ pub struct Stack {
 impl Stack {
     /// Starts a stack with the contract's isolation variables plus `settings` (e.g. SPAWNER=profiles) and
     /// waits until the hub is healthy. `artifacts` receives the stack's env file.
-    pub async fn start(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path) -> Result<Stack> {
+    /// With `tls`, nginx stands in front (stack/docker-compose.tls.yml) and the proxy's port is closed.
+    pub async fn start_with(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path, tls: Option<Front>) -> Result<Stack> {
         let number = STACKS.fetch_add(1, Ordering::SeqCst);
         let project = format!("jhubtest{}{number}", std::process::id());
         let port = free_port()?;
@@ -73,6 +81,17 @@ impl Stack {
             ("JHUB_HUB_IMAGE".into(), setup.hub_image().to_string()),
             ("JHUB_HTTP_PORT".into(), port.to_string()),
         ];
+        if let Some(front) = &tls {
+            let nginx = setup.lock.image.get("nginx").and_then(|nginx| nginx.keyed_tag()).context("images.lock has no nginx image")?;
+            env.retain(|(key, _)| key != "JHUB_HTTP_PORT");
+            env.extend([
+                ("JHUB_NGINX_IMAGE".into(), nginx.to_string()),
+                ("JHUB_HTTPS_PORT".into(), front.https_port.to_string()),
+                ("JHUB_HTTP_PORT".into(), front.http_port.to_string()),
+                ("JHUB_TLS_CERT_MOUNT".into(), front.files.server_cert().display().to_string()),
+                ("JHUB_TLS_KEY_MOUNT".into(), front.files.server_key().display().to_string()),
+            ]);
+        }
         env.extend(settings.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         // Compose reads stack/.env unless told otherwise; the test's own env file replaces it and also
         // records what the stack got.
@@ -80,18 +99,23 @@ impl Stack {
         let text: String = env.iter().map(|(key, value)| format!("{key}={value}\n")).collect();
         std::fs::write(&env_file, text).with_context(|| format!("cannot write {}", env_file.display()))?;
         let mut compose = Compose::new(setup.compose_cli.clone(), &setup.compose_file, &project);
+        let overlay = setup.compose_file.with_file_name("docker-compose.tls.yml");
+        if tls.is_some() {
+            compose = compose.with_overlay(&overlay);
+        }
         for (key, value) in &env {
             compose = compose.with_env(key, value);
         }
+        let overlay_args = if tls.is_some() { format!(" -f {}", overlay.display()) } else { String::new() };
         let down_command = format!(
-            "{} -f {} -p {project} --env-file {} down -v",
+            "{} -f {}{overlay_args} -p {project} --env-file {} down -v",
             setup.compose_cli.join(" "),
             setup.compose_file.display(),
             env_file.display()
         );
         let keep = truthy("JHUB_ACCEPTANCE_KEEP");
         // The guard exists before `up`, so a failed start is cleaned up too.
-        let stack = Stack { project, port, network, volume_prefix, compose, env, env_file, down_command, keep };
+        let stack = Stack { project, port, network, volume_prefix, tls, compose, env, env_file, down_command, keep };
         let started = Instant::now();
         stack.compose(&["up", "-d", "--no-build"])?;
         progress!("stack {}: `up -d` took {:.1} s", stack.project, started.elapsed().as_secs_f64());
@@ -100,7 +124,10 @@ impl Stack {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        match &self.tls {
+            Some(front) => format!("https://localhost:{}{path}", front.https_port),
+            None => format!("http://127.0.0.1:{}{path}", self.port),
+        }
     }
 
     /// Runs the compose CLI with this stack's file, project and environment (and nothing else's).
@@ -131,12 +158,28 @@ impl Stack {
         }
     }
 
-    /// Polls `/hub/health` through the proxy until it answers 200.
+    /// Polls `/hub/health` through the proxy until it answers 200; with TLS, through nginx, from inside
+    /// its container (the harness has no TLS client; the front door's own checks are in tls.rs).
     pub async fn wait_healthy(&self) -> Result<()> {
         let started = Instant::now();
         let url = self.url("/hub/health");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let healthy = wait::until(&format!("{url} to answer 200"), HEALTHY, || async {
+            if self.tls.is_some() {
+                let code = self.compose(&[
+                    "exec",
+                    "-T",
+                    "nginx",
+                    "curl",
+                    "-sk",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "https://127.0.0.1/hub/health",
+                ]);
+                return Ok(code.is_ok_and(|code| code.trim() == "200").then_some(()));
+            }
             Ok((http.get(&url).send().await?.status() == reqwest::StatusCode::OK).then_some(()))
         })
         .await;

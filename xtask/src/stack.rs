@@ -240,7 +240,8 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&stack_dir().join(".env"));
     let stack = settings.get("JHUB_STACK_NAME", "jhub");
-    let compose = tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
+    let compose =
+        tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     // Stop the hub first, so it cannot spawn (or the culler restart) a container while they are removed.
     compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -285,7 +286,8 @@ pub fn down(args: &[String]) -> anyhow::Result<()> {
 
 pub fn logs(args: &[String]) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
-    let compose = tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
+    let compose =
+        tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     if compose.run(&["ps", "-q"])?.trim().is_empty() {
         return Err(UserError::new(format!("the stack `{}` is not running", compose.project()), "start it with `cargo xtask up`").into());
     }

@@ -120,8 +120,7 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
             let cert = setting_path(&setting("JHUB_TLS_CERT", ""), "JHUB_TLS_CERT")?;
             let key = setting_path(&setting("JHUB_TLS_KEY", ""), "JHUB_TLS_KEY")?;
             let info = certs::check_pair(&cert, &key, now)?;
-            let missing: Vec<String> =
-                public_hosts.iter().filter(|name| !covers(&info.names, name)).map(Name::to_string).collect();
+            let missing: Vec<String> = public_hosts.iter().filter(|name| !covers(&info.names, name)).map(Name::to_string).collect();
             if !missing.is_empty() {
                 ui::note(&format!("warning: {} does not name {} (JHUB_PUBLIC_HOSTS)", cert.display(), missing.join(", ")));
             }
@@ -231,7 +230,9 @@ async fn test_nginx_config(docker: &Docker, image: &str, cert: &Path, key: &Path
         } else {
             "nginx could not load the certificate or key: check both files (PEM, key unencrypted)"
         };
-        return Err(UserError::new(format!("nginx -t refused the configuration with {}:\n{}", cert.display(), said.trim_end()), hint).into());
+        return Err(
+            UserError::new(format!("nginx -t refused the configuration with {}:\n{}", cert.display(), said.trim_end()), hint).into()
+        );
     }
     ui::note("nginx -t: the configuration and certificate load");
     Ok(())

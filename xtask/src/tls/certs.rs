@@ -85,12 +85,9 @@ pub fn parse_public_hosts(value: &str) -> Result<Vec<Name>, CertError> {
 /// The names of a self-signed server certificate: localhost, 127.0.0.1, ::1, the machine's host name
 /// (when it is a valid DNS name) and every extra name, without duplicates.
 pub fn server_names(host_name: Option<&str>, public_hosts: &[Name]) -> BTreeSet<Name> {
-    let mut names: BTreeSet<Name> = [
-        Name::Dns("localhost".to_string()),
-        Name::Ip(IpAddr::from([127, 0, 0, 1])),
-        Name::Ip(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])),
-    ]
-    .into();
+    let mut names: BTreeSet<Name> =
+        [Name::Dns("localhost".to_string()), Name::Ip(IpAddr::from([127, 0, 0, 1])), Name::Ip(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))]
+            .into();
     if let Some(Ok(name)) = host_name.map(|name| parse_name(name.trim())) {
         names.insert(name);
     }
@@ -187,9 +184,8 @@ pub fn check_pair(cert_path: &Path, key_path: &Path, now: OffsetDateTime) -> Res
         ));
     }
     if label == "PRIVATE KEY" {
-        let key = KeyPair::from_pem(&key_text).map_err(|err| {
-            CertError::new(format!("{} holds a private key that does not parse: {err}", key_path.display()), key_hint)
-        })?;
+        let key = KeyPair::from_pem(&key_text)
+            .map_err(|err| CertError::new(format!("{} holds a private key that does not parse: {err}", key_path.display()), key_hint))?;
         if key.public_key_raw() != info.public_key.as_slice() {
             return Err(CertError::new(
                 format!("the private key {} does not belong to the certificate {}", key_path.display(), cert_path.display()),
@@ -263,7 +259,8 @@ pub fn ensure_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: 
     };
     let new_ca = ca_problem.clone();
     if ca_problem.is_some() {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "jhub-docker");
@@ -299,9 +296,11 @@ pub fn ensure_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: 
         let ca_key_pem = read(&files.ca_key(), "CA key", &dir_hint)?;
         let ca_key = KeyPair::from_pem(&ca_key_pem)
             .map_err(|err| CertError::new(format!("the CA key {} does not parse: {err}", files.ca_key().display()), dir_hint.clone()))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-            .map_err(|err| CertError::new(format!("the CA certificate {} cannot sign: {err}", files.ca_cert().display()), dir_hint.clone()))?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|err| {
+            CertError::new(format!("the CA certificate {} cannot sign: {err}", files.ca_cert().display()), dir_hint.clone())
+        })?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "jhub-docker");
@@ -356,10 +355,10 @@ pub fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
         if let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|rest| rest.strip_suffix("-----")) {
             current = Some((label.to_string(), String::new()));
         } else if line.starts_with("-----END ") {
-            if let Some((label, body)) = current.take() {
-                if let Some(der) = unbase64(&body) {
-                    blocks.push((label, der));
-                }
+            if let Some((label, body)) = current.take()
+                && let Some(der) = unbase64(&body)
+            {
+                blocks.push((label, der));
             }
         } else if let Some((_, body)) = current.as_mut() {
             body.push_str(line);

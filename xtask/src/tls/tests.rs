@@ -79,8 +79,16 @@ fn public_hosts_accept_names_and_addresses() {
 
 #[test]
 fn public_hosts_refuse_what_is_no_name() {
-    for bad in ["https://hub.example.org", "hub.example.org:443", "hub_1.example.org", "-hub.example.org", "hub..org", "999.1.1.1", "a/b", "hub.example.org."]
-    {
+    for bad in [
+        "https://hub.example.org",
+        "hub.example.org:443",
+        "hub_1.example.org",
+        "-hub.example.org",
+        "hub..org",
+        "999.1.1.1",
+        "a/b",
+        "hub.example.org.",
+    ] {
         let err = certs::parse_public_hosts(&format!("ok.example.org,{bad}")).unwrap_err();
         assert!(err.message.contains(bad) && err.message.starts_with("JHUB_PUBLIC_HOSTS"), "{bad}: {err:?}");
         assert!(err.hint.contains("JHUB_PUBLIC_HOSTS="), "{bad}: {err:?}");
@@ -142,7 +150,9 @@ fn self_signed_keeps_what_is_valid_and_renews_on_changed_names_or_near_expiry_ke
     assert!(renamed.new_ca.is_none(), "{renamed:?}");
     assert!(renamed.new_server.as_deref().is_some_and(|why| why.contains("names changed")), "{renamed:?}");
     assert_eq!(std::fs::read(files.ca_cert()).unwrap(), ca_before, "the CA must be kept");
-    assert!(certs::check_pair(&files.server_cert(), &files.server_key(), now()).unwrap().names.contains(&Name::Dns("hub.example.org".into())));
+    assert!(
+        certs::check_pair(&files.server_cert(), &files.server_key(), now()).unwrap().names.contains(&Name::Dns("hub.example.org".into()))
+    );
 
     // 340 days later the server certificate (365 days) expires within 30 days; the CA (10 years) does not.
     let later = now() + Duration::days(340);
