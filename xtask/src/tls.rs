@@ -138,6 +138,12 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
         .into());
     }
     runtime.block_on(test_nginx_config(docker, &nginx_image, &cert, &key))?;
+    // A single-file bind mount keeps the file it found at start (a renewal replaces the file, and a
+    // Let's Encrypt `live/` link moves on): a digest of both in nginx's environment makes compose
+    // recreate it, and so remount them, whenever they changed.
+    let mut pair = std::fs::read(&cert)?;
+    pair.extend(std::fs::read(&key)?);
+    let digest = crate::context::sha256_hex(&pair);
     let https_port = setting("JHUB_HTTPS_PORT", "443");
     let url = match https_port.as_str() {
         "443" => "https://localhost".to_string(),
@@ -149,6 +155,7 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
             ("JHUB_NGINX_IMAGE".to_string(), nginx_image),
             ("JHUB_TLS_CERT_MOUNT".to_string(), cert.display().to_string()),
             ("JHUB_TLS_KEY_MOUNT".to_string(), key.display().to_string()),
+            ("JHUB_TLS_DIGEST".to_string(), digest),
         ],
         url: Some(url),
     })
