@@ -107,6 +107,7 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
         return Ok(Plan::default());
     }
     let public_hosts = certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))?;
+    require_compose_with_reset()?;
     let now = OffsetDateTime::now_utc();
     let (cert, key) = match mode {
         Mode::SelfSigned => {
@@ -159,6 +160,31 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
         ],
         url: Some(url),
     })
+}
+
+/// The overlay closes the proxy's port with `ports: !reset []`, which Compose understands from v2.24.
+fn require_compose_with_reset() -> Result<(), UserError> {
+    let cli = jhub_docker::compose::detect_cli()?;
+    let output = std::process::Command::new(&cli[0]).args(&cli[1..]).args(["version", "--short"]).output();
+    let version =
+        output.map(|output| String::from_utf8_lossy(&output.stdout).trim().trim_start_matches('v').to_string()).unwrap_or_default();
+    if compose_supports_reset(&version) {
+        return Ok(());
+    }
+    Err(UserError::new(
+        format!(
+            "JHUB_TLS needs Compose v2.24 or later (`{}` is {})",
+            cli.join(" "),
+            if version.is_empty() { "of unknown version" } else { &version }
+        ),
+        "install the Compose v2 plugin (`docker compose`); on Debian 12, trixie's docker-compose package works (README, Set up)",
+    ))
+}
+
+fn compose_supports_reset(version: &str) -> bool {
+    let mut numbers = version.split(['.', '-', '+']).map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (2, 24)
 }
 
 /// A path from stack/.env: relative ones are relative to stack/, where the file lives.

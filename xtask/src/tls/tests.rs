@@ -9,7 +9,7 @@ use rcgen::{CertificateParams, KeyPair};
 use time::{Duration, OffsetDateTime};
 
 use super::certs::{self, Name, SelfSignedFiles};
-use super::{Mode, covers, mode};
+use super::{Mode, compose_supports_reset, covers, mode};
 
 /// A scratch folder removed at drop.
 struct Scratch(PathBuf);
@@ -244,4 +244,13 @@ fn base64_matches_the_standard_alphabet() {
     assert_eq!(certs::base64(b"fo"), "Zm8=");
     assert_eq!(certs::base64(b"foo"), "Zm9v");
     assert_eq!(certs::base64(&[0xfb, 0xff]), "+/8=");
+}
+
+#[test]
+fn the_overlay_needs_compose_2_24() {
+    assert!(compose_supports_reset("2.26.1-4"));
+    assert!(compose_supports_reset("2.24.0"));
+    assert!(!compose_supports_reset("2.23.3"));
+    assert!(!compose_supports_reset("1.29.2"));
+    assert!(!compose_supports_reset(""));
 }
