@@ -71,7 +71,7 @@ fn s_client(front: &Front, args: &[&str]) -> Result<(bool, String)> {
     let output = Command::new("openssl")
         .args(["s_client", "-connect", &connect, "-servername", "localhost", "-CAfile"])
         .arg(&ca)
-        .args(["-verify_return_error", "-brief"])
+        .arg("-verify_return_error")
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -91,13 +91,13 @@ pub fn tls_versions(front: &Front) -> Result<()> {
     progress!("TLS 1.1: refused ({})", said.lines().find(|line| line.contains("alert")).unwrap_or("").trim());
     for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
         let (ok, said) = s_client(front, &[flag, "-alpn", "h2,http/1.1"])?;
+        let session = said.lines().find(|line| line.starts_with("New, ")).unwrap_or("").trim().to_string();
         ensure!(
-            ok && said.contains(&format!("Protocol version: {version}")) && said.contains("Verification: OK"),
+            ok && session.starts_with(&format!("New, {version},")) && said.contains("Verify return code: 0 (ok)"),
             "a {version} handshake verified against the CA should succeed; openssl said:\n{said}"
         );
         ensure!(said.contains("ALPN protocol: h2"), "nginx should offer HTTP/2 over {version}; openssl said:\n{said}");
-        let cipher = said.lines().find(|line| line.starts_with("Ciphersuite:")).unwrap_or("").trim().to_string();
-        progress!("{version}: accepted, verified against the test CA, ALPN h2, {cipher}");
+        progress!("{version}: accepted, verified against the test CA alone, ALPN h2 ({session})");
     }
     Ok(())
 }
