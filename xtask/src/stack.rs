@@ -95,11 +95,13 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
             other => return Err(UserError::new(format!("unknown option `{other}` for up"), "the only option is --no-build").into()),
         }
     }
+    let env_file = stack_dir().join(".env");
+    // JHUB_TLS: bad input refused and the certificate made or renewed before anything is built or started.
+    let mut tls = tls::prepare(|key, default| Settings::load(&env_file).get(key, default))?;
     if build {
         // Cached images cost a few seconds; missing or changed ones are built.
         crate::build::run(&[])?;
     }
-    let env_file = stack_dir().join(".env");
     let new_password = ensure_admin_password(&env_file)?;
     if let Some(password) = &new_password {
         // Printed now, not after the start: a start that fails must not swallow the only showing.
@@ -123,8 +125,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         )
         .into());
     }
-    // JHUB_TLS: certificate made or checked and nginx's config tested now, before anything starts.
-    let tls = tls::prepare(|key, default| settings.get(key, default), &docker, &runtime)?;
+    tls.test_nginx(&docker, &runtime)?;
     let compose = tls.apply(compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest));
     ui::note(&format!("starting the stack `{}`", compose.project()));
     compose.run(&["up", "-d", "--remove-orphans"])?;

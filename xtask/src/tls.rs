@@ -52,11 +52,30 @@ pub struct Plan {
     pub env: Vec<(String, String)>,
     /// `https://localhost[:port]` with TLS on.
     pub url: Option<String>,
+    /// The certificate and key nginx gets (TLS on).
+    pair: Option<(PathBuf, PathBuf)>,
 }
 
 impl Plan {
     pub fn enabled(&self) -> bool {
         !self.compose_files.is_empty()
+    }
+
+    /// With TLS on, after the images are built: `nginx -t` on the locked nginx image's config with the
+    /// certificate and key, in a throwaway container; then the image is what the overlay runs.
+    pub fn test_nginx(&mut self, docker: &Docker, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let Some((cert, key)) = &self.pair else { return Ok(()) };
+        let nginx_image = locked_nginx_image()?;
+        if !runtime.block_on(engine::image_exists(docker, &nginx_image)) {
+            return Err(UserError::new(
+                format!("the locked nginx image {nginx_image} is not on this engine"),
+                "run `cargo xtask build-images nginx` (or `cargo xtask up` without --no-build)",
+            )
+            .into());
+        }
+        runtime.block_on(test_nginx_config(docker, &nginx_image, cert, key))?;
+        self.env.push(("JHUB_NGINX_IMAGE".to_string(), nginx_image));
+        Ok(())
     }
 
     /// `compose` with the overlay files and variables added.
@@ -83,6 +102,7 @@ pub fn for_running_stack(setting: impl Fn(&str, &str) -> String) -> Plan {
                 ("JHUB_TLS_KEY_MOUNT".to_string(), "/dev/null".to_string()),
             ],
             url: None,
+            pair: None,
         },
     }
 }
@@ -99,9 +119,10 @@ pub fn front_door_healthy(compose: &Compose, runtime: &tokio::runtime::Runtime, 
     inspected.ok().and_then(|container| container.state?.health?.status).is_some_and(|status| status == HealthStatusEnum::HEALTHY)
 }
 
-/// Everything `up` needs for TLS, done before any container starts: `setting(key, default)` reads the
-/// stack's settings (stack/.env overlaid by the environment). Refuses bad input with `error:` + `hint:`.
-pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Plan> {
+/// What `up` needs for TLS, done before anything is built or started: `setting(key, default)` reads the
+/// stack's settings (stack/.env overlaid by the environment). Refuses bad input with `error:` + `hint:`,
+/// makes or renews the self-signed certificate; `Plan::test_nginx` runs `nginx -t` once images exist.
+pub fn prepare(setting: impl Fn(&str, &str) -> String) -> anyhow::Result<Plan> {
     let mode = mode(&setting("JHUB_TLS", "off"))?;
     if mode == Mode::Off {
         return Ok(Plan::default());
@@ -130,15 +151,6 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
         }
         Mode::Off => unreachable!("handled above"),
     };
-    let nginx_image = locked_nginx_image()?;
-    if !runtime.block_on(engine::image_exists(docker, &nginx_image)) {
-        return Err(UserError::new(
-            format!("the locked nginx image {nginx_image} is not on this engine"),
-            "run `cargo xtask build-images nginx` (or `cargo xtask up` without --no-build)",
-        )
-        .into());
-    }
-    runtime.block_on(test_nginx_config(docker, &nginx_image, &cert, &key))?;
     // A single-file bind mount keeps the file it found at start (a renewal replaces the file, and a
     // Let's Encrypt `live/` link moves on): a digest of both in nginx's environment makes compose
     // recreate it, and so remount them, whenever they changed.
@@ -153,12 +165,12 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String, docker: &Docker, runtime:
     Ok(Plan {
         compose_files: vec![stack_dir().join("docker-compose.tls.yml")],
         env: vec![
-            ("JHUB_NGINX_IMAGE".to_string(), nginx_image),
             ("JHUB_TLS_CERT_MOUNT".to_string(), cert.display().to_string()),
             ("JHUB_TLS_KEY_MOUNT".to_string(), key.display().to_string()),
             ("JHUB_TLS_DIGEST".to_string(), digest),
         ],
         url: Some(url),
+        pair: Some((cert, key)),
     })
 }
 
