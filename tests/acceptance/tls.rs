@@ -142,7 +142,8 @@ pub async fn upload_50mb(alice: &Browser) -> Result<()> {
             });
             const seconds = (performance.now() - started) / 1000;
             const putBody = await put.text();
-            const model = await fetch(`${base}api/contents/upload-50mb.bin?content=0`).then(r => r.json());
+            // Cookie-authenticated API calls need the XSRF header, reads included.
+            const model = await fetch(`${base}api/contents/upload-50mb.bin?content=0`, { headers }).then(r => r.json());
             return { status: put.status, body: putBody.slice(0, 300), size: model.size, seconds, sent: content.length };
             })();
             "#,
