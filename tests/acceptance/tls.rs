@@ -37,9 +37,14 @@ impl Front {
         Ok(Front { https_port: crate::stack::free_port()?, http_port: crate::stack::free_port()?, files, spki_sha256: info.spki_sha256 })
     }
 
-    /// Chromium's flag that trusts this server key and nothing else beyond its own store.
+    /// Chromium's flag that trusts this server key and nothing else beyond its own store; and HTTP/1.1
+    /// for the browser. Why: the browser runs on the Docker host, where stopping a user container
+    /// removes its veth interface; Chromium on Linux takes that as a network change and closes its
+    /// HTTP/2 sessions, failing the very request that stopped the server (seen: the home page's stop
+    /// `DELETE` ended as status 0, nginx logged 499, the hub answered 204). HTTP/1.1 requests in flight
+    /// survive it; clients on other machines see no such change. HTTP/2 itself is checked by ALPN.
     pub fn chromium_args(&self) -> Vec<String> {
-        vec![format!("--ignore-certificate-errors-spki-list={}", self.spki_sha256)]
+        vec![format!("--ignore-certificate-errors-spki-list={}", self.spki_sha256), "--disable-http2".to_string()]
     }
 
     pub fn ca_cert(&self) -> PathBuf {
