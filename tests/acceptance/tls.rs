@@ -175,14 +175,16 @@ pub async fn hub_logs_client_address(stack: &Stack) -> Result<()> {
         .next()
         .ok_or_else(|| anyhow!("nginx has no address"))?
         .to_string();
-    let nginx_log = stack.compose(&["logs", "--no-color", "--no-log-prefix", "nginx"])?;
+    let nginx_log = strip_ansi(&stack.compose(&["--ansi", "never", "logs", "--no-color", "--no-log-prefix", "nginx"])?);
     let clients: BTreeSet<String> = nginx_log
         .lines()
         .filter(|line| line.contains("\"GET /hub/") || line.contains("\"POST /hub/"))
+        // nginx's own healthcheck comes from loopback, not from a client.
+        .filter(|line| !line.contains("\"GET /hub/health "))
         .filter_map(|line| line.split_whitespace().next().map(str::to_string))
         .collect();
     ensure!(!clients.is_empty(), "nginx logged no /hub/ request");
-    let hub_log = stack.compose(&["logs", "--no-color", "--no-log-prefix", "hub"])?;
+    let hub_log = strip_ansi(&stack.compose(&["--ansi", "never", "logs", "--no-color", "--no-log-prefix", "hub"])?);
     // JupyterHub's request log: `200 GET /hub/home (alice@172.18.0.1) 12.34ms`.
     let logged: BTreeSet<String> = hub_log
         .lines()
@@ -196,4 +198,24 @@ pub async fn hub_logs_client_address(stack: &Stack) -> Result<()> {
     );
     progress!("client address: nginx saw {clients:?}, the hub logged {logged:?}, nginx itself is {nginx_ip}");
     Ok(())
+}
+
+/// `text` without terminal escape sequences (`ESC [ … letter`), which compose may put before log lines.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
