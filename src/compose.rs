@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 pub struct Compose {
     program: Vec<String>,
     file: PathBuf,
+    /// Overlays after `file` (`-f` each, in order), e.g. stack/docker-compose.tls.yml.
+    overlays: Vec<PathBuf>,
     project: String,
     env: Vec<(String, String)>,
 }
@@ -83,7 +85,13 @@ pub fn detect_cli() -> Result<Vec<String>, ComposeError> {
 
 impl Compose {
     pub fn new(program: Vec<String>, file: &Path, project: &str) -> Compose {
-        Compose { program, file: file.to_path_buf(), project: project.to_string(), env: Vec::new() }
+        Compose { program, file: file.to_path_buf(), overlays: Vec::new(), project: project.to_string(), env: Vec::new() }
+    }
+
+    /// Adds a compose file merged over the base one.
+    pub fn with_overlay(mut self, file: &Path) -> Compose {
+        self.overlays.push(file.to_path_buf());
+        self
     }
 
     pub fn with_env(mut self, key: &str, value: &str) -> Compose {
@@ -98,7 +106,11 @@ impl Compose {
     /// The command for `compose -f <file> -p <project> <args>`, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.program[0]);
-        command.args(&self.program[1..]).arg("-f").arg(&self.file).arg("-p").arg(&self.project).args(args);
+        command.args(&self.program[1..]).arg("-f").arg(&self.file);
+        for overlay in &self.overlays {
+            command.arg("-f").arg(overlay);
+        }
+        command.arg("-p").arg(&self.project).args(args);
         command.envs(self.env.iter().map(|(key, value)| (key, value)));
         command
     }

@@ -1,9 +1,12 @@
 //! Acceptance test of jhub-docker: real stacks (compose), real user containers, a real headless Chromium
 //! driven as a person would, and the catalog and images.lock as the expected truth.
 //!
-//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Two tests, run one after the
-//! other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a stack
-//! with closed signup, `profiles_limit_the_container` walks step g on a stack with `SPAWNER=profiles`.
+//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Three tests, run one after
+//! the other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a
+//! stack with closed signup, `profiles_limit_the_container` walks step g on a stack with
+//! `SPAWNER=profiles`, and `the_scenario_over_https` walks a–f again through the nginx front door
+//! (stack/docker-compose.tls.yml) with Chromium trusting only the test's server key, plus the front
+//! door's own checks (h: redirect, TLS versions, Secure cookies, a 50 MB upload, the client's address).
 //!
 //! Environment: `JHUB_ACCEPTANCE_KEEP=1` leaves the stacks up (and prints their URL, the users'
 //! passwords and how to remove them); `JHUB_CHROMIUM` and `JHUB_CHROMEDRIVER` override the browser and
@@ -24,6 +27,11 @@ macro_rules! progress {
 mod artifacts;
 #[path = "acceptance/browser.rs"]
 mod browser;
+/// The xtask's certificate code, shared as is: the HTTPS test's CA and server certificate are made
+/// exactly as `cargo xtask up` makes them.
+#[path = "../xtask/src/tls/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 #[path = "acceptance/docker.rs"]
 mod docker;
 #[path = "acceptance/hub.rs"]
@@ -36,6 +44,8 @@ mod preflight;
 mod stack;
 #[path = "acceptance/steps.rs"]
 mod steps;
+#[path = "acceptance/tls.rs"]
+mod tls;
 #[path = "acceptance/wait.rs"]
 mod wait;
 
@@ -158,12 +168,15 @@ async fn signup_spawn_switch_restart_stop() -> Result<(), Failure> {
 }
 
 /// What every scenario starts from: the preflight's findings, the test's artifacts folder, a stack of its
-/// own with `settings`, and a chromedriver.
-async fn start_scenario(test: &str, settings: &[(&str, &str)]) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
+/// own with `settings` (behind nginx with a fresh CA when `https`), and a chromedriver whose Chromium
+/// trusts that stack's server key only.
+async fn start_scenario(test: &str, settings: &[(&str, &str)], https: bool) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
     let setup = preflight::check().await?;
     let artifacts = Artifacts::for_test(&setup.root, test)?;
-    let stack = Stack::start(&setup, settings, &artifacts.dir).await?;
-    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let front = if https { Some(tls::Front::make(&artifacts.dir)?) } else { None };
+    let chromium_args = front.as_ref().map(tls::Front::chromium_args).unwrap_or_default();
+    let stack = Stack::start_with(&setup, settings, &artifacts.dir, front).await?;
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?.with_args(chromium_args);
     Ok((setup, artifacts, stack, driver))
 }
 
@@ -182,10 +195,22 @@ fn report_timings(test: &str, artifacts: &Artifacts, spawns: &[(String, f64)], t
 }
 
 async fn stack_one() -> Result<()> {
+    scenario_a_to_f("signup_spawn_switch_restart_stop", false).await
+}
+
+/// Steps a–f once more through https:// (nginx, TLS, wss:// for the kernel, terminal, VS Code and
+/// marimo websockets), plus the front door's own checks (h1–h3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_over_https() -> Result<(), Failure> {
+    let _one = ONE_STACK_AT_A_TIME.lock().await;
+    Ok(scenario_a_to_f("the_scenario_over_https", true).await?)
+}
+
+/// Steps a–f on a stack with closed signup, served over plain HTTP or, with `https`, through nginx.
+async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     let test_started = Instant::now();
-    let test = "signup_spawn_switch_restart_stop";
     let settings = [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")];
-    let (setup, artifacts, stack, driver) = start_scenario(test, &settings).await?;
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, https).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let admin = run.session(&driver, "admin").await?;
     let alice = run.session(&driver, "alice").await?;
@@ -202,15 +227,32 @@ async fn stack_one() -> Result<()> {
     let seconds = run.step("b.spawn-datascience", "alice", step_b(&run, &alice)).await?;
     spawns.push(("alice, datascience".to_string(), seconds));
     run.step("c.vscode-and-marimo", "alice", step_c(&alice)).await?;
+    if let Some(front) = &stack.tls {
+        run.step("h1.redirect-tls-versions-secure-cookies", "admin", step_h1(front, &admin, &stack)).await?;
+        run.step("h2.upload-50mb", "alice", tls::upload_50mb(&alice)).await?;
+    }
     let seconds = run.step("d.switch-to-minimal", "alice", step_d(&run, &alice, &nonce)).await?;
     spawns.push(("alice, minimal".to_string(), seconds));
     run.step("e.hub-restart-keeps-servers", "alice", step_e(&run, &alice, &nonce)).await?;
     run.step("f.admin-stops-alice", "admin", step_f(&run, &admin)).await?;
+    if stack.tls.is_some() {
+        run.step("h3.hub-logs-client-address", "admin", tls::hub_logs_client_address(&stack)).await?;
+    }
 
     report_timings(test, &artifacts, &spawns, test_started)?;
     let _ = admin.close().await;
     let _ = alice.close().await;
     Ok(())
+}
+
+/// h1. Through the real nginx: port 80 redirects to https, TLS 1.1 is refused and 1.2 and 1.3 accepted
+/// (HTTP/2 offered), and the hub's cookies in the admin's browser are Secure.
+async fn step_h1(front: &tls::Front, admin: &Browser, stack: &Stack) -> Result<()> {
+    tls::redirects_to_https(front).await?;
+    tls::tls_versions(front)?;
+    admin.goto(&stack.url("/hub/home")).await?;
+    admin.path_starts_with("/hub/home", wait::DEFAULT).await?;
+    tls::hub_cookies_are_secure(admin).await
 }
 
 /// a. admin and alice sign up; alice is told to wait, cannot log in, the admin authorizes her, she logs in.
@@ -380,7 +422,7 @@ async fn stack_two() -> Result<()> {
         ("SPAWNER", "profiles"),
         ("IDLE_CULL_TIMEOUT", "0"),
     ];
-    let (setup, artifacts, stack, driver) = start_scenario(test, &settings).await?;
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, false).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let admin = run.session(&driver, "admin").await?;
     let bob = run.session(&driver, "bob").await?;

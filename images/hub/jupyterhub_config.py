@@ -116,9 +116,11 @@ c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
 # which reaches this port directly, cannot forge the client address the hub logs or the scheme it sees.
 xheaders.trust_only(xheaders.TrustedPeers(["proxy", "proxy-api"]))
 if settings.trust_xheaders:
-    # Trusting the proxy makes the hub log the client address a front proxy (nginx, TLS) put in
-    # X-Forwarded-For instead of that front proxy's own address.
-    c.JupyterHub.trusted_downstream_ips = config.proxy_addresses("proxy")
+    # The hub skips trusted entries of X-Forwarded-For from the right: nginx sends "client", CHP appends
+    # nginx's address, so trusting both (JHUB_TRUSTED_PROXIES; the TLS overlay sets "proxy nginx") makes
+    # the hub log the client's address instead of the front proxy's.
+    trusted = {address for name in settings.trusted_proxies for address in config.proxy_addresses(name)}
+    c.JupyterHub.trusted_downstream_ips = sorted(trusted)
 
 # ---- Services and roles
 

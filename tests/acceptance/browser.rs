@@ -47,6 +47,8 @@ pub struct Chromedriver {
     url: String,
     profiles: PathBuf,
     sessions: AtomicU32,
+    /// Flags added to CHROMIUM_FLAGS for every session (the HTTPS test's key pin).
+    extra_args: Vec<String>,
 }
 
 impl Chromedriver {
@@ -62,7 +64,8 @@ impl Chromedriver {
         })?;
         let profiles = std::env::temp_dir().join(format!("jhub-acceptance-browser-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&profiles)?;
-        let driver = Chromedriver { child, url: format!("http://127.0.0.1:{port}"), profiles, sessions: AtomicU32::new(0) };
+        let driver =
+            Chromedriver { child, url: format!("http://127.0.0.1:{port}"), profiles, sessions: AtomicU32::new(0), extra_args: Vec::new() };
         let status_url = format!("{}/status", driver.url);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         wait::until("chromedriver to answer /status", Duration::from_secs(20), || async {
@@ -73,6 +76,12 @@ impl Chromedriver {
         Ok(driver)
     }
 
+    /// Adds Chromium flags to every session opened from now on.
+    pub fn with_args(mut self, args: Vec<String>) -> Chromedriver {
+        self.extra_args.extend(args);
+        self
+    }
+
     /// Opens a fresh browser session for `user`: its own profile folder, so no cookie is shared.
     pub async fn session(&self, user: &str) -> Result<Browser> {
         let number = self.sessions.fetch_add(1, Ordering::SeqCst);
@@ -80,6 +89,7 @@ impl Chromedriver {
         std::fs::create_dir_all(&profile)?;
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(self.extra_args.iter().cloned());
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".to_string(), json!("chrome"));
         capabilities.insert("goog:chromeOptions".to_string(), json!({ "binary": chromium_binary().display().to_string(), "args": args }));

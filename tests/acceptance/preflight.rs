@@ -125,6 +125,8 @@ pub async fn check() -> Result<Setup> {
     if let (Some(catalog), Some(lock)) = (&catalog, &lock) {
         let mut needed: Vec<&str> = vec!["base", "hub"];
         needed.extend(catalog.single_user_images().map(|(image, _)| image.name.as_str()));
+        // The HTTPS test's front door.
+        needed.extend(catalog.get("nginx").map(|image| image.name.as_str()));
         let unlocked: Vec<&str> = needed.iter().copied().filter(|name| !lock.image.contains_key(*name)).collect();
         if !unlocked.is_empty() {
             problems.push(format!(

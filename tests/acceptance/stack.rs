@@ -12,12 +12,17 @@ use jhub_docker::compose::Compose;
 use jhub_docker::view::HubView;
 
 use crate::preflight::Setup;
+use crate::tls::Front;
 
 /// The variables the compose file reads (every `${NAME…}` in it): any of them the test does not set is
 /// removed from the compose CLI's environment, so the developer's shell cannot leak into a test stack.
 /// Read from the file itself, so a variable added there is covered without a list to keep in step.
 fn compose_variables() -> Vec<String> {
-    let text = std::fs::read_to_string(jhub_docker::repo_root().join("stack/docker-compose.yml")).unwrap_or_default();
+    let stack = jhub_docker::repo_root().join("stack");
+    let text: String = ["docker-compose.yml", "docker-compose.tls.yml"]
+        .iter()
+        .map(|file| std::fs::read_to_string(stack.join(file)).unwrap_or_default())
+        .collect();
     let mut names: Vec<String> = text
         .split("${")
         .skip(1)
@@ -49,6 +54,8 @@ pub struct Stack {
     pub port: u16,
     pub network: String,
     pub volume_prefix: String,
+    /// The TLS front door (nginx) when the stack runs with the TLS overlay.
+    pub tls: Option<Front>,
     compose: Compose,
     env: Vec<(String, String)>,
     env_file: std::path::PathBuf,
@@ -60,7 +67,14 @@ pub struct Stack {
 impl Stack {
     /// Starts a stack with the contract's isolation variables plus `settings` (e.g. SPAWNER=profiles) and
     /// waits until the hub is healthy. `artifacts` receives the stack's env file.
+    /// With `tls`, nginx stands in front (stack/docker-compose.tls.yml) and the proxy's port is closed.
+    /// Starts a plain-HTTP stack (no front door): what every resilience case runs on.
+    #[allow(dead_code)]
     pub async fn start(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path) -> Result<Stack> {
+        Stack::start_with(setup, settings, artifacts, None).await
+    }
+
+    pub async fn start_with(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path, tls: Option<Front>) -> Result<Stack> {
         let number = STACKS.fetch_add(1, Ordering::SeqCst);
         let project = format!("jhubtest{}{number}", std::process::id());
         let port = free_port()?;
@@ -73,6 +87,17 @@ impl Stack {
             ("JHUB_HUB_IMAGE".into(), setup.hub_image().to_string()),
             ("JHUB_HTTP_PORT".into(), port.to_string()),
         ];
+        if let Some(front) = &tls {
+            let nginx = setup.lock.image.get("nginx").and_then(|nginx| nginx.keyed_tag()).context("images.lock has no nginx image")?;
+            env.retain(|(key, _)| key != "JHUB_HTTP_PORT");
+            env.extend([
+                ("JHUB_NGINX_IMAGE".into(), nginx.to_string()),
+                ("JHUB_HTTPS_PORT".into(), front.https_port.to_string()),
+                ("JHUB_HTTP_PORT".into(), front.http_port.to_string()),
+                ("JHUB_TLS_CERT_MOUNT".into(), front.files.server_cert().display().to_string()),
+                ("JHUB_TLS_KEY_MOUNT".into(), front.files.server_key().display().to_string()),
+            ]);
+        }
         env.extend(settings.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
         // test expects.
@@ -88,24 +113,32 @@ impl Stack {
         let text: String = env.iter().map(|(key, value)| format!("{key}={value}\n")).collect();
         std::fs::write(&env_file, text).with_context(|| format!("cannot write {}", env_file.display()))?;
         let mut compose = Compose::new(setup.compose_cli.clone(), &setup.compose_file, &project);
+        let overlay = setup.compose_file.with_file_name("docker-compose.tls.yml");
+        if tls.is_some() {
+            compose = compose.with_overlay(&overlay);
+        }
         for (key, value) in &env {
             compose = compose.with_env(key, value);
         }
+        let overlay_args = if tls.is_some() { format!(" -f {}", overlay.display()) } else { String::new() };
         let down_command = format!(
-            "{} -f {} -p {project} --env-file {} down -v",
+            "{} -f {}{overlay_args} -p {project} --env-file {} down -v",
             setup.compose_cli.join(" "),
             setup.compose_file.display(),
             env_file.display()
         );
         let keep = truthy("JHUB_ACCEPTANCE_KEEP");
         // The guard exists before `up`, so a failed start is cleaned up too.
-        let stack = Stack { project, port, network, volume_prefix, compose, env, env_file, down_command, keep };
+        let stack = Stack { project, port, network, volume_prefix, tls, compose, env, env_file, down_command, keep };
         stack.wait_healthy().await?;
         Ok(stack)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        match &self.tls {
+            Some(front) => format!("https://localhost:{}{path}", front.https_port),
+            None => format!("http://127.0.0.1:{}{path}", self.port),
+        }
     }
 
     /// Runs the compose CLI with this stack's file, project and environment (and nothing else's).
@@ -137,8 +170,9 @@ impl Stack {
     }
 
     /// Brings the stack up (or back, after a restart of one of its containers) with `compose up -d --wait
-    /// --no-recreate`, which returns once every service's healthcheck passes, then checks once that the
-    /// hub answers through the published proxy port. On failure the compose logs go to the artifacts.
+    /// --no-recreate`, which returns once every service's healthcheck passes (with TLS, nginx's: /hub/health
+    /// through nginx, the proxy and the hub), then checks once that the hub answers through the published
+    /// port. On failure the compose logs go to the artifacts.
     pub async fn wait_healthy(&self) -> Result<()> {
         let started = Instant::now();
         let timeout = HEALTHY.as_secs().to_string();
@@ -160,6 +194,25 @@ impl Stack {
     /// One request to `/hub/health` through the proxy's published port: the front door works too.
     async fn answers_through_proxy(&self) -> Result<()> {
         let url = self.url("/hub/health");
+        if self.tls.is_some() {
+            // The harness has no TLS client: ask from inside nginx's container (tls.rs checks the front door).
+            let code = self.compose(&[
+                "exec",
+                "-T",
+                "nginx",
+                "curl",
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "https://127.0.0.1/hub/health",
+            ])?;
+            if code.trim() != "200" {
+                bail!("{url} answered {} inside nginx although compose reports every service healthy", code.trim());
+            }
+            return Ok(());
+        }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let status = http.get(&url).send().await.with_context(|| format!("GET {url}"))?.status();
         if status != reqwest::StatusCode::OK {

@@ -71,6 +71,11 @@ pub async fn run_in_container(docker: &Docker, image: &str, argv: &[String], tim
         labels: Some([("io.jhub-docker.purpose".to_string(), "smoke-check".to_string())].into()),
         ..Default::default()
     };
+    run_configured(docker, config, timeout).await
+}
+
+/// Runs a throwaway container made from `config`, waits up to `timeout`, collects its output, removes it.
+pub async fn run_configured(docker: &Docker, config: ContainerCreateBody, timeout: Duration) -> anyhow::Result<RunOutput> {
     let container = docker.create_container(None, config).await?.id;
     let outcome = async {
         docker.start_container(&container, None).await?;

@@ -11,6 +11,7 @@ mod doctor;
 mod engine;
 mod pin;
 mod stack;
+mod tls;
 mod ui;
 mod view;
 

@@ -18,7 +18,7 @@ use jhub_docker::compose::{self, Compose};
 use jhub_docker::lock::Lock;
 
 use crate::ui::{self, UserError};
-use crate::{build, engine};
+use crate::{build, engine, tls};
 
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
@@ -157,11 +157,13 @@ fn set_up_host(runtime: &tokio::runtime::Runtime, building: bool) -> anyhow::Res
 pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     set_up_host(&runtime, build.is_some())?;
+    let env_file = stack_dir().join(".env");
+    // JHUB_TLS: bad input refused and the certificate made or renewed before anything is built or started.
+    let mut tls = tls::prepare(|key, default| Settings::load(&env_file).get(key, default))?;
     if let Some(options) = build {
         // Cached images cost a few seconds; missing or changed ones are built.
         build::run(options)?;
     }
-    let env_file = stack_dir().join(".env");
     let new_password = ensure_admin_password(&env_file)?;
     if let Some(password) = &new_password {
         // Printed now, not after the start: a start that fails must not swallow the only showing.
@@ -184,7 +186,8 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         )
         .into());
     }
-    let compose = compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest);
+    tls.test_nginx(&docker, &runtime)?;
+    let compose = tls.apply(compose_for(&settings, &hub_image)?.with_env("JHUB_CONFIG_DIGEST", &config_digest));
     ui::note(&format!("starting the stack `{}`", compose.project()));
     let started = Instant::now();
     runtime.block_on(up_and_wait(&compose, &docker))?;
@@ -194,11 +197,12 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         address => address.to_string(),
     };
     let shown_host = if host == "127.0.0.1" { "localhost" } else { host.as_str() };
-    println!("jhub-docker is up at http://{shown_host}:{port} (ready in {:.0} s)", started.elapsed().as_secs_f64());
+    let url = tls.url.clone().unwrap_or_else(|| format!("http://{shown_host}:{port}"));
+    println!("jhub-docker is up at {url} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
         Some(_) => println!("log in as `admin` with the password shown above"),
         None if settings.get("ADMIN_PASSWORD", "").is_empty() => {
-            println!("admin login: sign up as `admin` at http://{shown_host}:{port}/hub/signup before anyone else does");
+            println!("admin login: sign up as `admin` at {url}/hub/signup before anyone else does");
         }
         None => println!("admin login: user `admin`, password from ADMIN_PASSWORD in stack/.env"),
     }
@@ -331,7 +335,8 @@ fn without_terminal_codes(text: &str) -> String {
 pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
     let stack = settings.get("JHUB_STACK_NAME", "jhub");
-    let compose = compose_for(&settings, &hub_image_to_interpolate())?;
+    let compose =
+        tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     // Stop the hub first, so it cannot spawn (or the culler restart) a container while they are removed.
     compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -430,7 +435,8 @@ fn choose_user_volumes(
 /// `cargo xtask logs [SERVICE…]`.
 pub fn logs(services: &[String]) -> anyhow::Result<()> {
     let settings = Settings::load(&stack_dir().join(".env"));
-    let compose = compose_for(&settings, &hub_image_to_interpolate())?;
+    let compose =
+        tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     if compose.run(&["ps", "-q"])?.trim().is_empty() {
         return Err(UserError::new(format!("the stack `{}` is not running", compose.project()), "start it with `cargo xtask up`").into());
     }

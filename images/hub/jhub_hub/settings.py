@@ -38,6 +38,7 @@ class Settings:
     dummy_password: str  # DUMMY_PASSWORD: the shared password of AUTH_STRATEGY=dummy
     idle_cull_timeout: int  # IDLE_CULL_TIMEOUT: seconds; 0 = never cull
     trust_xheaders: bool  # TRUST_XHEADERS
+    trusted_proxies: tuple  # JHUB_TRUSTED_PROXIES: the services whose forwarded addresses count (TLS: proxy nginx)
     mem_limit: str  # JHUB_MEM_LIMIT
     cpu_limit: float  # JHUB_CPU_LIMIT
     pids_limit: int  # JHUB_PIDS_LIMIT
@@ -61,6 +62,7 @@ def from_environ(environ):
         dummy_password=environ.get("DUMMY_PASSWORD", ""),
         idle_cull_timeout=env.integer("IDLE_CULL_TIMEOUT", 3600),
         trust_xheaders=env.boolean("TRUST_XHEADERS", False),
+        trusted_proxies=tuple(env.text("JHUB_TRUSTED_PROXIES", "proxy").split()),
         mem_limit=env.mem_size("JHUB_MEM_LIMIT", "4G", "set JHUB_MEM_LIMIT to e.g. 4G or 512M"),
         cpu_limit=env.cpus("JHUB_CPU_LIMIT", "2", "set JHUB_CPU_LIMIT to e.g. 2 or 0.5"),
         pids_limit=env.integer("JHUB_PIDS_LIMIT", 2048, minimum=64),

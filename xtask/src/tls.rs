@@ -1,0 +1,271 @@
+//! The TLS front door for `cargo xtask up`: reads JHUB_TLS (off, self-signed, files), makes or checks the
+//! certificate before anything starts, tests nginx's config with it in a throwaway container, and returns
+//! the compose overlay (stack/docker-compose.tls.yml) and variables that put nginx in front of the proxy.
+
+mod certs;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use jhub_docker::compose::Compose;
+use jhub_docker::lock::Lock;
+use time::OffsetDateTime;
+
+use certs::{Name, SelfSignedFiles};
+
+use crate::engine;
+use crate::ui::{self, UserError};
+
+const NGINX_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the stack is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain HTTP from the proxy, as without this module.
+    Off,
+    /// A local CA in stack/tls signs the server certificate.
+    SelfSigned,
+    /// JHUB_TLS_CERT / JHUB_TLS_KEY name the certificate and key (from a real CA).
+    Files,
+}
+
+pub fn mode(value: &str) -> Result<Mode, UserError> {
+    match value {
+        "" | "off" => Ok(Mode::Off),
+        "self-signed" => Ok(Mode::SelfSigned),
+        "files" => Ok(Mode::Files),
+        other => Err(UserError::new(
+            format!("JHUB_TLS={other} is not a TLS mode"),
+            "set JHUB_TLS in stack/.env to off, self-signed (a local CA) or files (JHUB_TLS_CERT and JHUB_TLS_KEY)",
+        )),
+    }
+}
+
+/// What `up` adds to the stack: compose files after the base one, variables for compose, and the URL
+/// users open. With TLS off, nothing.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub compose_files: Vec<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// `https://localhost[:port]` with TLS on.
+    pub url: Option<String>,
+    /// The certificate and key nginx gets (TLS on).
+    pair: Option<(PathBuf, PathBuf)>,
+}
+
+impl Plan {
+    /// With TLS on, after the images are built: `nginx -t` on the locked nginx image's config with the
+    /// certificate and key, in a throwaway container; then the image is what the overlay runs.
+    pub fn test_nginx(&mut self, docker: &Docker, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let Some((cert, key)) = &self.pair else { return Ok(()) };
+        let nginx_image = locked_nginx_image()?;
+        if !runtime.block_on(engine::image_exists(docker, &nginx_image)) {
+            return Err(UserError::new(
+                format!("the locked nginx image {nginx_image} is not on this engine"),
+                "run `cargo xtask build-images nginx` (or `cargo xtask up` without --no-build)",
+            )
+            .into());
+        }
+        runtime.block_on(test_nginx_config(docker, &nginx_image, cert, key))?;
+        self.env.push(("JHUB_NGINX_IMAGE".to_string(), nginx_image));
+        Ok(())
+    }
+
+    /// `compose` with the overlay files and variables added.
+    pub fn apply(&self, compose: Compose) -> Compose {
+        let compose = self.compose_files.iter().fold(compose, |compose, file| compose.with_overlay(file));
+        self.env.iter().fold(compose, |compose, (key, value)| compose.with_env(key, value))
+    }
+}
+
+fn stack_dir() -> PathBuf {
+    jhub_docker::repo_root().join("stack")
+}
+
+/// The overlay for verbs that only drive an existing stack (`down`, `logs`): no certificate work, and
+/// values that only let compose interpolate the file (they must work with the lock or the files gone).
+pub fn for_running_stack(setting: impl Fn(&str, &str) -> String) -> Plan {
+    match mode(&setting("JHUB_TLS", "off")) {
+        Ok(Mode::Off) | Err(_) => Plan::default(),
+        Ok(_) => Plan {
+            compose_files: vec![stack_dir().join("docker-compose.tls.yml")],
+            env: vec![
+                ("JHUB_NGINX_IMAGE".to_string(), locked_nginx_image().unwrap_or_else(|_| "jhub/nginx:latest".to_string())),
+                ("JHUB_TLS_CERT_MOUNT".to_string(), "/dev/null".to_string()),
+                ("JHUB_TLS_KEY_MOUNT".to_string(), "/dev/null".to_string()),
+            ],
+            url: None,
+            pair: None,
+        },
+    }
+}
+
+/// What `up` needs for TLS, done before anything is built or started: `setting(key, default)` reads the
+/// stack's settings (stack/.env overlaid by the environment). Refuses bad input with `error:` + `hint:`,
+/// makes or renews the self-signed certificate; `Plan::test_nginx` runs `nginx -t` once images exist.
+pub fn prepare(setting: impl Fn(&str, &str) -> String) -> anyhow::Result<Plan> {
+    let mode = mode(&setting("JHUB_TLS", "off"))?;
+    if mode == Mode::Off {
+        return Ok(Plan::default());
+    }
+    let public_hosts = certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))?;
+    require_compose_with_reset()?;
+    let now = OffsetDateTime::now_utc();
+    let (cert, key) = match mode {
+        Mode::SelfSigned => {
+            let files = SelfSignedFiles { dir: stack_dir().join("tls") };
+            let names = certs::server_names(host_name().as_deref(), &public_hosts);
+            let outcome = certs::ensure_self_signed(&files, &names, now)?;
+            report_self_signed(&files, &names, &outcome);
+            (files.server_cert(), files.server_key())
+        }
+        Mode::Files => {
+            let cert = setting_path(&setting("JHUB_TLS_CERT", ""), "JHUB_TLS_CERT")?;
+            let key = setting_path(&setting("JHUB_TLS_KEY", ""), "JHUB_TLS_KEY")?;
+            let info = certs::check_pair(&cert, &key, now)?;
+            let missing: Vec<String> = public_hosts.iter().filter(|name| !covers(&info.names, name)).map(Name::to_string).collect();
+            if !missing.is_empty() {
+                ui::note(&format!("warning: {} does not name {} (JHUB_PUBLIC_HOSTS)", cert.display(), missing.join(", ")));
+            }
+            ui::note(&format!("TLS certificate {} (valid until {})", cert.display(), certs::date(info.not_after)));
+            (cert, key)
+        }
+        Mode::Off => unreachable!("handled above"),
+    };
+    // A single-file bind mount keeps the file it found at start (a renewal replaces the file, and a
+    // Let's Encrypt `live/` link moves on): a digest of both in nginx's environment makes compose
+    // recreate it, and so remount them, whenever they changed.
+    let mut pair = std::fs::read(&cert)?;
+    pair.extend(std::fs::read(&key)?);
+    let digest = crate::context::sha256_hex(&pair);
+    let https_port = setting("JHUB_HTTPS_PORT", "443");
+    let url = match https_port.as_str() {
+        "443" => "https://localhost".to_string(),
+        port => format!("https://localhost:{port}"),
+    };
+    Ok(Plan {
+        compose_files: vec![stack_dir().join("docker-compose.tls.yml")],
+        env: vec![
+            ("JHUB_TLS_CERT_MOUNT".to_string(), cert.display().to_string()),
+            ("JHUB_TLS_KEY_MOUNT".to_string(), key.display().to_string()),
+            ("JHUB_TLS_DIGEST".to_string(), digest),
+        ],
+        url: Some(url),
+        pair: Some((cert, key)),
+    })
+}
+
+/// The overlay closes the proxy's port with `ports: !reset []`, which Compose understands from v2.24.
+fn require_compose_with_reset() -> Result<(), UserError> {
+    let cli = jhub_docker::compose::detect_cli()?;
+    let output = std::process::Command::new(&cli[0]).args(&cli[1..]).args(["version", "--short"]).output();
+    let version =
+        output.map(|output| String::from_utf8_lossy(&output.stdout).trim().trim_start_matches('v').to_string()).unwrap_or_default();
+    if compose_supports_reset(&version) {
+        return Ok(());
+    }
+    Err(UserError::new(
+        format!(
+            "JHUB_TLS needs Compose v2.24 or later (`{}` is {})",
+            cli.join(" "),
+            if version.is_empty() { "of unknown version" } else { &version }
+        ),
+        "install the Compose v2 plugin (`docker compose`); on Debian 12, trixie's docker-compose package works (README, Set up)",
+    ))
+}
+
+fn compose_supports_reset(version: &str) -> bool {
+    let mut numbers = version.split(['.', '-', '+']).map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (2, 24)
+}
+
+/// A path from stack/.env: relative ones are relative to stack/, where the file lives.
+fn setting_path(value: &str, key: &str) -> Result<PathBuf, UserError> {
+    if value.is_empty() {
+        return Err(UserError::new(
+            format!("JHUB_TLS=files needs {key}"),
+            "set JHUB_TLS_CERT and JHUB_TLS_KEY in stack/.env to the PEM certificate (with its chain) and its private key",
+        ));
+    }
+    let path = Path::new(value);
+    Ok(if path.is_absolute() { path.to_path_buf() } else { stack_dir().join(path) })
+}
+
+/// Whether a certificate's names cover `name` (a `*.` name covers one label).
+fn covers(names: &BTreeSet<Name>, name: &Name) -> bool {
+    names.contains(name)
+        || matches!(name, Name::Dns(dns) if dns.split_once('.').is_some_and(|(_, parent)| names.contains(&Name::Dns(format!("*.{parent}")))))
+}
+
+/// This machine's host name, as the kernel has it.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|name| name.trim().to_string()).filter(|name| !name.is_empty())
+}
+
+fn report_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, outcome: &certs::Outcome) {
+    let shown: Vec<String> = names.iter().map(Name::to_string).collect();
+    if let Some(why) = &outcome.new_ca {
+        ui::note(&format!("made a new local CA ({why}): {}", files.ca_cert().display()));
+    }
+    match &outcome.new_server {
+        Some(why) => ui::note(&format!("issued the server certificate for {} ({why})", shown.join(", "))),
+        None => ui::note(&format!("kept the server certificate for {}", shown.join(", "))),
+    }
+    let ca = files.ca_cert();
+    let ca = ca.display();
+    println!("TLS: browsers trust this stack once they trust its local CA {ca}");
+    println!("  Debian/Ubuntu: sudo cp {ca} /usr/local/share/ca-certificates/jhub-docker-ca.crt && sudo update-ca-certificates");
+    println!("  Firefox:       Settings → Privacy & Security → Certificates → View Certificates → Authorities → Import… → {ca}");
+    println!("                 (tick \"Trust this CA to identify websites\")");
+    println!("  Chromium:      chrome://certificate-manager → Local certificates → Custom → Import → {ca}");
+    println!("                 (or: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n jhub-docker -i {ca})");
+    println!("  Other machines need the same file: copy ca.crt, never ca.key.");
+}
+
+fn locked_nginx_image() -> Result<String, UserError> {
+    let lock = Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root()))?;
+    lock.image
+        .get("nginx")
+        .and_then(|nginx| nginx.keyed_tag().map(str::to_string))
+        .ok_or_else(|| UserError::new("images.lock has no nginx image (needed with JHUB_TLS on)", "run `cargo xtask build-images nginx`"))
+}
+
+/// `nginx -t` on the image's config with the real certificate and key, in a throwaway container without
+/// a network: a bad pair (a key of another certificate, a broken chain) stops `up` here, not at start.
+async fn test_nginx_config(docker: &Docker, image: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let config = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["test".to_string()]),
+        network_disabled: Some(true),
+        labels: Some([("io.jhub-docker.purpose".to_string(), "nginx-config-test".to_string())].into()),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{}:/etc/jhub-tls/server.crt:ro", cert.display()),
+                format!("{}:/etc/jhub-tls/server.key:ro", key.display()),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let output = engine::run_configured(docker, config, NGINX_TEST_TIMEOUT).await?;
+    if output.exit_code != 0 {
+        let said = format!("{}{}", output.stdout, output.stderr);
+        let hint = if said.contains("key values mismatch") {
+            "JHUB_TLS_KEY is not the key of JHUB_TLS_CERT: point both at the matching pair"
+        } else {
+            "nginx could not load the certificate or key: check both files (PEM, key unencrypted)"
+        };
+        return Err(
+            UserError::new(format!("nginx -t refused the configuration with {}:\n{}", cert.display(), said.trim_end()), hint).into()
+        );
+    }
+    ui::note("nginx -t: the configuration and certificate load");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
