@@ -30,7 +30,7 @@ impl Tree {
         write(
             &root,
             "images/base/base.toml",
-            "suite = \"trixie\"\nvariant = \"minbase\"\nmirror = \"http://deb.debian.org/debian\"\npython_version = \"3.13\"\npackages = []\n",
+            "suite = \"trixie\"\nvariant = \"minbase\"\nmirror = \"http://deb.debian.org/debian\"\npython_version = \"3.13\"\nsource_date_epoch = 1767225600\npackages = []\n",
         );
         write(
             &root,
