@@ -201,10 +201,11 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     println!("jhub-docker is up at {url} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
         Some(_) => println!("log in as `admin` with the password shown above"),
-        None if settings.get("ADMIN_PASSWORD", "").is_empty() => {
+        // ADMIN_PASSWORD may come from the shell instead of stack/.env (compose passes either on).
+        None if settings.get("ADMIN_PASSWORD", "").is_empty() && std::env::var("ADMIN_PASSWORD").unwrap_or_default().is_empty() => {
             println!("admin login: sign up as `admin` at {url}/hub/signup before anyone else does");
         }
-        None => println!("admin login: user `admin`, password from ADMIN_PASSWORD in stack/.env"),
+        None => println!("admin login: user `admin`, password from ADMIN_PASSWORD (stack/.env or the environment)"),
     }
     Ok(())
 }
