@@ -133,6 +133,21 @@ impl Compose {
     }
 }
 
+/// The variables compose text reads (every `${NAME…}` in it), sorted, once each: what a stack of the
+/// harness or the bench must set or remove from the CLI's environment, so the caller's shell cannot leak
+/// into it. Read from the files themselves, so a variable added there is covered without a list to keep.
+pub fn variables_of(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split("${")
+        .skip(1)
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>())
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::major_version;

@@ -23,15 +23,7 @@ fn compose_variables() -> Vec<String> {
         .iter()
         .map(|file| std::fs::read_to_string(stack.join(file)).unwrap_or_default())
         .collect();
-    let mut names: Vec<String> = text
-        .split("${")
-        .skip(1)
-        .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>())
-        .filter(|name| !name.is_empty())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    jhub_docker::compose::variables_of(&text)
 }
 
 /// How long every service may take to pass its healthcheck after `up` (or after a restart).

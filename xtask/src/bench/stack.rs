@@ -58,19 +58,10 @@ fn random_password() -> std::io::Result<String> {
     Ok(random.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// The variables the compose file reads (every `${NAME…}` in it): those the bench does not set are removed
-/// from the compose CLI's environment, so the developer's shell cannot change the bench stack.
+/// The variables the compose file reads: those the bench does not set are removed from the compose CLI's
+/// environment, so the developer's shell cannot change the bench stack.
 fn compose_variables(compose_file: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(compose_file).unwrap_or_default();
-    let mut names: Vec<String> = text
-        .split("${")
-        .skip(1)
-        .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>())
-        .filter(|name| !name.is_empty())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    compose::variables_of(&std::fs::read_to_string(compose_file).unwrap_or_default())
 }
 
 impl BenchStack {
