@@ -2,8 +2,8 @@
 //! no other stack uses), started from `stack/docker-compose.yml` with the lock's hub image and the bench
 //! settings, and removed at the end with the user containers DockerSpawner made (found by label).
 //!
-//! This is the ONE place that knows how the hub is given its images: today the compose file mounts
-//! `images/catalog.toml` and `images.lock`, so the lock's hub tag is all it needs.
+//! This is the ONE place that knows how the hub is given its images: the resolved view (as `up` resolves
+//! it) in a file of the stack's own, mounted by the compose file through JHUB_HUB_VIEW.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
