@@ -894,9 +894,11 @@ async fn engine_restart(stack: &Stack) -> Result<()> {
     // setsid: the engine must outlive this test; it is never waited for.
     // The engine must not inherit this process's other descriptors (a lock file a developer's runner
     // holds, a pipe of the test harness): it would hold them for as long as it runs.
-    let close_inherited =
-        "for fd in $(ls /proc/$$/fd); do [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\" 2>/dev/null; done; exec setsid dockerd";
-    let _engine = Command::new("sh").args(["-c", close_inherited]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
+    // bash, not sh: dash cannot name a descriptor above 9 in a redirection, and exits instead of starting
+    // the engine.
+    let close_inherited = "for path in /proc/$$/fd/*; do fd=${path##*/}; \
+                           if [ \"$fd\" -gt 2 ] && [ -e \"$path\" ]; then eval \"exec $fd>&-\"; fi; done; exec setsid dockerd";
+    let _engine = Command::new("bash").args(["-c", close_inherited]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
     let restarted = Instant::now();
     let docker = wait::until("the engine to answer again", Duration::from_secs(60), || async {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
