@@ -469,7 +469,7 @@ async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
         .catalog
         .profiles
         .iter()
-        .find(|profile| profile.name == "datascience-small")
+        .find(|profile| profile.name == "minimal-small")
         .or_else(|| setup.catalog.profiles.first())
         .ok_or_else(|| anyhow!("the catalog lists no [[profile]]"))?
         .clone();

@@ -81,11 +81,11 @@ impl Checks {
     /// `<ancestor>: <check>`), then the built-in ones. The `[versions]` command is the image's own. The
     /// returned hash covers every `checks.toml` of the chain, so editing any of them reruns the checks.
     pub fn for_image(catalog: &Catalog, image: &ImageEntry, root: &Path) -> Result<(Checks, String), UserError> {
-        let (mut checks, own_hash) = Checks::load(&image.name, &image.folder_path(root))?;
+        let (mut checks, own_hash) = Checks::load_image(image, root)?;
         let mut chain_hashes = vec![format!("{}={own_hash}", image.name)];
         let mut ancestor = image.parent().and_then(|parent| catalog.get(parent));
         while let Some(entry) = ancestor {
-            let (inherited, hash) = Checks::load(&entry.name, &entry.folder_path(root))?;
+            let (inherited, hash) = Checks::load_image(entry, root)?;
             checks
                 .check
                 .extend(inherited.check.into_iter().map(|check| Check { name: format!("{}: {}", entry.name, check.name), ..check }));
@@ -102,23 +102,39 @@ impl Checks {
         self
     }
 
-    /// Reads `<folder>/checks.toml`; an image without one has no checks. Also returns the file's hash.
-    fn load(image_name: &str, folder: &Path) -> Result<(Checks, String), UserError> {
-        let path = folder.join("checks.toml");
+    /// The checks of `image`'s folder: `checks.toml`, plus `checks.<flavour>.toml` when the image is built
+    /// from `Dockerfile.<flavour>` (the flavours of a template share one folder and some of its checks).
+    /// Also returns a hash of the files read.
+    fn load_image(image: &ImageEntry, root: &Path) -> Result<(Checks, String), UserError> {
+        let folder = image.folder_path(root);
+        let (mut checks, hash) = Checks::load(&image.name, &folder, "checks.toml")?;
+        let flavour = match &image.recipe {
+            Recipe::Dockerfile { dockerfile, .. } => dockerfile.strip_prefix("Dockerfile.").filter(|flavour| !flavour.is_empty()),
+            Recipe::Mmdebstrap => None,
+        };
+        let Some(flavour) = flavour else { return Ok((checks, hash)) };
+        let (own, own_hash) = Checks::load(&image.name, &folder, &format!("checks.{flavour}.toml"))?;
+        checks.check.extend(own.check);
+        if own.versions.is_some() {
+            checks.versions = own.versions;
+        }
+        Ok((checks, crate::context::sha256_hex(format!("{hash}\n{own_hash}").as_bytes())))
+    }
+
+    /// Reads `<folder>/<file>`; a missing file means no checks. Also returns the file's hash.
+    fn load(image_name: &str, folder: &Path, file: &str) -> Result<(Checks, String), UserError> {
+        let path = folder.join(file);
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Checks::default(), String::new())),
             Err(err) => {
-                return Err(UserError::new(
-                    format!("image `{image_name}`: cannot read checks.toml: {err}"),
-                    "check the file's permissions",
-                ));
+                return Err(UserError::new(format!("image `{image_name}`: cannot read {file}: {err}"), "check the file's permissions"));
             }
         };
         let hash = crate::context::sha256_hex(&text);
         let checks: Checks = toml::from_str(&String::from_utf8_lossy(&text)).map_err(|err| {
             UserError::new(
-                format!("image `{image_name}`: checks.toml is not valid: {}", err.to_string().lines().next().unwrap_or_default()),
+                format!("image `{image_name}`: {file} is not valid: {}", err.to_string().lines().next().unwrap_or_default()),
                 "each [[check]] has name, argv and optionally stdout_contains; [versions] has argv",
             )
         })?;

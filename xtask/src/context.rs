@@ -13,6 +13,12 @@ use crate::ui::UserError;
 /// checks run against the built image from outside, so editing them reruns checks without a rebuild.
 pub const NOT_IN_CONTEXT: &[&str] = &["checks.toml"];
 
+/// Whether `relative` (a path inside an image folder) is a checks file: `checks.toml`, or a flavour's
+/// `checks.<flavour>.toml` beside it. Checks are run against the built image, not copied into it.
+pub fn is_checks_file(relative: &str) -> bool {
+    NOT_IN_CONTEXT.contains(&relative) || (!relative.contains('/') && relative.starts_with("checks.") && relative.ends_with(".toml"))
+}
+
 /// Folders that appear in an image folder when someone works in it by hand and are never inputs:
 /// Python's byte-code caches, and npm's install tree (the image installs from the lockfile itself).
 pub const IGNORED_DIRS: &[&str] = &["__pycache__", "node_modules"];
@@ -93,7 +99,7 @@ impl Context {
                         pending.push(path);
                     }
                 } else if metadata.is_file() {
-                    if NOT_IN_CONTEXT.contains(&relative.as_str()) {
+                    if is_checks_file(&relative) {
                         continue;
                     }
                     use std::os::unix::fs::PermissionsExt;

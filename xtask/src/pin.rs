@@ -111,7 +111,12 @@ fn pinned_hash(input: &PinnedInput) -> Result<String, UserError> {
 
 fn pinned_inputs<'a>(root: &Path, catalog: &'a Catalog) -> Result<Vec<(&'a ImageEntry, PinnedInput)>, UserError> {
     let mut inputs = Vec::new();
+    let mut folders_seen = std::collections::BTreeSet::new();
     for image in &catalog.images {
+        // Images that share a folder (the flavours of a template) share its pinned inputs: pin them once.
+        if !folders_seen.insert(image.folder.as_str()) {
+            continue;
+        }
         let folder = image.folder_path(root);
         let mut pending = vec![folder.clone()];
         while let Some(directory) = pending.pop() {

@@ -8,3 +8,9 @@ c = get_config()  # noqa: F821 (injected by traitlets when the file is loaded)
 # language servers, and the image installs none, so it would serve nothing. Set here, the choice wins
 # over the jupyter_server_config.d file that enables it in the venv.
 c.ServerApp.jpserver_extensions = {"jupyter_lsp": False}
+
+# Offline: these sites are often air-gapped, so JupyterLab neither fetches its news feed nor checks for a
+# newer release (both call the internet and pop up a notification). The announcements plugin that asks
+# about news is also disabled in /etc/jupyter/labconfig/page_config.json.
+c.LabApp.news_url = None
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
