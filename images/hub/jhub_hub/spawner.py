@@ -5,11 +5,12 @@ and refuse an unknown image or profile with a 400 before any container exists.
 """
 
 import html
+from concurrent.futures import ThreadPoolExecutor
 
 import docker.errors
 from dockerspawner import DockerSpawner
 from tornado import web
-from traitlets import Instance, Unicode, default, directional_link
+from traitlets import Instance, Integer, Unicode, default, directional_link
 from wrapspawner import ProfilesSpawner
 
 from jhub_hub.view import View
@@ -68,6 +69,29 @@ class JhubDockerSpawner(DockerSpawner):
         "",
         help="Image of the view to spawn regardless of user_options (set per profile by SPAWNER=profiles).",
     ).tag(config=True)
+    docker_api_threads = Integer(
+        8,
+        min=1,
+        help="Docker API calls that may run at once, for all users together. DockerSpawner runs every call "
+        "(create, start, each poll, stop, remove) on one shared thread, so under a burst a user's stop waits "
+        "behind everybody's spawns; the engine itself serves calls in parallel.",
+    ).tag(config=True)
+
+    # One pool for every JhubDockerSpawner (and the profile children, which are JhubDockerSpawners too).
+    _jhub_executor = None
+
+    @property
+    def executor(self):
+        if JhubDockerSpawner._jhub_executor is None:
+            JhubDockerSpawner._jhub_executor = ThreadPoolExecutor(
+                self.docker_api_threads, thread_name_prefix="docker-api"
+            )
+        return JhubDockerSpawner._jhub_executor
+
+    @default("client_kwargs")
+    def _default_client_kwargs(self):
+        # docker-py keeps at most max_pool_size connections to the engine (default 10); as many as threads.
+        return {"max_pool_size": self.docker_api_threads}
 
     @property
     def view(self):

@@ -218,3 +218,31 @@ def test_a_spawner_without_a_view_says_so(make_user):
     spawner = JhubDockerSpawner(user=make_user())
     with pytest.raises(RuntimeError, match="jhub_view is not configured"):
         spawner.image_for_choice("x")
+
+
+def test_docker_api_calls_run_in_parallel_on_one_shared_pool(docker_spawner, config, make_user):
+    other = JhubDockerSpawner(user=make_user("carol"), config=config)
+    assert docker_spawner.executor is other.executor
+    assert docker_spawner.client_kwargs == {"max_pool_size": docker_spawner.docker_api_threads}
+    # Three calls that each wait for the other two: they finish only if they run at the same time.
+    import threading
+
+    barrier = threading.Barrier(3, timeout=5)
+
+    class Client:
+        def stop_container(self, name):
+            barrier.wait()
+            return name
+
+    for spawner in (docker_spawner, other):
+        spawner.__class__._client = Client()
+
+    async def three_stops():
+        return await asyncio.gather(
+            *(s.docker("stop_container", n) for s, n in ((docker_spawner, "a"), (other, "b"), (docker_spawner, "c")))
+        )
+
+    try:
+        assert asyncio.run(three_stops()) == ["a", "b", "c"]
+    finally:
+        JhubDockerSpawner._client = None

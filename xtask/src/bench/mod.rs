@@ -174,6 +174,8 @@ struct Bench {
     samples: Mutex<Vec<Sample>>,
     failures: Mutex<Vec<Failure>>,
     tracker: Tracker,
+    /// Each benchmarked image's `default_url`: where its users land (Lab, or an app such as marimo).
+    default_urls: BTreeMap<String, String>,
 }
 
 pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
@@ -209,6 +211,7 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
     // The view says which id each image has on this engine (and refuses what the engine lacks).
     let view = runtime.block_on(crate::view::resolve(&docker, &root))?;
     let mut image_ids = BTreeMap::new();
+    let mut default_urls = BTreeMap::new();
     for name in &images {
         let Some(image) = view.images.iter().find(|image| &image.name == name) else {
             return Err(
@@ -216,6 +219,7 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
             );
         };
         image_ids.insert(name.clone(), image.image_id.clone());
+        default_urls.insert(name.clone(), image.default_url.clone());
     }
     let hub_image = runtime.block_on(stack::hub_image(&docker, &lock))?;
     let machine = runtime.block_on(machine(&docker))?;
@@ -244,6 +248,7 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         samples: Mutex::new(Vec::new()),
         failures: Mutex::new(Vec::new()),
         tracker: Tracker::new(options.scenario.name(), total),
+        default_urls,
     });
     let outcome = runtime.block_on(async {
         // Registered before anything starts: Ctrl-C (or a TERM) ends the run, then the stack is removed.
@@ -368,11 +373,18 @@ impl Bench {
         User::new(&self.stack.url(""), name)
     }
 
-    /// From a running server to its stop: Lab, a kernel running `5 * 4`, then the stop (also when Lab or
-    /// the kernel failed). Returns whether every phase passed.
+    /// From a running server to its stop: for a JupyterLab image, Lab and a kernel running `5 * 4`; for an
+    /// image whose users land in an app without Lab (code-server or marimo behind the standalone proxy),
+    /// that app's first page, which starts it; then the stop (also when a phase failed). `group` is the
+    /// image's name. Returns whether every phase passed.
     async fn use_and_stop(&self, user: &User, group: &str) -> bool {
-        let used = self.step(user, group, "lab", user.open_lab()).await.is_some()
-            && self.step(user, group, "kernel", user.run_kernel()).await.is_some();
+        let default_url = self.default_urls.get(group).map(String::as_str).unwrap_or("/lab");
+        let used = if default_url.starts_with("/lab") {
+            self.step(user, group, "lab", user.open_lab()).await.is_some()
+                && self.step(user, group, "kernel", user.run_kernel()).await.is_some()
+        } else {
+            self.step(user, group, "app", user.open_app(default_url)).await.is_some()
+        };
         let stopped = self.step(user, group, "stop", user.stop()).await.is_some();
         used && stopped
     }

@@ -286,6 +286,24 @@ impl User {
         Ok(())
     }
 
+    /// Opens an app that runs without Lab (behind jupyter-standaloneproxy) as the browser does:
+    /// `/user/<u><default_url>`, through the hub's OAuth handshake on first visit; the proxy starts the app
+    /// on this first request, so the phase includes the app's start-up.
+    pub async fn open_app(&self, default_url: &str) -> Result<(), String> {
+        let prefix = format!("/user/{}/", self.name);
+        let path = format!("/user/{}{default_url}", self.name);
+        let (status, landed, body) = self.send("GET /user/<u>/ (app)", self.http.get(self.url(&path))).await?;
+        if status != StatusCode::OK || !landed.starts_with(&prefix) {
+            return Err(format!(
+                "GET /user/<u>{default_url}: HTTP {} at {}: {}",
+                status.as_u16(),
+                landed.replace(&self.name, "<u>"),
+                body_message(&body)
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts a kernel through the server's REST API and runs `5 * 4` over its websocket; checks that the
     /// result is `20`.
     pub async fn run_kernel(&self) -> Result<(), String> {
@@ -298,7 +316,8 @@ impl User {
         let id = kernel["id"].as_str().ok_or("POST /user/<u>/api/kernels: no kernel id in the answer")?;
         let result = tokio::time::timeout(PATIENCE, self.execute(id, "5 * 4")).await;
         let result = result.unwrap_or_else(|_| Err(format!("kernel: no result after {} s", PATIENCE.as_secs())))?;
-        if result != "20" {
+        // Python prints `20`; the R kernel (r-notebook's only one) `[1] 20`.
+        if result != "20" && result != "[1] 20" {
             return Err(format!("kernel: `5 * 4` gave {result:?}"));
         }
         Ok(())
