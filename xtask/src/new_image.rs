@@ -42,7 +42,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let name = &entry.name;
     ui::note(&format!(
         "made image `{name}` from images/{} ({}): images/{name}/ and its entry in images/catalog.toml",
-        options.template, entry.dockerfile
+        template_name(&options.template),
+        entry.dockerfile
     ));
     ui::note("next:");
     ui::note(&format!("  1. add your Python packages to images/{name}/requirements.in (Debian packages: build.sh)"));
@@ -58,7 +59,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 fn create(root: &Path, options: &Options) -> Result<NewEntry, UserError> {
     let catalog = Catalog::load(root)?;
     let images = root.join("images");
-    let Options { name, template, flavour, .. } = options;
+    let Options { name, flavour, .. } = options;
+    let template = template_name(&options.template);
     if !catalog::is_name(name) {
         return Err(UserError::new(
             format!("image name `{name}` is not valid"),
@@ -88,7 +90,7 @@ fn create(root: &Path, options: &Options) -> Result<NewEntry, UserError> {
     }
     let flavours: Vec<(&ImageEntry, &str, &SingleUser)> = catalog
         .single_user_images()
-        .filter(|(image, _)| image.folder == *template)
+        .filter(|(image, _)| image.folder == template)
         .filter_map(|(image, single_user)| flavour_of(image).map(|flavour| (image, flavour, single_user)))
         .collect();
     if flavours.is_empty() {
@@ -140,6 +142,12 @@ fn create(root: &Path, options: &Options) -> Result<NewEntry, UserError> {
         return Err(err);
     }
     Ok(entry)
+}
+
+/// The template folder `--from` names: `images/singleuser-uv/`, as a shell completes it, is `singleuser-uv`.
+fn template_name(from: &str) -> &str {
+    let trimmed = from.trim_end_matches('/');
+    trimmed.strip_prefix("images/").unwrap_or(trimmed)
 }
 
 /// The flavour of a catalog image built from `Dockerfile.<flavour>`.
