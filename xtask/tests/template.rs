@@ -366,6 +366,10 @@ fn a_team_image_from_the_template_is_built_offered_and_spawned() {
     assert_eq!(offered["display_name"], "team-demo (marimo only)");
     assert_eq!((offered["home"].as_str(), offered["default_url"].as_str()), (Some("/home/ewn"), Some("/")));
 
+    let locked = checkout.xtask(&["build-images", "--locked"]);
+    assert!(locked.status.success(), "the team's checkout passes `build-images --locked` (what CI runs)");
+    assert_eq!(status_of(&locked, NAME), "cached");
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let admin = Admin::log_in(&checkout).await;
