@@ -333,8 +333,9 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
     Ok(ImageEntry { name, folder, recipe, single_user })
 }
 
-/// An image or profile name: lowercase letters, digits and `-`, not starting with `-`.
-fn is_name(name: &str) -> bool {
+/// An image or profile name: lowercase letters, digits and `-`, not starting with `-`. Public so that
+/// `cargo xtask new-image` refuses a bad name by this same rule before it writes anything.
+pub fn is_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('-') && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 

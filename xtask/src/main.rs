@@ -9,6 +9,7 @@ mod checks;
 mod context;
 mod doctor;
 mod engine;
+mod new_image;
 mod pin;
 mod stack;
 mod tls;
@@ -43,6 +44,8 @@ enum Verb {
     BuildImages(BuildImagesArgs),
     /// Refresh pinned inputs: requirements.in → requirements.txt, package.json → package-lock.json
     Lock,
+    /// Make your own image from a template folder: copy it to images/NAME and add its catalog entry
+    NewImage(NewImageArgs),
     /// Set up what the host lacks (as root), build missing images, start the stack, wait for it and print
     /// the URL and admin login
     Up(UpArgs),
@@ -100,6 +103,24 @@ struct BuildImagesArgs {
     /// CA bundle the build stages trust [env: JHUB_CA_BUNDLE] [default: /etc/ssl/certs/ca-certificates.crt]
     #[arg(long, value_name = "FILE")]
     ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct NewImageArgs {
+    /// The new image's name (lowercase letters, digits and `-`), also its folder under images/
+    name: String,
+    /// The template folder under images/, such as singleuser-uv
+    #[arg(long = "from", value_name = "TEMPLATE")]
+    template: String,
+    /// The template's flavour: the suffix of its Dockerfile.<flavour> (singleuser-uv: jupyterlab, codeserver, marimo)
+    #[arg(long, value_name = "FLAVOUR")]
+    variant: String,
+    /// The spawn dropdown's text [default: NAME and the flavour in words]
+    #[arg(long, value_name = "TEXT")]
+    display_name: Option<String>,
+    /// The line under it [default: which template and flavour it was made from]
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +184,13 @@ fn main() -> ExitCode {
             build::run(build::Options { selection: args.images, locked: args.locked, ca_bundle: ca_bundle(args.ca_bundle) })
         }
         Verb::Lock => pin::run(),
+        Verb::NewImage(args) => new_image::run(&new_image::Options {
+            name: args.name,
+            template: args.template,
+            flavour: args.variant,
+            display_name: args.display_name,
+            description: args.description,
+        }),
         Verb::Up(args) => {
             let build = (!args.no_build).then(|| build::Options { selection: Vec::new(), locked: false, ca_bundle: ca_bundle(None) });
             stack::up(build)
@@ -225,6 +253,16 @@ mod tests {
         let help = Cli::try_parse_from(["xtask", "bench", "--help"]).unwrap();
         let Verb::Bench(args) = help.verb else { panic!("parsed as {:?}", help.verb) };
         assert_eq!(args.args, ["--help"], "the bench prints its own help");
+    }
+
+    #[test]
+    fn new_image_needs_a_template_and_a_flavour() {
+        let cli = Cli::try_parse_from(["xtask", "new-image", "team-demo", "--from", "singleuser-uv", "--variant", "marimo"]).unwrap();
+        let Verb::NewImage(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!((args.name.as_str(), args.template.as_str(), args.variant.as_str()), ("team-demo", "singleuser-uv", "marimo"));
+        assert_eq!(args.display_name, None);
+        assert!(Cli::try_parse_from(["xtask", "new-image", "team-demo", "--from", "singleuser-uv"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "new-image", "--from", "singleuser-uv", "--variant", "marimo"]).is_err());
     }
 
     #[test]
