@@ -247,7 +247,7 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
     if !is_name(&name) {
         return Err(error(
             format!("image name `{name}` in images/catalog.toml is not valid"),
-            "names use lowercase letters, digits and `-`, such as `datascience` or `uv-lab`",
+            "names use lowercase letters, digits and `-` (not first or last), such as `datascience` or `uv-lab`",
         ));
     }
     if earlier.contains(&name) {
@@ -335,8 +335,13 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
 
 /// An image or profile name: lowercase letters, digits and `-`, not starting with `-`. Public so that
 /// `cargo xtask new-image` refuses a bad name by this same rule before it writes anything.
+/// A catalog name: lowercase letters, digits and `-`, starting and ending with a letter or digit, because
+/// it becomes a Docker repository name (`jhub/<name>`), which may not begin or end with a separator.
 pub fn is_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('-') && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// A memory size as Docker takes it and the hub's JHUB_MEM_LIMIT accepts it
@@ -429,6 +434,7 @@ mem_limit = "1G"
         ),
         ("empty display_name", "display_name = \"Lab\"", "display_name = \" \"", "single-user image `lab` has no `display_name`"),
         ("bad image name", "name = \"lab\"", "name = \"Lab!\"", "image name `Lab!` in images/catalog.toml is not valid"),
+        ("image name ending in -", "name = \"lab\"", "name = \"lab-\"", "image name `lab-` in images/catalog.toml is not valid"),
         ("unknown field", "bootstrap", "bootstrapp", "images/catalog.toml is not a valid catalog: TOML parse error at line 4, column 1"),
         (
             "single-user fields without single_user",

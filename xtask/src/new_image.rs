@@ -64,7 +64,7 @@ fn create(root: &Path, options: &Options) -> Result<NewEntry, UserError> {
     if !catalog::is_name(name) {
         return Err(UserError::new(
             format!("image name `{name}` is not valid"),
-            "names use lowercase letters, digits and `-`, not starting with `-`, such as `team-demo`",
+            "names use lowercase letters, digits and `-` (not first or last), such as `team-demo`",
         ));
     }
     if catalog.get(name).is_some() {
