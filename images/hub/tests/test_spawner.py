@@ -246,3 +246,51 @@ def test_docker_api_calls_run_in_parallel_on_one_shared_pool(docker_spawner, con
         assert asyncio.run(three_stops()) == ["a", "b", "c"]
     finally:
         JhubDockerSpawner._client = None
+
+
+def test_start_returns_as_soon_as_the_server_listens(docker_spawner):
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        # A port that is free now and starts listening 0.5 s later, as a server does after its start.
+        probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        servers = []
+
+        async def listen_later():
+            await asyncio.sleep(0.5)
+            servers.append(await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port))
+
+        started = loop.time()
+        listener = asyncio.ensure_future(listen_later())
+        listening = await docker_spawner.wait_until_listening("127.0.0.1", port)
+        waited = loop.time() - started
+        await listener
+        servers[0].close()
+        return listening, waited
+
+    listening, waited = asyncio.run(scenario())
+    assert listening
+    assert 0.5 <= waited < 0.9
+
+
+def test_waiting_for_a_server_ends_when_its_container_exited(docker_spawner, monkeypatch):
+    async def exited():
+        return 1
+
+    monkeypatch.setattr(docker_spawner, "poll", exited)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        started = loop.time()
+        listening = await docker_spawner.wait_until_listening("127.0.0.1", port)
+        return listening, loop.time() - started
+
+    listening, waited = asyncio.run(scenario())
+    assert not listening
+    assert waited < 2.0
