@@ -248,14 +248,20 @@ def test_docker_api_calls_run_in_parallel_on_one_shared_pool(docker_spawner, con
         JhubDockerSpawner._client = None
 
 
+async def free_port():
+    """A loopback port nothing listens on (bound once by the OS, then released)."""
+    probe = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    return port
+
+
 def test_start_returns_as_soon_as_the_server_listens(docker_spawner):
     async def scenario():
         loop = asyncio.get_running_loop()
         # A port that is free now and starts listening 0.5 s later, as a server does after its start.
-        probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
-        port = probe.sockets[0].getsockname()[1]
-        probe.close()
-        await probe.wait_closed()
+        port = await free_port()
         servers = []
 
         async def listen_later():
@@ -283,10 +289,7 @@ def test_waiting_for_a_server_ends_when_its_container_exited(docker_spawner, mon
 
     async def scenario():
         loop = asyncio.get_running_loop()
-        probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
-        port = probe.sockets[0].getsockname()[1]
-        probe.close()
-        await probe.wait_closed()
+        port = await free_port()
         started = loop.time()
         listening = await docker_spawner.wait_until_listening("127.0.0.1", port)
         return listening, loop.time() - started

@@ -273,33 +273,23 @@ impl User {
 
     /// Opens Lab as the browser does: `/user/<u>/lab`, through the hub's OAuth handshake on first visit.
     pub async fn open_lab(&self) -> Result<(), String> {
-        let path = format!("/user/{}/lab", self.name);
-        let (status, landed, body) = self.send("GET /user/<u>/lab", self.http.get(self.url(&path))).await?;
-        if status != StatusCode::OK || !landed.starts_with(&path) {
-            return Err(format!(
-                "GET /user/<u>/lab: HTTP {} at {}: {}",
-                status.as_u16(),
-                landed.replace(&self.name, "<u>"),
-                body_message(&body)
-            ));
-        }
-        Ok(())
+        self.open_page("/lab", "/lab").await
     }
 
     /// Opens an app that runs without Lab (behind jupyter-standaloneproxy) as the browser does:
     /// `/user/<u><default_url>`, through the hub's OAuth handshake on first visit; the proxy starts the app
     /// on this first request, so the phase includes the app's start-up.
     pub async fn open_app(&self, default_url: &str) -> Result<(), String> {
-        let prefix = format!("/user/{}/", self.name);
-        let path = format!("/user/{}{default_url}", self.name);
-        let (status, landed, body) = self.send("GET /user/<u>/ (app)", self.http.get(self.url(&path))).await?;
-        if status != StatusCode::OK || !landed.starts_with(&prefix) {
-            return Err(format!(
-                "GET /user/<u>{default_url}: HTTP {} at {}: {}",
-                status.as_u16(),
-                landed.replace(&self.name, "<u>"),
-                body_message(&body)
-            ));
+        self.open_page(default_url, "/").await
+    }
+
+    /// GETs `/user/<u><path>` following redirects; it must answer 200 at a URL under `/user/<u><under>`.
+    async fn open_page(&self, path: &str, under: &str) -> Result<(), String> {
+        let url_path = format!("/user/{}{path}", self.name);
+        let what = format!("GET /user/<u>{path}");
+        let (status, landed, body) = self.send(&what, self.http.get(self.url(&url_path))).await?;
+        if status != StatusCode::OK || !landed.starts_with(&format!("/user/{}{under}", self.name)) {
+            return Err(format!("{what}: HTTP {} at {}: {}", status.as_u16(), landed.replace(&self.name, "<u>"), body_message(&body)));
         }
         Ok(())
     }
