@@ -232,6 +232,39 @@ pub async fn wait_listed(browser: &Browser, file: &str, timeout: Duration) -> Re
 pub async fn run_in_new_notebook(browser: &Browser, code: &str, expected: &str) -> Result<()> {
     show_launcher(browser).await?;
     browser.click(".jp-Launcher .jp-LauncherCard[data-category='Notebook']", wait::DEFAULT).await?;
+    run_in_opened_notebook(browser, code, expected).await
+}
+
+/// Opens a new notebook from the Launcher's Notebook card labelled exactly `kernel` (a kernel's display
+/// name, e.g. "R"), runs `code` in its first cell and waits until the cell's output contains `expected`.
+pub async fn run_in_new_notebook_of(browser: &Browser, kernel: &str, code: &str, expected: &str) -> Result<()> {
+    show_launcher(browser).await?;
+    // The card is marked in the page, then clicked as a person would: its label is only its text.
+    let mark = "[data-jhub-acceptance='kernel-card']";
+    wait::until(&format!("the Launcher's Notebook card `{kernel}`"), wait::DEFAULT, || async {
+        let marked = browser
+            .js(
+                r#"
+                const kernel = arguments[0];
+                const cards = Array.from(document.querySelectorAll(".jp-Launcher .jp-LauncherCard[data-category='Notebook']"));
+                const card = cards.find(c => c.offsetParent !== null && (c.querySelector('.jp-LauncherCard-label')?.textContent.trim() === kernel));
+                if (!card) { return false; }
+                card.setAttribute('data-jhub-acceptance', 'kernel-card');
+                return true;
+                "#,
+                vec![json!(kernel)],
+            )
+            .await?;
+        Ok((marked == json!(true)).then_some(()))
+    })
+    .await?;
+    browser.click(mark, wait::DEFAULT).await?;
+    run_in_opened_notebook(browser, code, expected).await
+}
+
+/// In the notebook just opened: waits for its kernel, runs `code` in the first cell and waits until the
+/// cell's output contains `expected`.
+async fn run_in_opened_notebook(browser: &Browser, code: &str, expected: &str) -> Result<()> {
     let editor_css = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .cm-content";
     let editor = browser.visible(editor_css, wait::DEFAULT).await?;
     // A cell run before the kernel connected is dropped (its prompt stays `[ ]`): wait for the kernel.

@@ -1,0 +1,103 @@
+//! The apps beside JupyterLab as a person uses them: VS Code (code-server) and marimo, whether opened from
+//! Lab's Launcher or landed in directly (the uv-code and uv-marimo images, behind jupyter-standaloneproxy).
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, ensure};
+use fantoccini::key::Key;
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::wait;
+
+/// The selector that proves code-server's workbench rendered.
+pub const VSCODE_RENDERED: &str = ".monaco-workbench";
+
+/// A row of VS Code's Explorer: the folder's files come over the remote file system once the workbench
+/// has settled its workspace trust state (seen: with trust on, the Restricted Mode indicator shows about
+/// 0.3 s before these rows), so once a row shows, a missing indicator means trust is really off.
+const VSCODE_EXPLORER_ROW: &str = ".explorer-folders-view .monaco-list-row";
+
+/// marimo started without a file shows its home page; its "Create a new notebook" link opens a tab.
+pub const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
+
+/// A marimo notebook's cell with its editor: the cells arrive over marimo's websocket, so this proves
+/// the session works through the proxy, not only that the HTML shell loaded.
+pub const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-editor']";
+
+/// Waits until VS Code's Explorer shows the folder's files, then fails if the workbench is in Restricted
+/// Mode or asks whether to trust the folder (workspace trust is switched off in the images).
+pub async fn vscode_trusted(browser: &Browser) -> Result<()> {
+    browser.visible(VSCODE_EXPLORER_ROW, wait::APP).await?;
+    let restricted = browser
+        .js(
+            "const w = document.querySelector('.monaco-workbench'); return !w || !!document.getElementById('status.workspaceTrust') || /Restricted Mode|trust the authors/i.test(w.innerText);",
+            vec![],
+        )
+        .await?;
+    let url = browser.url().await.unwrap_or_default();
+    ensure!(restricted == json!(false), "VS Code opened in Restricted Mode (workspace trust is on) at {url}");
+    Ok(())
+}
+
+/// The folder VS Code has open, as code-server puts it in the page's query (`?folder=/home/ewn`).
+pub async fn vscode_folder(browser: &Browser) -> Result<Option<String>> {
+    let url = browser.client.current_url().await?;
+    Ok(url.query_pairs().find(|(key, _)| key == "folder").map(|(_, value)| value.into_owned()))
+}
+
+/// Waits until VS Code's Explorer lists `file` at the top of the open folder.
+pub async fn vscode_lists(browser: &Browser, file: &str, timeout: Duration) -> Result<()> {
+    wait::until(&format!("VS Code's Explorer to list `{file}`"), timeout, || async {
+        let rows = browser
+            .js(
+                "return Array.from(document.querySelectorAll(arguments[0])).map(r => (r.getAttribute('aria-label') || r.textContent || '').trim());",
+                vec![json!(VSCODE_EXPLORER_ROW)],
+            )
+            .await?;
+        let rows: Vec<String> = serde_json::from_value(rows)?;
+        Ok(rows.iter().any(|row| row == file || row.split_whitespace().next() == Some(file)).then_some(()))
+    })
+    .await
+}
+
+/// On marimo's home page: opens "Create a new notebook" (a new tab, which the browser switches to) and
+/// waits until its first cell's editor rendered. Returns the notebook's URL.
+pub async fn marimo_new_notebook(browser: &Browser) -> Result<String> {
+    let url = crate::lab::follow_into_new_tab(browser, MARIMO_HOME_NEW_NOTEBOOK).await?;
+    browser.visible(MARIMO_NOTEBOOK_RENDERED, wait::APP).await?;
+    Ok(url)
+}
+
+/// In a marimo notebook: types `code` into the first cell, runs it (Ctrl+Enter, as a person would) and
+/// waits until the cell's output reads `expected`. A run sent before marimo's kernel took the websocket
+/// is lost, so the run is asked again while the output stays empty.
+pub async fn marimo_run_first_cell(browser: &Browser, code: &str, expected: &str) -> Result<()> {
+    let editor_css = ".marimo-cell [data-testid='cell-editor'] .cm-content";
+    let editor = browser.visible(editor_css, wait::APP).await?;
+    editor.click().await?;
+    editor.send_keys(code).await?;
+    let typed = browser.texts(editor_css).await?;
+    ensure!(typed.first().is_some_and(|text| text.contains(code)), "marimo's first cell reads {typed:?} after typing `{code}`");
+    let run_keys = format!("{}{}{}", char::from(Key::Control), char::from(Key::Enter), char::from(Key::Null));
+    let mut polls = 0u32;
+    wait::until(&format!("marimo's first cell to output `{expected}`"), Duration::from_secs(90), || {
+        let ask = polls.is_multiple_of(20);
+        polls += 1;
+        let run_keys = run_keys.as_str();
+        async move {
+            let outputs = browser.texts(".marimo-cell .output-area").await?;
+            if outputs.first().is_some_and(|output| output == expected) {
+                return Ok(Some(()));
+            }
+            if ask && outputs.first().is_none_or(|output| output.is_empty()) {
+                let editor = browser.visible(editor_css, wait::DEFAULT).await?;
+                editor.click().await?;
+                editor.send_keys(run_keys).await?;
+            }
+            Ok(None)
+        }
+    })
+    .await
+    .map_err(|err| anyhow!("{err:#} (the cell reads {:?})", typed))
+}
