@@ -421,6 +421,7 @@ async fn stop_and_wait_gone(run: &Run<'_>, browser: &Browser) -> Result<()> {
 async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-lab").await?;
     lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::settle_restored_notebooks(alice).await?;
     let cards = lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: alice, uv-lab: {seconds:.1} s (form submitted → Lab ready)");
@@ -481,6 +482,7 @@ async fn step_i_uv_marimo(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 async fn step_i_r_notebook(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "r-notebook").await?;
     lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::settle_restored_notebooks(alice).await?;
     lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: alice, r-notebook: {seconds:.1} s (form submitted → Lab ready)");

@@ -20,6 +20,27 @@ pub async fn wait_ready(browser: &Browser, user: &str, timeout: Duration) -> Res
     Ok(())
 }
 
+/// Lets the notebooks a restored workspace reopens settle on a kernel, answering JupyterLab's "Select
+/// Kernel" dialog as a person would (its preselected kernel). The workspace lives in the user's home, so it
+/// follows the user across images: a notebook saved before its kernel was chosen, or whose kernel the new
+/// image lacks (a Python notebook in the R image), asks for one when Lab starts. Returns once every open
+/// notebook shows a kernel and no dialog is up.
+pub async fn settle_restored_notebooks(browser: &Browser) -> Result<()> {
+    wait::until("the restored notebooks to settle on a kernel", wait::DEFAULT, || async {
+        let headers = browser.texts(".jp-Dialog .jp-Dialog-header").await?;
+        if headers.iter().any(|header| header.contains("Select Kernel")) {
+            browser.click(".jp-Dialog .jp-mod-accept", wait::DEFAULT).await?;
+            return Ok(None);
+        }
+        if !headers.is_empty() {
+            bail!("JupyterLab shows a dialog: {}", headers.join(" / "));
+        }
+        let kernels = browser.texts(".jp-NotebookPanel .jp-Toolbar-kernelName").await?;
+        Ok(kernels.iter().all(|kernel| !kernel.is_empty() && kernel != "No Kernel").then_some(()))
+    })
+    .await
+}
+
 /// Makes sure a Launcher is shown (a restored workspace may not have one): File > New Launcher otherwise.
 pub async fn show_launcher(browser: &Browser) -> Result<()> {
     if browser.is_visible(".jp-Launcher").await? {
