@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Three tests, run one after
 //! the other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a
-//! stack with closed signup, `profiles_limit_the_container` walks step g on a stack with
+//! stack with closed signup, then spawns the rest of the image family one after the other (i1–i4:
+//! uv-lab, uv-code, uv-marimo, r-notebook), `profiles_limit_the_container` walks step g on a stack with
 //! `SPAWNER=profiles`, and `the_scenario_over_https` walks a–f again through the nginx front door
 //! (stack/docker-compose.tls.yml) with Chromium trusting only the test's server key, plus the front
 //! door's own checks (h: redirect, TLS versions, Secure cookies, a 50 MB upload, the client's address).
@@ -197,7 +198,8 @@ async fn the_scenario_over_https() -> Result<(), Failure> {
     Ok(scenario_a_to_f("the_scenario_over_https", true).await?)
 }
 
-/// Steps a–f on a stack with closed signup, served over plain HTTP or, with `https`, through nginx.
+/// Steps a–f on a stack with closed signup, served over plain HTTP or, with `https`, through nginx; over
+/// plain HTTP, then step i: the rest of the image family.
 async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     let test_started = Instant::now();
     let settings = [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")];
