@@ -25,6 +25,38 @@ pub const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
 /// the session works through the proxy, not only that the HTML shell loaded.
 pub const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-editor']";
 
+/// After a spawn of an image whose server is the app itself: waits until `rendered` shows. When it does
+/// not, the error also says what the page loaded (`page_report`), since the app's HTML shell alone leaves
+/// an empty page.
+pub async fn land_in(browser: &Browser, rendered: &str) -> Result<()> {
+    if let Err(err) = browser.visible(rendered, wait::SPAWN).await {
+        let report = page_report(browser).await.unwrap_or_else(|report_err| format!("(no report: {report_err:#})"));
+        return Err(anyhow!("{err:#}; the page: {report}"));
+    }
+    Ok(())
+}
+
+/// What the current page loaded, for a failure message: its ready state, the service worker controlling
+/// it (apps share the user's path /user/<name>/, so one app's worker can control another's page), and every
+/// resource that did not load with status 200.
+pub async fn page_report(browser: &Browser) -> Result<String> {
+    let report = browser
+        .js(
+            r#"
+            const resources = performance.getEntriesByType('resource');
+            return {
+                readyState: document.readyState,
+                serviceWorker: navigator.serviceWorker && navigator.serviceWorker.controller ? navigator.serviceWorker.controller.scriptURL : null,
+                resources: resources.length,
+                notOk: resources.filter(r => r.responseStatus !== 200).map(r => `${r.responseStatus} ${r.initiatorType} ${r.name}`),
+            };
+            "#,
+            vec![],
+        )
+        .await?;
+    Ok(report.to_string())
+}
+
 /// Waits until VS Code's Explorer shows the folder's files, then fails if the workbench is in Restricted
 /// Mode or asks whether to trust the folder (workspace trust is switched off in the images).
 pub async fn vscode_trusted(browser: &Browser) -> Result<()> {
