@@ -444,7 +444,7 @@ async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-code").await?;
     alice.path_starts_with("/user/alice/", wait::SPAWN).await?;
-    apps::land_in(alice, apps::VSCODE_RENDERED).await?;
+    apps::land_in(alice, apps::VSCODE_RENDERED, SystemTime::now() - started.elapsed()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let url = alice.url().await?;
     progress!("spawn time: alice, uv-code: {seconds:.1} s (form submitted → VS Code workbench at {url})");
@@ -463,7 +463,7 @@ async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 async fn step_i_uv_marimo(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-marimo").await?;
     alice.path_starts_with("/user/alice/", wait::SPAWN).await?;
-    apps::land_in(alice, apps::MARIMO_HOME_NEW_NOTEBOOK).await?;
+    apps::land_in(alice, apps::MARIMO_HOME_NEW_NOTEBOOK, SystemTime::now() - started.elapsed()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let url = alice.url().await?;
     progress!("spawn time: alice, uv-marimo: {seconds:.1} s (form submitted → marimo home at {url})");

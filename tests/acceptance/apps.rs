@@ -1,7 +1,8 @@
 //! The apps beside JupyterLab as a person uses them: VS Code (code-server) and marimo, whether opened from
 //! Lab's Launcher or landed in directly (the uv-code and uv-marimo images, behind jupyter-standaloneproxy).
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, ensure};
 use fantoccini::key::Key;
@@ -28,8 +29,41 @@ pub const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-edit
 /// After a spawn of an image whose server is the app itself: waits until `rendered` shows. When it does
 /// not, the error also says what the page loaded (`page_report`), since the app's HTML shell alone leaves
 /// an empty page.
-pub async fn land_in(browser: &Browser, rendered: &str) -> Result<()> {
-    if let Err(err) = browser.visible(rendered, wait::SPAWN).await {
+///
+/// Chromium here runs on the Docker host: when the engine adds or removes a container's network interface
+/// it reports a network change and aborts every load in flight (`net::ERR_NETWORK_CHANGED`, seen right
+/// after a spawn, while marimo's page fetched its 200 script modules), which leaves the page blank for
+/// good. A person reloads; so does this wait, at most twice and saying so, and only on that error logged
+/// after `since` (when the spawn was asked for).
+pub async fn land_in(browser: &Browser, rendered: &str, since: SystemTime) -> Result<()> {
+    let since_ms = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let reloads = Cell::new(0u32);
+    let mut polls = 0u32;
+    let landed = wait::until(&format!("`{rendered}` to be visible"), wait::SPAWN, || {
+        polls += 1;
+        let check_console = polls.is_multiple_of(4);
+        let reloads = &reloads;
+        async move {
+            if browser.is_visible(rendered).await? {
+                return Ok(Some(()));
+            }
+            if check_console && reloads.get() < 2 {
+                let lines = browser.new_console_lines().await?;
+                let aborted = lines.lines().find(|line| {
+                    let logged_at: u128 = line.split_whitespace().next().and_then(|ms| ms.parse().ok()).unwrap_or_default();
+                    logged_at >= since_ms && line.contains("ERR_NETWORK_CHANGED")
+                });
+                if let Some(aborted) = aborted {
+                    reloads.set(reloads.get() + 1);
+                    progress!("the page's loads were aborted by a network change on the Docker host; reloading it ({aborted})");
+                    browser.client.refresh().await?;
+                }
+            }
+            Ok(None)
+        }
+    })
+    .await;
+    if let Err(err) = landed {
         let report = page_report(browser).await.unwrap_or_else(|report_err| format!("(no report: {report_err:#})"));
         return Err(anyhow!("{err:#}; the page: {report}"));
     }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -100,7 +101,7 @@ impl Chromedriver {
             .connect(&self.url)
             .await
             .map_err(|err| anyhow!("cannot open a Chromium session through chromedriver: {err}\nhint: check that chromium and chromium-driver have the same version (`chromium --version`, `chromedriver --version`)"))?;
-        Ok(Browser { user: user.to_string(), client })
+        Ok(Browser { user: user.to_string(), client, console: Arc::new(Mutex::new(String::new())) })
     }
 }
 
@@ -120,6 +121,8 @@ impl Drop for Chromedriver {
 pub struct Browser {
     pub user: String,
     pub client: Client,
+    /// Every console line read from chromedriver so far (reading drains chromedriver's buffer).
+    console: Arc<Mutex<String>>,
 }
 
 impl Browser {
@@ -222,18 +225,20 @@ impl Browser {
     }
 
     /// The console messages (and failed loads) Chromium logged for this session since the last call, one a
-    /// line, through chromedriver's log endpoint.
-    pub async fn console_log(&self) -> Result<String> {
+    /// line, through chromedriver's log endpoint; they are also kept for `save_state`.
+    pub async fn new_console_lines(&self) -> Result<String> {
         let entries = self.client.issue_cmd(BrowserLog).await?;
         let entries = entries.as_array().cloned().unwrap_or_default();
-        Ok(entries
+        let lines: String = entries
             .iter()
             .map(|entry| {
                 let level = entry["level"].as_str().unwrap_or_default();
                 let message = entry["message"].as_str().unwrap_or_default();
                 format!("{} {level} {message}\n", entry["timestamp"])
             })
-            .collect())
+            .collect();
+        self.console.lock().expect("not poisoned").push_str(&lines);
+        Ok(lines)
     }
 
     /// Saves a screenshot and the page source of every tab as `<prefix>[-tabN].png/.html`, and the console
@@ -264,11 +269,11 @@ impl Browser {
         if let Some(window) = current {
             let _ = self.client.switch_to_window(window).await;
         }
-        if let Ok(log) = self.console_log().await {
-            let path = folder.join(format!("{prefix}-console.log"));
-            if std::fs::write(&path, log).is_ok() {
-                saved.push(path);
-            }
+        let _ = self.new_console_lines().await;
+        let log = self.console.lock().expect("not poisoned").clone();
+        let path = folder.join(format!("{prefix}-console.log"));
+        if std::fs::write(&path, log).is_ok() {
+            saved.push(path);
         }
         saved
     }
