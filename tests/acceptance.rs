@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Three tests, run one after
 //! the other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a
-//! stack with closed signup, `profiles_limit_the_container` walks step g on a stack with
+//! stack with closed signup, then spawns the rest of the image family one after the other (i1–i4:
+//! uv-lab, uv-code, uv-marimo, r-notebook), `profiles_limit_the_container` walks step g on a stack with
 //! `SPAWNER=profiles`, and `the_scenario_over_https` walks a–f again through the nginx front door
 //! (stack/docker-compose.tls.yml) with Chromium trusting only the test's server key, plus the front
 //! door's own checks (h: redirect, TLS versions, Secure cookies, a 50 MB upload, the client's address).
@@ -23,6 +24,8 @@ macro_rules! progress {
     }};
 }
 
+#[path = "acceptance/apps.rs"]
+mod apps;
 #[path = "acceptance/artifacts.rs"]
 mod artifacts;
 #[path = "acceptance/browser.rs"]
@@ -64,20 +67,9 @@ use crate::steps::Run;
 /// One stack at a time: the machine has two cores, and each stack spawns Chromium and user containers.
 static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The selector that proves code-server's workbench rendered.
-const VSCODE_RENDERED: &str = ".monaco-workbench";
-
-/// A row of VS Code's Explorer: the folder's files come over the remote file system once the workbench
-/// has settled its workspace trust state (seen: with trust on, the Restricted Mode indicator shows about
-/// 0.3 s before these rows), so once a row shows, a missing indicator means trust is really off.
-const VSCODE_EXPLORER_ROW: &str = ".explorer-folders-view .monaco-list-row";
-
-/// marimo started without a file shows its home page; its "Create a new notebook" link opens a tab.
-const MARIMO_HOME_NEW_NOTEBOOK: &str = "#root a[href*='file=__new__']";
-
-/// A marimo notebook's cell with its editor: the cells arrive over marimo's websocket, so this proves
-/// the session works through the proxy, not only that the HTML shell loaded.
-const MARIMO_NOTEBOOK_RENDERED: &str = ".marimo-cell [data-testid='cell-editor']";
+/// The file alice writes from a terminal in step d (datascience, as jovyan) and finds again in minimal,
+/// after the hub's restart, and in VS Code as ewn (uv-code): her volume follows her across images.
+const PERSISTED_FILE: &str = "persist.txt";
 
 /// What the hub says when a spawn names an image the catalog does not offer (`image_for_choice` in
 /// images/hub/jhub_hub/spawner.py: "unknown image '…': choose one of …").
@@ -184,7 +176,7 @@ async fn start_scenario(test: &str, settings: &[(&str, &str)], https: bool) -> R
 fn report_timings(test: &str, artifacts: &Artifacts, spawns: &[(String, f64)], test_started: Instant) -> Result<()> {
     let mut timings = String::new();
     for (what, seconds) in spawns {
-        progress!("spawn time (form submitted → Lab ready): {what}: {seconds:.1} s");
+        progress!("spawn time (form submitted → Lab or app ready): {what}: {seconds:.1} s");
         timings.push_str(&format!("spawn {what} {seconds:.1} s\n"));
     }
     let total = test_started.elapsed().as_secs_f64();
@@ -206,7 +198,8 @@ async fn the_scenario_over_https() -> Result<(), Failure> {
     Ok(scenario_a_to_f("the_scenario_over_https", true).await?)
 }
 
-/// Steps a–f on a stack with closed signup, served over plain HTTP or, with `https`, through nginx.
+/// Steps a–f on a stack with closed signup, served over plain HTTP or, with `https`, through nginx; over
+/// plain HTTP, then step i: the rest of the image family.
 async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     let test_started = Instant::now();
     let settings = [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")];
@@ -237,6 +230,17 @@ async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     run.step("f.admin-stops-alice", "admin", step_f(&run, &admin)).await?;
     if stack.tls.is_some() {
         run.step("h3.hub-logs-client-address", "admin", tls::hub_logs_client_address(&stack)).await?;
+    } else {
+        // i. The rest of the image family, once (over plain HTTP): one server at a time, each stopped
+        // before the next image starts.
+        let seconds = run.step("i1.uv-lab-tiles-vscode-marimo", "alice", step_i_uv_lab(&run, &alice)).await?;
+        spawns.push(("alice, uv-lab".to_string(), seconds));
+        let seconds = run.step("i2.uv-code-lands-in-vscode", "alice", step_i_uv_code(&run, &alice)).await?;
+        spawns.push(("alice, uv-code".to_string(), seconds));
+        let seconds = run.step("i3.uv-marimo-runs-a-cell", "alice", step_i_uv_marimo(&run, &alice)).await?;
+        spawns.push(("alice, uv-marimo".to_string(), seconds));
+        let seconds = run.step("i4.r-notebook-runs-r", "alice", step_i_r_notebook(&run, &alice)).await?;
+        spawns.push(("alice, r-notebook".to_string(), seconds));
     }
 
     report_timings(test, &artifacts, &spawns, test_started)?;
@@ -327,37 +331,34 @@ async fn step_b(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// c. the Launcher has VS Code and marimo; each opens and renders through the proxy.
 async fn step_c(alice: &Browser) -> Result<()> {
     let cards = lab::settled_launcher_cards(alice).await?;
+    vscode_and_marimo_from_launcher(alice, &cards).await
+}
+
+/// The Launcher's `cards` name VS Code and marimo; VS Code opens (its Explorer shows the folder, not in
+/// Restricted Mode) and marimo opens and makes a new notebook, each through jupyter-server-proxy; back in
+/// Lab, no error dialog.
+async fn vscode_and_marimo_from_launcher(browser: &Browser, cards: &[String]) -> Result<()> {
     for wanted in ["VS Code", "marimo"] {
         ensure!(cards.iter().any(|card| lab::names(card, wanted)), "the Launcher has no `{wanted}` card (cards: {cards:?})");
     }
-    let (view, url) = lab::open_proxied_app(alice, "VS Code", VSCODE_RENDERED).await?;
+    let (view, url) = lab::open_proxied_app(browser, "VS Code", apps::VSCODE_RENDERED).await?;
     progress!("VS Code workbench rendered at {url}");
-    // Workspace trust is switched off in the image: VS Code must not open in Restricted Mode or ask
-    // whether to trust the folder.
-    alice.visible(VSCODE_EXPLORER_ROW, wait::APP).await?;
-    let restricted = alice
-        .js(
-            "const w = document.querySelector('.monaco-workbench'); return !w || !!document.getElementById('status.workspaceTrust') || /Restricted Mode|trust the authors/i.test(w.innerText);",
-            vec![],
-        )
-        .await?;
-    ensure!(restricted == serde_json::Value::Bool(false), "VS Code opened in Restricted Mode (workspace trust is on) at {url}");
-    lab::leave_app(alice, view).await?;
-    let (view, url) = lab::open_proxied_app(alice, "marimo", MARIMO_HOME_NEW_NOTEBOOK).await?;
+    apps::vscode_trusted(browser).await?;
+    lab::leave_app(browser, view).await?;
+    let (view, url) = lab::open_proxied_app(browser, "marimo", apps::MARIMO_HOME_NEW_NOTEBOOK).await?;
     progress!("marimo home rendered at {url}");
-    let url = lab::follow_into_new_tab(alice, MARIMO_HOME_NEW_NOTEBOOK).await?;
-    alice.visible(MARIMO_NOTEBOOK_RENDERED, wait::APP).await?;
+    let url = apps::marimo_new_notebook(browser).await?;
     progress!("marimo notebook rendered at {url}");
-    lab::leave_app(alice, view).await?;
-    lab::no_error_dialog(alice).await
+    lab::leave_app(browser, view).await?;
+    lab::no_error_dialog(browser).await
 }
 
 /// d. alice writes a file from a terminal, stops her server, starts `minimal`: the container runs the
 /// locked minimal image, VS Code and marimo are gone from the Launcher, and the file is still there.
 async fn step_d(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<f64> {
     let (setup, stack) = (run.setup, run.stack);
-    lab::run_in_new_terminal(alice, &format!("echo {nonce} > ~/persist.txt")).await?;
-    lab::wait_listed(alice, "persist.txt", wait::DEFAULT).await?;
+    lab::run_in_new_terminal(alice, &format!("echo {nonce} > ~/{PERSISTED_FILE}")).await?;
+    lab::wait_listed(alice, PERSISTED_FILE, wait::DEFAULT).await?;
     hub::stop_from_home(alice, stack).await?;
     docker::wait_user_container_gone(&setup.docker, &stack.project, "alice", Duration::from_secs(60)).await?;
     hub::start_from_home(alice, stack).await?;
@@ -370,7 +371,7 @@ async fn step_d(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<f64> {
     for gone in ["VS Code", "marimo"] {
         ensure!(!cards.iter().any(|card| lab::names(card, gone)), "the minimal Launcher still offers `{gone}` (cards: {cards:?})");
     }
-    lab::wait_listed(alice, "persist.txt", wait::DEFAULT).await?;
+    lab::wait_listed(alice, PERSISTED_FILE, wait::DEFAULT).await?;
     Ok(seconds)
 }
 
@@ -392,8 +393,8 @@ async fn step_e(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<()> {
     let after = docker::running_user_container(&setup.docker, &stack.project, "alice").await?;
     ensure!(before.id == after.id, "alice's container changed across the hub restart ({:?} → {:?})", before.id, after.id);
     lab::no_error_dialog(alice).await?;
-    lab::wait_listed(alice, "persist.txt", wait::DEFAULT).await?;
-    lab::run_in_new_notebook(alice, "print(open('persist.txt').read().strip())", nonce).await?;
+    lab::wait_listed(alice, PERSISTED_FILE, wait::DEFAULT).await?;
+    lab::run_in_new_notebook(alice, &format!("print(open('{PERSISTED_FILE}').read().strip())"), nonce).await?;
     lab::no_error_dialog(alice).await
 }
 
@@ -402,6 +403,96 @@ async fn step_f(run: &Run<'_>, admin: &Browser) -> Result<()> {
     let (setup, stack) = (run.setup, run.stack);
     hub::stop_from_admin_panel(admin, stack, "alice").await?;
     docker::wait_user_container_gone(&setup.docker, &stack.project, "alice", Duration::from_secs(60)).await
+}
+
+/// From the hub's home page with no server running: Start My Server, then `image` from the dropdown.
+/// Returns when the form was submitted (the spawn clock starts there).
+async fn start_image(run: &Run<'_>, browser: &Browser, image: &str) -> Result<Instant> {
+    hub::start_from_home(browser, run.stack).await?;
+    hub::choose_and_start(browser, "image", &display_name(run.setup, image)?).await
+}
+
+/// Stops the browser's user's server from the home page and waits until the container is removed.
+async fn stop_and_wait_gone(run: &Run<'_>, browser: &Browser) -> Result<()> {
+    hub::stop_from_home(browser, run.stack).await?;
+    docker::wait_user_container_gone(&run.setup.docker, &run.stack.project, &browser.user, Duration::from_secs(60)).await
+}
+
+/// i1. uv-lab: JupyterLab whose Launcher has the three tiles, a Python notebook, VS Code and marimo, and
+/// both apps open as in step c; the container runs the locked uv-lab image.
+async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
+    let started = start_image(run, alice, "uv-lab").await?;
+    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::settle_restored_notebooks(alice).await?;
+    let cards = lab::settled_launcher_cards(alice).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress!("spawn time: alice, uv-lab: {seconds:.1} s (form submitted → Lab ready)");
+    running_locked_image(run.setup, &run.stack.project, "alice", "uv-lab").await?;
+    let notebooks = alice.texts(".jp-Launcher .jp-LauncherCard[data-category='Notebook'] .jp-LauncherCard-label").await?;
+    ensure!(
+        notebooks.iter().any(|label| lab::names(label, "Python")),
+        "the uv-lab Launcher has no Python notebook card (Notebook cards: {notebooks:?}, all cards: {cards:?})"
+    );
+    vscode_and_marimo_from_launcher(alice, &cards).await?;
+    stop_and_wait_gone(run, alice).await?;
+    Ok(seconds)
+}
+
+/// i2. uv-code: the spawn lands in VS Code's workbench (no JupyterLab), trusted, on the home folder
+/// /home/ewn, whose Explorer lists the file alice wrote as jovyan in step d; the container runs the
+/// locked uv-code image.
+async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
+    let started = start_image(run, alice, "uv-code").await?;
+    alice.path_starts_with("/user/alice/", wait::SPAWN).await?;
+    apps::land_in(alice, apps::VSCODE_RENDERED, SystemTime::now() - started.elapsed()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let url = alice.url().await?;
+    progress!("spawn time: alice, uv-code: {seconds:.1} s (form submitted → VS Code workbench at {url})");
+    running_locked_image(run.setup, &run.stack.project, "alice", "uv-code").await?;
+    ensure!(!alice.is_visible(".jp-LabShell").await?, "uv-code landed in JupyterLab at {url}, not in VS Code");
+    apps::vscode_trusted(alice).await?;
+    let folder = apps::vscode_folder(alice).await?;
+    ensure!(folder.as_deref() == Some("/home/ewn"), "VS Code has the folder {folder:?} open at {url}, expected /home/ewn");
+    apps::vscode_lists(alice, PERSISTED_FILE, wait::DEFAULT).await?;
+    stop_and_wait_gone(run, alice).await?;
+    Ok(seconds)
+}
+
+/// i3. uv-marimo: the spawn lands in marimo's home page (no JupyterLab); a new notebook's cell runs
+/// `20 + 22` and shows 42; the container runs the locked uv-marimo image.
+async fn step_i_uv_marimo(run: &Run<'_>, alice: &Browser) -> Result<f64> {
+    let started = start_image(run, alice, "uv-marimo").await?;
+    alice.path_starts_with("/user/alice/", wait::SPAWN).await?;
+    apps::land_in(alice, apps::MARIMO_HOME_NEW_NOTEBOOK, SystemTime::now() - started.elapsed()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let url = alice.url().await?;
+    progress!("spawn time: alice, uv-marimo: {seconds:.1} s (form submitted → marimo home at {url})");
+    running_locked_image(run.setup, &run.stack.project, "alice", "uv-marimo").await?;
+    ensure!(!alice.is_visible(".jp-LabShell").await?, "uv-marimo landed in JupyterLab at {url}, not in marimo");
+    let home = alice.client.window().await?;
+    let url = apps::marimo_new_notebook(alice).await?;
+    progress!("marimo notebook rendered at {url}");
+    apps::marimo_run_first_cell(alice, "20 + 22", "42").await?;
+    lab::leave_app(alice, lab::AppView::Tab { lab: home }).await?;
+    stop_and_wait_gone(run, alice).await?;
+    Ok(seconds)
+}
+
+/// i4. r-notebook: JupyterLab whose Launcher offers an R notebook; its cell prints `1 + 1` and shows
+/// `[1] 2`; the container runs the locked r-notebook image. (`print`, because a bare `1 + 1` comes back
+/// from IRkernel with an HTML form, `2`, which Lab renders in place of the plain-text `[1] 2`.)
+async fn step_i_r_notebook(run: &Run<'_>, alice: &Browser) -> Result<f64> {
+    let started = start_image(run, alice, "r-notebook").await?;
+    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::settle_restored_notebooks(alice).await?;
+    lab::settled_launcher_cards(alice).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress!("spawn time: alice, r-notebook: {seconds:.1} s (form submitted → Lab ready)");
+    running_locked_image(run.setup, &run.stack.project, "alice", "r-notebook").await?;
+    lab::run_in_new_notebook_of(alice, "R", "print(1 + 1)", "[1] 2").await?;
+    lab::no_error_dialog(alice).await?;
+    stop_and_wait_gone(run, alice).await?;
+    Ok(seconds)
 }
 
 /// The stack-2 scenario, step g: profiles replace the image dropdown and set the container's limits.

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -93,12 +94,14 @@ impl Chromedriver {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".to_string(), json!("chrome"));
         capabilities.insert("goog:chromeOptions".to_string(), json!({ "binary": chromium_binary().display().to_string(), "args": args }));
+        // Keep the page's console messages, so a failed step can save them (`Browser::console_log`).
+        capabilities.insert("goog:loggingPrefs".to_string(), json!({ "browser": "ALL" }));
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)
             .await
             .map_err(|err| anyhow!("cannot open a Chromium session through chromedriver: {err}\nhint: check that chromium and chromium-driver have the same version (`chromium --version`, `chromedriver --version`)"))?;
-        Ok(Browser { user: user.to_string(), client })
+        Ok(Browser { user: user.to_string(), client, console: Arc::new(Mutex::new(String::new())) })
     }
 }
 
@@ -118,6 +121,8 @@ impl Drop for Chromedriver {
 pub struct Browser {
     pub user: String,
     pub client: Client,
+    /// Every console line read from chromedriver so far (reading drains chromedriver's buffer).
+    console: Arc<Mutex<String>>,
 }
 
 impl Browser {
@@ -219,7 +224,25 @@ impl Browser {
         Ok(self.client.windows().await?)
     }
 
-    /// Saves a screenshot and the page source of every tab as `<prefix>[-tabN].png/.html`; best effort.
+    /// The console messages (and failed loads) Chromium logged for this session since the last call, one a
+    /// line, through chromedriver's log endpoint; they are also kept for `save_state`.
+    pub async fn new_console_lines(&self) -> Result<String> {
+        let entries = self.client.issue_cmd(BrowserLog).await?;
+        let entries = entries.as_array().cloned().unwrap_or_default();
+        let lines: String = entries
+            .iter()
+            .map(|entry| {
+                let level = entry["level"].as_str().unwrap_or_default();
+                let message = entry["message"].as_str().unwrap_or_default();
+                format!("{} {level} {message}\n", entry["timestamp"])
+            })
+            .collect();
+        self.console.lock().expect("not poisoned").push_str(&lines);
+        Ok(lines)
+    }
+
+    /// Saves a screenshot and the page source of every tab as `<prefix>[-tabN].png/.html`, and the console
+    /// log as `<prefix>-console.log`; best effort.
     pub async fn save_state(&self, folder: &Path, prefix: &str) -> Vec<PathBuf> {
         let mut saved = Vec::new();
         let current = self.client.window().await.ok();
@@ -246,10 +269,31 @@ impl Browser {
         if let Some(window) = current {
             let _ = self.client.switch_to_window(window).await;
         }
+        let _ = self.new_console_lines().await;
+        let log = self.console.lock().expect("not poisoned").clone();
+        let path = folder.join(format!("{prefix}-console.log"));
+        if std::fs::write(&path, log).is_ok() {
+            saved.push(path);
+        }
         saved
     }
 
     pub async fn close(self) -> Result<()> {
         self.client.close().await.map_err(|err| anyhow!("cannot close the browser session of {}: {err}", self.user))
+    }
+}
+
+/// chromedriver's `POST /session/{id}/se/log` for the `browser` log (its extension to WebDriver; the
+/// session asked for it with `goog:loggingPrefs`).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
     }
 }

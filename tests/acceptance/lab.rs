@@ -20,6 +20,27 @@ pub async fn wait_ready(browser: &Browser, user: &str, timeout: Duration) -> Res
     Ok(())
 }
 
+/// Lets the notebooks a restored workspace reopens settle on a kernel, answering JupyterLab's "Select
+/// Kernel" dialog as a person would (its preselected kernel). The workspace lives in the user's home, so it
+/// follows the user across images: a notebook saved before its kernel was chosen, or whose kernel the new
+/// image lacks (a Python notebook in the R image), asks for one when Lab starts. Returns once every open
+/// notebook shows a kernel and no dialog is up.
+pub async fn settle_restored_notebooks(browser: &Browser) -> Result<()> {
+    wait::until("the restored notebooks to settle on a kernel", wait::DEFAULT, || async {
+        let headers = browser.texts(".jp-Dialog .jp-Dialog-header").await?;
+        if headers.iter().any(|header| header.contains("Select Kernel")) {
+            browser.click(".jp-Dialog .jp-mod-accept", wait::DEFAULT).await?;
+            return Ok(None);
+        }
+        if !headers.is_empty() {
+            bail!("JupyterLab shows a dialog: {}", headers.join(" / "));
+        }
+        let kernels = browser.texts(".jp-NotebookPanel .jp-Toolbar-kernelName").await?;
+        Ok(kernels.iter().all(|kernel| !kernel.is_empty() && kernel != "No Kernel").then_some(()))
+    })
+    .await
+}
+
 /// Makes sure a Launcher is shown (a restored workspace may not have one): File > New Launcher otherwise.
 pub async fn show_launcher(browser: &Browser) -> Result<()> {
     if browser.is_visible(".jp-Launcher").await? {
@@ -232,6 +253,39 @@ pub async fn wait_listed(browser: &Browser, file: &str, timeout: Duration) -> Re
 pub async fn run_in_new_notebook(browser: &Browser, code: &str, expected: &str) -> Result<()> {
     show_launcher(browser).await?;
     browser.click(".jp-Launcher .jp-LauncherCard[data-category='Notebook']", wait::DEFAULT).await?;
+    run_in_opened_notebook(browser, code, expected).await
+}
+
+/// Opens a new notebook from the Launcher's Notebook card labelled exactly `kernel` (a kernel's display
+/// name, e.g. "R"), runs `code` in its first cell and waits until the cell's output contains `expected`.
+pub async fn run_in_new_notebook_of(browser: &Browser, kernel: &str, code: &str, expected: &str) -> Result<()> {
+    show_launcher(browser).await?;
+    // The card is marked in the page, then clicked as a person would: its label is only its text.
+    let mark = "[data-jhub-acceptance='kernel-card']";
+    wait::until(&format!("the Launcher's Notebook card `{kernel}`"), wait::DEFAULT, || async {
+        let marked = browser
+            .js(
+                r#"
+                const kernel = arguments[0];
+                const cards = Array.from(document.querySelectorAll(".jp-Launcher .jp-LauncherCard[data-category='Notebook']"));
+                const card = cards.find(c => c.offsetParent !== null && (c.querySelector('.jp-LauncherCard-label')?.textContent.trim() === kernel));
+                if (!card) { return false; }
+                card.setAttribute('data-jhub-acceptance', 'kernel-card');
+                return true;
+                "#,
+                vec![json!(kernel)],
+            )
+            .await?;
+        Ok((marked == json!(true)).then_some(()))
+    })
+    .await?;
+    browser.click(mark, wait::DEFAULT).await?;
+    run_in_opened_notebook(browser, code, expected).await
+}
+
+/// In the notebook just opened: waits for its kernel, runs `code` in the first cell and waits until the
+/// cell's output contains `expected`.
+async fn run_in_opened_notebook(browser: &Browser, code: &str, expected: &str) -> Result<()> {
     let editor_css = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .cm-content";
     let editor = browser.visible(editor_css, wait::DEFAULT).await?;
     // A cell run before the kernel connected is dropped (its prompt stays `[ ]`): wait for the kernel.

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 /// The default bound for a condition in the UI (JupyterHub's own browser tests use 30 s too).
 pub const DEFAULT: Duration = Duration::from_secs(30);
 
-/// The bound for a spawn: form submitted → JupyterLab ready.
+/// The bound for a spawn: form submitted → JupyterLab (or the image's app) ready.
 pub const SPAWN: Duration = Duration::from_secs(180);
 
 /// The bound for a proxied app (code-server, marimo) to start and render behind jupyter-server-proxy.
