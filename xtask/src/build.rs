@@ -1,6 +1,7 @@
-//! `cargo xtask build-images`: builds every catalog image (or the named ones and their parents) in order,
-//! skips those whose content key matches the lock and whose image exists, runs each image's smoke checks,
-//! and records the result in `images.lock`, written atomically after every image that succeeds.
+//! `cargo xtask build-images`: builds every catalog image (or the named ones and their parents), parents
+//! first and two at a time, skips those whose content key matches the lock and whose image exists, runs
+//! each image's smoke checks, and records the result in `images.lock`, written atomically after every image
+//! that succeeds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jhub_docker::catalog::{Catalog, ImageEntry, Recipe};
 use jhub_docker::lock::{Lock, LockedImage};
@@ -65,18 +67,40 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     let progress = MultiProgress::new();
     let bars: HashMap<&str, ProgressBar> = images.iter().map(|image| (image.name.as_str(), new_bar(&progress, &image.name))).collect();
     let mut outcomes = Vec::new();
-    // What this run resolved per image (parents come first): children chain their parent's key and
-    // build FROM its image id.
+    // What this run resolved per image: children chain their parent's key and build FROM its image id.
     let mut resolved: HashMap<String, Resolved> = HashMap::new();
-    for image in &images {
+    // Images wait here, in catalog order, until their parent is resolved; then up to PARALLEL_BUILDS run
+    // at once. Each build reads a snapshot of the lock; the lock itself is updated and written here, one
+    // finished image at a time, so it is never written by two builds at once.
+    let mut waiting: Vec<&ImageEntry> = images.clone();
+    let mut running = FuturesUnordered::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    loop {
+        while first_error.is_none() && running.len() < PARALLEL_BUILDS {
+            // Of the images whose parent is ready, the one most others wait for goes first (code-server
+            // before hub): the longest chain sets the whole build's length.
+            let ready = waiting.iter().enumerate().filter(|(_, image)| image.parent().is_none_or(|parent| resolved.contains_key(parent)));
+            let Some(position) = ready
+                .min_by_key(|(index, image)| (std::cmp::Reverse(descendants(&images, &catalog, &image.name)), *index))
+                .map(|(index, _)| index)
+            else {
+                break;
+            };
+            let image = waiting.remove(position);
+            let parent = image.parent().map(|parent| resolved[parent].clone());
+            let snapshot = lock.clone();
+            let (docker, catalog, ca_bundle, bar) = (&docker, &catalog, ca_bundle.as_slice(), &bars[image.name.as_str()]);
+            let log = logs_dir.join(format!("{}.log", image.name));
+            running.push(async move {
+                let started = Instant::now();
+                let result = build_one(docker, root, catalog, image, parent.as_ref(), &snapshot, ca_bundle, &log, bar).await;
+                (image, started.elapsed().as_secs_f64(), log, result)
+            });
+        }
+        let Some((image, seconds, log, result)) = running.next().await else { break };
         let bar = &bars[image.name.as_str()];
-        let started = Instant::now();
-        let log = logs_dir.join(format!("{}.log", image.name));
-        let parent = image.parent().map(|parent| resolved.get(parent).expect("parents are processed first"));
-        let result = build_one(&docker, root, &catalog, image, parent, &lock, &ca_bundle, &log, bar).await;
         match result {
             Ok(built) => {
-                let seconds = started.elapsed().as_secs_f64();
                 let status = built.status;
                 bar.finish_with_message(format!("{status} in {seconds:.0} s ({})", ui::human_size(built.size)));
                 say(bar, &format!("{}: {status} in {seconds:.0} s", image.name));
@@ -99,17 +123,24 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
             }
             Err(err) => {
                 bar.abandon_with_message("failed");
-                for other in bars.values().filter(|other| !other.is_finished()) {
-                    other.abandon_with_message("not built");
-                }
                 print_log_tail(&log);
+                // Nothing new starts; a build already running finishes (and is recorded if it succeeds),
+                // so its work is not thrown away. The first failure is the one reported.
                 // The intermediate images a failed classic build leaves are kept on purpose: they are the
                 // cache that makes the retry fast, and pruning dangling images engine-wide would pull the
                 // parents from under any other build running at the same time.
-                return Err(err);
+                first_error.get_or_insert(err);
             }
         }
     }
+    if let Some(err) = first_error {
+        for other in bars.values().filter(|other| !other.is_finished()) {
+            other.abandon_with_message("not built");
+        }
+        return Err(err);
+    }
+    // The summary lists images in catalog order, whichever finished first.
+    outcomes.sort_by_key(|outcome| images.iter().position(|image| image.name == outcome.name));
     if options.selection.is_empty() && lock.image.keys().any(|name| catalog.get(name).is_none()) {
         // Images that left the catalog leave the lock; the hub must not be offered them.
         lock.image.retain(|name, _| catalog.get(name).is_some());
@@ -118,10 +149,34 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     Ok(outcomes)
 }
 
+/// How many images build at once. Two, for the 2-core machines this runs on: a cold build's long steps
+/// alternate between the CPU (code-server's native modules, pip's bytecode) and the network or disk
+/// (downloads, apt, layer commits), so a second build fills the gaps (a cold build of every image took
+/// about 12 minutes one at a time); more would only contend for the same two cores.
+const PARALLEL_BUILDS: usize = 2;
+
 /// An image this run has ready: its content key and this engine's id for it.
+#[derive(Clone)]
 struct Resolved {
     key: String,
     image_id: String,
+}
+
+/// How many of `images` build on `name`, directly or through other images.
+fn descendants(images: &[&ImageEntry], catalog: &Catalog, name: &str) -> usize {
+    images
+        .iter()
+        .filter(|image| {
+            let mut current = image.parent();
+            while let Some(parent) = current {
+                if parent == name {
+                    return true;
+                }
+                current = catalog.get(parent).and_then(|entry| entry.parent());
+            }
+            false
+        })
+        .count()
 }
 
 /// One image made ready: its lock entry, this engine's id and size for it, and what it took.
@@ -397,5 +452,23 @@ mod tests {
             ["lab: Dockerfile changed", "lab: new.txt added", "lab: old.txt removed"]
         );
         assert!(describe_file_drift("lab", &locked, &locked).is_empty());
+    }
+
+    #[test]
+    fn the_images_most_others_wait_for_count_the_most_descendants() {
+        let catalog = Catalog::parse(
+            "[[image]]\nname = \"base\"\nbootstrap = \"mmdebstrap\"\n\n\
+             [[image]]\nname = \"hub\"\nparent = \"base\"\n\n\
+             [[image]]\nname = \"code\"\nparent = \"base\"\n\n\
+             [[image]]\nname = \"full\"\nparent = \"code\"\n\n\
+             [[image]]\nname = \"fuller\"\nparent = \"full\"\n",
+        )
+        .unwrap();
+        let images: Vec<&ImageEntry> = catalog.images.iter().collect();
+        let count = |name| descendants(&images, &catalog, name);
+        assert_eq!((count("base"), count("code"), count("full"), count("hub"), count("fuller")), (4, 2, 1, 0, 0));
+        // Only the images of this run count: building `hub` alone, nothing waits for `code`.
+        let selection: Vec<&ImageEntry> = images.iter().copied().filter(|image| ["base", "hub"].contains(&image.name.as_str())).collect();
+        assert_eq!(descendants(&selection, &catalog, "code"), 0);
     }
 }

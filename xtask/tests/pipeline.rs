@@ -10,6 +10,8 @@ use jhub_docker::lock::Lock;
 
 const BASE: &str = "pipeline-test-base";
 const CHILD: &str = "pipeline-test-child";
+/// A second child of the base: with two images ready at once the pipeline builds them side by side.
+const SIBLING: &str = "pipeline-test-sibling";
 
 struct Tree {
     root: PathBuf,
@@ -24,7 +26,8 @@ impl Tree {
             "images/catalog.toml",
             &format!(
                 "[[image]]\nname = \"{BASE}\"\nfolder = \"base\"\nbootstrap = \"mmdebstrap\"\n\n\
-             [[image]]\nname = \"{CHILD}\"\nfolder = \"child\"\nparent = \"{BASE}\"\n"
+             [[image]]\nname = \"{CHILD}\"\nfolder = \"child\"\nparent = \"{BASE}\"\n\n\
+             [[image]]\nname = \"{SIBLING}\"\nfolder = \"sibling\"\nparent = \"{BASE}\"\n"
             ),
         );
         write(
@@ -44,6 +47,7 @@ impl Tree {
             "ARG BASE_IMAGE\nFROM ${BASE_IMAGE} AS build\nCOPY jhub-build-ca.crt /tmp/ca.crt\nRUN test -s /tmp/ca.crt\nFROM ${BASE_IMAGE}\nCOPY hello.txt /hello.txt\n",
         );
         write(&root, "images/child/hello.txt", "hello from the child\n");
+        write(&root, "images/sibling/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo sibling > /sibling.txt\n");
         write(
             &root,
             "images/child/checks.toml",
@@ -102,7 +106,8 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
 /// would otherwise keep the base alive.
 fn remove_test_images() {
     let base_ids = docker_lines(&["images", "-q", "--no-trunc", &format!("jhub/{BASE}")]);
-    let child_ids = docker_lines(&["images", "-q", "--no-trunc", &format!("jhub/{CHILD}")]);
+    let child_ids: Vec<String> =
+        [CHILD, SIBLING].iter().flat_map(|child| docker_lines(&["images", "-q", "--no-trunc", &format!("jhub/{child}")])).collect();
     let stands_on_test_base = |id: &str| {
         let mut current = id.to_string();
         for _ in 0..200 {
@@ -161,7 +166,9 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
     assert!(first.status.success(), "the first build failed");
     assert_eq!(status_of(&first, BASE), "built");
     assert_eq!(status_of(&first, CHILD), "built");
+    assert_eq!(status_of(&first, SIBLING), "built");
     let lock = tree.lock();
+    assert!(lock.image.contains_key(SIBLING), "both children of the base are recorded");
     let child = &lock.image[CHILD];
     let child_id = tree.image_id(CHILD);
     assert!(child_id.starts_with("sha256:"));
@@ -187,6 +194,7 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
     assert!(newcomer.status.success(), "a cold build against the committed lock passes --locked");
     assert_eq!(status_of(&newcomer, BASE), "built");
     assert_eq!(status_of(&newcomer, CHILD), "built");
+    assert_eq!(status_of(&newcomer, SIBLING), "built");
     assert_eq!(tree.lock_text(), committed, "a cold build leaves the committed lock as it was");
     let child_id = tree.image_id(CHILD);
 
@@ -227,10 +235,9 @@ fn builds_caches_rebuilds_only_what_changed_and_refuses_bad_input() {
 
     let unknown = tree.xtask(&["build-images", "pipeline-test-chld"]);
     assert!(!unknown.status.success());
-    assert!(
-        stderr(&unknown)
-            .contains("error: unknown image `pipeline-test-chld`\nhint: the catalog has: pipeline-test-base, pipeline-test-child")
-    );
+    assert!(stderr(&unknown).contains(
+        "error: unknown image `pipeline-test-chld`\nhint: the catalog has: pipeline-test-base, pipeline-test-child, pipeline-test-sibling"
+    ));
 
     std::fs::remove_file(tree.root.join("images/child/Dockerfile")).unwrap();
     let missing = tree.xtask(&["build-images"]);
