@@ -1,5 +1,5 @@
 //! The build pipeline end to end through the real Docker engine and mmdebstrap: a tiny catalog (a
-//! bootstrapped base and one child) is built, rebuilt as a no-op, built again on an engine without its
+//! bootstrapped base and two children, built side by side) is built, rebuilt as a no-op, built again on an engine without its
 //! images (as a newcomer's machine is) without changing the lock, edited, checked with `--locked`, and fed
 //! bad input, through the `xtask` binary exactly as a person runs it.
 
