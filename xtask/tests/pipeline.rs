@@ -1,7 +1,7 @@
 //! The build pipeline end to end through the real Docker engine and mmdebstrap: a tiny catalog (a
-//! bootstrapped base and two children, built side by side) is built, rebuilt as a no-op, built again on an engine without its
-//! images (as a newcomer's machine is) without changing the lock, edited, checked with `--locked`, and fed
-//! bad input, through the `xtask` binary exactly as a person runs it.
+//! bootstrapped base and two children, built side by side) is built, rebuilt as a no-op, built again on an
+//! engine without its images (as a newcomer's machine is) without changing the lock, edited, checked with
+//! `--locked`, and fed bad input, through the `xtask` binary exactly as a person runs it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
