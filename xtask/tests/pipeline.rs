@@ -50,6 +50,12 @@ impl Tree {
         write(&root, "images/sibling/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo sibling > /sibling.txt\n");
         write(
             &root,
+            "images/sibling/checks.toml",
+            "[[check]]\nname = \"the sibling's file is baked in\"\nargv = [\"cat\", \"/sibling.txt\"]\nstdout_contains = \"sibling\"\n\n\
+             [versions]\nargv = [\"sh\", \"-c\", \"echo debian=$(cat /etc/debian_version)\"]\n",
+        );
+        write(
+            &root,
             "images/child/checks.toml",
             "[[check]]\nname = \"hello is baked in\"\nargv = [\"cat\", \"/hello.txt\"]\nstdout_contains = \"hello from the child\"\n\n[[check]]\nname = \"the build CA stays in the build stage\"\nargv = [\"sh\", \"-c\", \"test ! -e /tmp/ca.crt\"]\n\n[versions]\nargv = [\"sh\", \"-c\", \"echo debian=$(cat /etc/debian_version)\"]\n",
         );
