@@ -51,6 +51,15 @@ impl ImageEntry {
     pub fn folder_path(&self, root: &Path) -> PathBuf {
         root.join("images").join(&self.folder)
     }
+
+    /// The flavour of an image built from `Dockerfile.<flavour>` (the flavours of a template share one
+    /// folder); none for a plain `Dockerfile` or a bootstrapped image.
+    pub fn flavour(&self) -> Option<&str> {
+        match &self.recipe {
+            Recipe::Dockerfile { dockerfile, .. } => dockerfile.strip_prefix("Dockerfile.").filter(|flavour| !flavour.is_empty()),
+            Recipe::Mmdebstrap => None,
+        }
+    }
 }
 
 /// A choice of `SPAWNER=profiles`: an image with CPU and memory limits.

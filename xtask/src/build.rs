@@ -73,6 +73,8 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     // at once. Each build reads a snapshot of the lock; the lock itself is updated and written here, one
     // finished image at a time, so it is never written by two builds at once.
     let mut waiting: Vec<&ImageEntry> = images.clone();
+    let waited_for: HashMap<&str, usize> =
+        images.iter().map(|image| (image.name.as_str(), descendants(&images, &catalog, &image.name))).collect();
     let mut running = FuturesUnordered::new();
     let mut first_error: Option<anyhow::Error> = None;
     loop {
@@ -80,9 +82,8 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
             // Of the images whose parent is ready, the one most others wait for goes first (code-server
             // before hub): the longest chain sets the whole build's length.
             let ready = waiting.iter().enumerate().filter(|(_, image)| image.parent().is_none_or(|parent| resolved.contains_key(parent)));
-            let Some(position) = ready
-                .min_by_key(|(index, image)| (std::cmp::Reverse(descendants(&images, &catalog, &image.name)), *index))
-                .map(|(index, _)| index)
+            let Some(position) =
+                ready.min_by_key(|(index, image)| (std::cmp::Reverse(waited_for[image.name.as_str()]), *index)).map(|(index, _)| index)
             else {
                 break;
             };

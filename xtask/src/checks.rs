@@ -108,11 +108,7 @@ impl Checks {
     fn load_image(image: &ImageEntry, root: &Path) -> Result<(Checks, String), UserError> {
         let folder = image.folder_path(root);
         let (mut checks, hash) = Checks::load(&image.name, &folder, "checks.toml")?;
-        let flavour = match &image.recipe {
-            Recipe::Dockerfile { dockerfile, .. } => dockerfile.strip_prefix("Dockerfile.").filter(|flavour| !flavour.is_empty()),
-            Recipe::Mmdebstrap => None,
-        };
-        let Some(flavour) = flavour else { return Ok((checks, hash)) };
+        let Some(flavour) = image.flavour() else { return Ok((checks, hash)) };
         let (own, own_hash) = Checks::load(&image.name, &folder, &format!("checks.{flavour}.toml"))?;
         checks.check.extend(own.check);
         if own.versions.is_some() {

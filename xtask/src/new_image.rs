@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use jhub_docker::catalog::{self, Catalog, ImageEntry, Recipe, SingleUser};
+use jhub_docker::catalog::{self, Catalog, ImageEntry, SingleUser};
 use serde::Serialize;
 
 use crate::context::IGNORED_DIRS;
@@ -91,7 +91,7 @@ fn create(root: &Path, options: &Options) -> Result<NewEntry, UserError> {
     let flavours: Vec<(&ImageEntry, &str, &SingleUser)> = catalog
         .single_user_images()
         .filter(|(image, _)| image.folder == template)
-        .filter_map(|(image, single_user)| flavour_of(image).map(|flavour| (image, flavour, single_user)))
+        .filter_map(|(image, single_user)| image.flavour().map(|flavour| (image, flavour, single_user)))
         .collect();
     if flavours.is_empty() {
         return Err(UserError::new(
@@ -150,18 +150,10 @@ fn template_name(from: &str) -> &str {
     trimmed.strip_prefix("images/").unwrap_or(trimmed)
 }
 
-/// The flavour of a catalog image built from `Dockerfile.<flavour>`.
-fn flavour_of(image: &ImageEntry) -> Option<&str> {
-    match &image.recipe {
-        Recipe::Dockerfile { dockerfile, .. } => dockerfile.strip_prefix("Dockerfile.").filter(|flavour| !flavour.is_empty()),
-        Recipe::Mmdebstrap => None,
-    }
-}
-
 /// The folders single-user catalog images build from a `Dockerfile.<flavour>`: the templates.
 fn template_folders(catalog: &Catalog) -> Vec<String> {
     let folders: BTreeSet<&str> =
-        catalog.single_user_images().filter(|(image, _)| flavour_of(image).is_some()).map(|(image, _)| image.folder.as_str()).collect();
+        catalog.single_user_images().filter(|(image, _)| image.flavour().is_some()).map(|(image, _)| image.folder.as_str()).collect();
     if folders.is_empty() { vec!["(none)".to_string()] } else { folders.into_iter().map(str::to_string).collect() }
 }
 
@@ -248,6 +240,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use jhub_docker::catalog::Recipe;
 
     const CATALOG: &str = r#"# The catalog's own comment, kept by new-image.
 
