@@ -14,6 +14,8 @@ pub struct Compose {
     overlays: Vec<PathBuf>,
     project: String,
     env: Vec<(String, String)>,
+    /// A settings file compose reads instead of the `.env` beside the compose file.
+    env_file: Option<PathBuf>,
 }
 
 /// A compose CLI that is missing or failed, with the next step.
@@ -41,6 +43,13 @@ pub const INSTALL_HINT: &str = "run `sudo bash ci/setup-host.sh` (or `cargo xtas
 /// The major version in what `compose version --short` prints (`2.26.1-4`, `v2.29.7`, `1.29.2`).
 pub fn major_version(short: &str) -> Option<u32> {
     short.trim().trim_start_matches('v').split('.').next()?.parse().ok()
+}
+
+/// The version compose writes into its `com.docker.compose.version` labels: the core `major.minor.patch`
+/// of what `version --short` prints (Debian's `2.26.1-4` labels `2.26.1`).
+pub fn label_version(short: &str) -> String {
+    let version = short.trim().trim_start_matches('v');
+    version.split(['-', '+']).next().unwrap_or(version).to_string()
 }
 
 fn short_version(program: &[String]) -> Option<String> {
@@ -85,7 +94,13 @@ pub fn detect_cli() -> Result<Vec<String>, ComposeError> {
 
 impl Compose {
     pub fn new(program: Vec<String>, file: &Path, project: &str) -> Compose {
-        Compose { program, file: file.to_path_buf(), overlays: Vec::new(), project: project.to_string(), env: Vec::new() }
+        Compose { program, file: file.to_path_buf(), overlays: Vec::new(), project: project.to_string(), env: Vec::new(), env_file: None }
+    }
+
+    /// Reads the variables of `file` instead of the `.env` beside the compose file.
+    pub fn with_env_file(mut self, file: &Path) -> Compose {
+        self.env_file = Some(file.to_path_buf());
+        self
     }
 
     /// Adds a compose file merged over the base one.
@@ -110,7 +125,11 @@ impl Compose {
         for overlay in &self.overlays {
             command.arg("-f").arg(overlay);
         }
-        command.arg("-p").arg(&self.project).args(args);
+        command.arg("-p").arg(&self.project);
+        if let Some(env_file) = &self.env_file {
+            command.arg("--env-file").arg(env_file);
+        }
+        command.args(args);
         command.envs(self.env.iter().map(|(key, value)| (key, value)));
         command
     }
@@ -150,7 +169,7 @@ pub fn variables_of(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::major_version;
+    use super::{label_version, major_version};
 
     #[test]
     fn reads_the_major_version_of_every_known_format() {
@@ -158,5 +177,12 @@ mod tests {
         assert_eq!(major_version("v2.29.7\n"), Some(2));
         assert_eq!(major_version("1.29.2"), Some(1));
         assert_eq!(major_version(""), None);
+    }
+
+    #[test]
+    fn labels_carry_the_core_version() {
+        assert_eq!(label_version("2.26.1-4\n"), "2.26.1");
+        assert_eq!(label_version("v2.29.7"), "2.29.7");
+        assert_eq!(label_version("2.30.0+ds1"), "2.30.0");
     }
 }

@@ -1,9 +1,11 @@
 //! The model of jhub-docker's source of truth, shared by the xtask (which writes it) and the acceptance
 //! harness (which asserts against it): the image catalog, the lock the build pipeline writes, the resolved
-//! view the hub reads, and the compose CLI both use to drive the stack.
+//! view the hub reads, the stack's names and labels (the contract both sides keep), and the compose CLI both
+//! use to drive the stack.
 
 pub mod catalog;
 pub mod compose;
+pub mod contract;
 pub mod lock;
 pub mod view;
 

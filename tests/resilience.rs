@@ -45,6 +45,7 @@ mod tls;
 #[allow(dead_code)]
 mod wait;
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,8 +54,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::query_parameters::{InspectContainerOptions, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{InspectContainerOptions, ListVolumesOptionsBuilder};
 use futures_util::StreamExt;
+use jhub_docker::contract;
 use serde_json::{Value, json};
 
 use crate::artifacts::Artifacts;
@@ -191,20 +193,6 @@ fn folder_size(dir: &Path) -> u64 {
     total
 }
 
-/// What `cargo xtask down --volumes` does to a stack, through the same engine calls: user containers
-/// removed by label, `compose down -v`, every user volume of its prefix removed.
-async fn down_volumes(setup: &Setup, stack: &Stack) -> Result<()> {
-    for container in docker::containers_with_labels(&setup.docker, &[format!("io.jhub-docker.stack={}", stack.project)], true).await? {
-        let id = container.id.unwrap_or_default();
-        setup.docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await?;
-    }
-    stack.compose(&["down", "-v", "--remove-orphans"])?;
-    for volume in user_volume_names(&setup.docker, &stack.volume_prefix).await? {
-        setup.docker.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await?;
-    }
-    Ok(())
-}
-
 async fn user_volume_names(docker: &Docker, prefix: &str) -> Result<Vec<String>> {
     let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
     Ok(volumes.volumes.unwrap_or_default().into_iter().map(|volume| volume.name).filter(|name| name.starts_with(prefix)).collect())
@@ -227,7 +215,8 @@ async fn c01_backup_down_volumes_restore() -> Result<()> {
 async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> Result<()> {
     let admin_session = Session::new(stack, "admin")?;
     admin_session.must_log_in(ADMIN_PASSWORD).await?;
-    // alice is approved before the backup, bob is not: both states must come back.
+    // alice is approved before the backup, bob is not: both states must come back. carol-2's volume name is
+    // escaped by DockerSpawner (`carol-2d2`), while her volume's user label is her name as it is.
     let alice_password = fresh_password();
     let alice = Session::new(stack, "alice")?;
     let alert = alice.sign_up(&alice_password).await?;
@@ -238,66 +227,138 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
     let bob_password = fresh_password();
     let bob = Session::new(stack, "bob")?;
     bob.sign_up(&bob_password).await?;
+    let carol_password = fresh_password();
+    let carol = Session::new(stack, "carol-2")?;
+    carol.sign_up(&carol_password).await?;
+    admin_session.authorize("carol-2").await?;
+    carol.must_log_in(&carol_password).await?;
     let alice_api = alice.api_token().await?;
     alice_api.spawn("alice", IMAGE).await?;
     let file = random_bytes(3 << 20);
     alice_api.put_file("alice", "resilience.bin", &file).await?;
     ensure!(alice_api.get_file("alice", "resilience.bin").await? == file, "the file read back differs before the backup");
+    let carol_api = carol.api_token().await?;
+    carol_api.spawn("carol-2", IMAGE).await?;
+    let carol_file = random_bytes(64 << 10);
+    carol_api.put_file("carol-2", "notes.bin", &carol_file).await?;
+    carol_api.stop("carol-2").await?;
+
+    // The labels the running platform gives: the hub's on the users' volumes, compose's on its data volume.
+    let platform_labels = volume_labels(setup, stack).await?;
+    for (user, escaped) in [("alice", "alice"), ("carol-2", "carol-2d2")] {
+        let volume = contract::user_volume_name(&stack.volume_prefix, escaped);
+        let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, user).into_iter().collect();
+        ensure!(
+            platform_labels.get(&volume) == Some(&wanted),
+            "the hub labelled {volume} {:?}, expected {wanted:?}",
+            platform_labels.get(&volume)
+        );
+    }
 
     let env = env_file(artifacts);
     let env_arg = env.to_str().expect("a UTF-8 path");
-    let backup = artifacts.dir.join("backup");
-    let started = Instant::now();
-    let (ok, text) = xtask(&["backup", backup.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
-    ensure!(ok, "cargo xtask backup failed:\n{text}");
-    progress!("backup: {} bytes in {:.1} s (server running)", folder_size(&backup), started.elapsed().as_secs_f64());
-    ensure!(text.contains("1 user volume"), "the backup should hold one user volume:\n{text}");
+    for round in 1..=2 {
+        let backup = artifacts.dir.join(format!("backup-{round}"));
+        let backup_arg = backup.to_str().expect("UTF-8");
+        let started = Instant::now();
+        let (ok, text) = xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+        ensure!(ok, "round {round}: cargo xtask backup failed:\n{text}");
+        progress!("round {round}: backup: {} bytes in {:.1} s", folder_size(&backup), started.elapsed().as_secs_f64());
+        ensure!(text.contains("2 user volume"), "round {round}: the backup should hold two user volumes:\n{text}");
 
-    // A backup never overwrites: the same folder again is refused.
-    let (ok, text) = xtask(&["backup", backup.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
-    ensure!(!ok && text.contains("error:") && text.contains("hint:"), "a second backup into the same folder should be refused:\n{text}");
+        if round == 1 {
+            // A backup never overwrites: the same folder again is refused.
+            let (ok, text) = xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+            ensure!(
+                !ok && text.contains("error:") && text.contains("hint:"),
+                "a second backup into the same folder should be refused:\n{text}"
+            );
+        }
 
-    down_volumes(setup, stack).await?;
-    ensure!(user_volume_names(&setup.docker, &stack.volume_prefix).await?.is_empty(), "user volumes left after down --volumes");
+        // `down --volumes` as an admin runs it: it deletes the volumes labelled for this stack only.
+        let (ok, text) = xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
+        ensure!(ok, "round {round}: cargo xtask down --volumes failed:\n{text}");
+        let left = user_volume_names(&setup.docker, &stack.volume_prefix).await?;
+        ensure!(left.is_empty(), "round {round}: `down --volumes` kept the stack's user volumes {left:?}:\n{text}");
 
-    // A damaged copy is refused before anything is written.
-    let damaged = artifacts.dir.join("backup-damaged");
-    Command::new("cp").args(["-a", backup.to_str().expect("UTF-8"), damaged.to_str().expect("UTF-8")]).status()?;
-    let tar = damaged.join("users/alice.tar");
-    let mut bytes = std::fs::read(&tar)?;
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&tar, bytes)?;
-    let (ok, text) = xtask(&["restore", damaged.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
-    ensure!(!ok && text.contains("damaged"), "a damaged backup should be refused:\n{text}");
-    ensure!(user_volume_names(&setup.docker, &stack.volume_prefix).await?.is_empty(), "a refused restore wrote a user volume");
+        if round == 1 {
+            // A damaged copy is refused before anything is written.
+            let damaged = artifacts.dir.join("backup-damaged");
+            Command::new("cp").args(["-a", backup_arg, damaged.to_str().expect("UTF-8")]).status()?;
+            let tar = damaged.join("users/alice.tar");
+            let mut bytes = std::fs::read(&tar)?;
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(&tar, bytes)?;
+            let (ok, text) = xtask(&["restore", damaged.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
+            ensure!(!ok && text.contains("damaged"), "a damaged backup should be refused:\n{text}");
+            ensure!(user_volume_names(&setup.docker, &stack.volume_prefix).await?.is_empty(), "a refused restore wrote a user volume");
+        }
 
-    let started = Instant::now();
-    let (ok, text) = xtask(&["restore", backup.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
-    ensure!(ok, "cargo xtask restore failed:\n{text}");
-    progress!("restore: {:.1} s", started.elapsed().as_secs_f64());
-    // Restoring again over the restored data is refused without --force, and allowed with it.
-    let (ok, text) = xtask(&["restore", backup.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
-    ensure!(!ok && text.contains("would overwrite") && text.contains("--force"), "a restore over existing data should be refused:\n{text}");
-    let (ok, text) = xtask(&["restore", backup.to_str().expect("UTF-8"), "--env-file", env_arg, "--force"], &[])?;
-    ensure!(ok, "restore --force failed:\n{text}");
+        // Into the emptied stack, without --force: the round trip needs nothing more.
+        let started = Instant::now();
+        let (ok, text) = xtask(&["restore", backup_arg, "--env-file", env_arg], &[])?;
+        ensure!(ok, "round {round}: cargo xtask restore failed:\n{text}");
+        progress!("round {round}: restore: {:.1} s", started.elapsed().as_secs_f64());
+        if round == 1 {
+            // Restoring again over the restored data is refused without --force, and allowed with it.
+            let (ok, text) = xtask(&["restore", backup_arg, "--env-file", env_arg], &[])?;
+            ensure!(
+                !ok && text.contains("would overwrite") && text.contains("--force"),
+                "a restore over existing data should be refused:\n{text}"
+            );
+            let (ok, text) = xtask(&["restore", backup_arg, "--env-file", env_arg, "--force"], &[])?;
+            ensure!(ok, "restore --force failed:\n{text}");
+        }
+        // Every restored volume carries exactly the labels the platform gave it.
+        let restored_labels = volume_labels(setup, stack).await?;
+        for (volume, labels) in &platform_labels {
+            let restored = restored_labels.get(volume);
+            ensure!(
+                restored == Some(labels),
+                "round {round}: restored volume {volume} is labelled {restored:?}, the platform gave {labels:?}"
+            );
+        }
+        progress!("round {round}: every restored volume carries the platform's labels: {restored_labels:?}");
 
-    stack.compose(&["up", "-d", "--no-build"])?;
-    stack.wait_healthy().await?;
-    let alice = Session::new(stack, "alice")?;
-    alice.must_log_in(&alice_password).await?;
-    let bob = Session::new(stack, "bob")?;
-    ensure!(bob.log_in(&bob_password).await?.is_some(), "bob was not approved before the backup but logs in after the restore");
-    let admin_session = Session::new(stack, "admin")?;
-    admin_session.must_log_in(ADMIN_PASSWORD).await?;
-    let alice_api = alice.api_token().await?;
-    let model = alice_api.user("alice").await?;
-    ensure!(model["servers"].get("").is_none(), "after a restore into a fresh stack alice should have no server running: {model}");
-    alice_api.spawn("alice", IMAGE).await?;
-    let restored = alice_api.get_file("alice", "resilience.bin").await?;
-    ensure!(restored == file, "the restored file differs ({} bytes, {} expected)", restored.len(), file.len());
-    progress!("restored: alice logs in, her {} byte file is byte-identical, bob is still waiting for approval", file.len());
+        stack.compose(&["up", "-d", "--no-build"])?;
+        stack.wait_healthy().await?;
+        let alice = Session::new(stack, "alice")?;
+        alice.must_log_in(&alice_password).await?;
+        let bob = Session::new(stack, "bob")?;
+        ensure!(
+            bob.log_in(&bob_password).await?.is_some(),
+            "round {round}: bob was not approved before the backup but logs in after the restore"
+        );
+        let admin_session = Session::new(stack, "admin")?;
+        admin_session.must_log_in(ADMIN_PASSWORD).await?;
+        let alice_api = alice.api_token().await?;
+        let model = alice_api.user("alice").await?;
+        ensure!(model["servers"].get("").is_none(), "after a restore into a fresh stack alice should have no server running: {model}");
+        alice_api.spawn("alice", IMAGE).await?;
+        let restored = alice_api.get_file("alice", "resilience.bin").await?;
+        ensure!(restored == file, "round {round}: the restored file differs ({} bytes, {} expected)", restored.len(), file.len());
+        progress!("round {round}: alice logs in, her {} byte file is byte-identical, bob is still waiting for approval", file.len());
+    }
+    let carol = Session::new(stack, "carol-2")?;
+    carol.must_log_in(&carol_password).await?;
+    let carol_api = carol.api_token().await?;
+    carol_api.spawn("carol-2", IMAGE).await?;
+    ensure!(carol_api.get_file("carol-2", "notes.bin").await? == carol_file, "carol-2's file differs after two round trips");
     Ok(())
+}
+
+/// The labels of the stack's volumes: its user volumes and its hub data volume, by name.
+async fn volume_labels(setup: &Setup, stack: &Stack) -> Result<HashMap<String, HashMap<String, String>>> {
+    let data_volume = contract::data_volume_name(&stack.project);
+    let volumes = setup.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
+    Ok(volumes
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|volume| volume.name.starts_with(&stack.volume_prefix) || volume.name == data_volume)
+        .map(|volume| (volume.name, volume.labels))
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -857,6 +918,69 @@ async fn upgrade(setup: &Setup, stack: &Stack, copy: &Path) -> Result<()> {
 
 /// The engine's pid file, as `dockerd` writes it by default.
 const DOCKERD_PID_FILE: &str = "/var/run/docker.pid";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c12_adopt_unlabelled_volumes() -> Result<()> {
+    let (_guard, setup, artifacts) = prepare("c12-adopt-volumes").await?;
+    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
+    let result = adopt_volumes(&setup, &stack, &artifacts).await;
+    finish("c12-adopt-volumes", &setup, &stack, &artifacts, result).await
+}
+
+/// Volumes made without labels (as restores made them before they labelled) are adopted: those of users
+/// the hub knows get the hub's labels with every file kept; another one is listed and left alone.
+async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> Result<()> {
+    let unlabelled = |name: &str| bollard::models::VolumeCreateRequest { name: Some(name.to_string()), ..Default::default() };
+    let dave_volume = contract::user_volume_name(&stack.volume_prefix, "dave");
+    let stranger_volume = contract::user_volume_name(&stack.volume_prefix, "stranger");
+    for volume in [&dave_volume, &stranger_volume] {
+        setup.docker.create_volume(unlabelled(volume)).await?;
+    }
+    // dave's server mounts the unlabelled volume that is there already (Docker returns it as it is).
+    let (_, dave_api, dave_password) = new_user(stack, "dave").await?;
+    dave_api.spawn("dave", IMAGE).await?;
+    let file = random_bytes(1 << 20);
+    dave_api.put_file("dave", "kept.bin", &file).await?;
+    let labels_of = |volume: String| async move { Ok::<_, anyhow::Error>(setup.docker.inspect_volume(&volume).await?.labels) };
+    ensure!(labels_of(dave_volume.clone()).await?.is_empty(), "{dave_volume} should start unlabelled");
+
+    let env = env_file(artifacts);
+    let env_arg = env.to_str().expect("a UTF-8 path");
+    let (ok, text) = xtask(&["adopt-volumes", "--env-file", env_arg], &[])?;
+    ensure!(!ok && text.contains("is running") && text.contains("hint:"), "adopting while the stack runs should be refused:\n{text}");
+    let (ok, text) = xtask(&["down", "--env-file", env_arg], &[])?;
+    ensure!(ok, "cargo xtask down failed:\n{text}");
+
+    // A dry run names what it would do and changes nothing.
+    let (ok, text) = xtask(&["adopt-volumes", "--env-file", env_arg], &[])?;
+    ensure!(ok && text.contains("would adopt 1 volume") && text.contains(&dave_volume), "the dry run should name {dave_volume}:\n{text}");
+    ensure!(text.contains(&stranger_volume), "the dry run should list {stranger_volume} as left alone:\n{text}");
+    ensure!(labels_of(dave_volume.clone()).await?.is_empty(), "the dry run changed {dave_volume}");
+
+    let (ok, text) = xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
+    ensure!(ok && text.contains("adopted 1 volume"), "adopt-volumes --yes failed:\n{text}");
+    let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, "dave").into_iter().collect();
+    let adopted = labels_of(dave_volume.clone()).await?;
+    ensure!(adopted == wanted, "{dave_volume} is labelled {adopted:?} after adopt-volumes, expected {wanted:?}");
+    ensure!(labels_of(stranger_volume.clone()).await?.is_empty(), "{stranger_volume} (no such user) was changed");
+    let volumes = setup.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?.volumes.unwrap_or_default();
+    let copies: Vec<String> = volumes.into_iter().map(|volume| volume.name).filter(|name| name.ends_with(".adopting")).collect();
+    ensure!(copies.is_empty(), "adopt-volumes left its temporary copies: {copies:?}");
+    // Nothing left to adopt: a second run says so.
+    let (ok, text) = xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
+    ensure!(ok && text.contains("nothing to adopt"), "a second adopt-volumes should find nothing:\n{text}");
+
+    stack.compose(&["up", "-d", "--no-build"])?;
+    stack.wait_healthy().await?;
+    let dave = Session::new(stack, "dave")?;
+    dave.must_log_in(&dave_password).await?;
+    let dave_api = dave.api_token().await?;
+    dave_api.spawn("dave", IMAGE).await?;
+    ensure!(dave_api.get_file("dave", "kept.bin").await? == file, "dave's file differs after the adoption");
+    progress!("adopted {dave_volume}: labelled {adopted:?}, dave's file byte-identical; {stranger_volume} left alone");
+    setup.docker.remove_volume(&stranger_volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await?;
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn z_docker_daemon_restart() -> Result<()> {

@@ -23,11 +23,12 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use jhub_docker::contract::{self, PURPOSE_LABEL, STACK_LABEL};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine;
-use crate::stack::{Settings, locked_hub_image, stack_dir};
+use crate::stack::{Settings, locked_hub_image};
 use crate::ui::{self, UserError};
 
 const MANIFEST: &str = "manifest.json";
@@ -39,8 +40,6 @@ const COOKIE_SECRET: &str = "jupyterhub_cookie_secret";
 /// extracts that tar into the target volume, where this folder is the staging area, then moves its entries
 /// up one level.
 const STAGING: &str = ".jhub-staging";
-/// The label of every throwaway container this module makes, so a leftover one is recognisable.
-const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
 
 /// Copies the live database with sqlite's online backup API (consistent even while the hub writes) and
 /// checks the copy. A plain connection, not a read-only one: with the hub down, a journal a killed hub left
@@ -124,33 +123,36 @@ enum FileKind {
     UserVolume,
 }
 
-/// The stack's settings file, where `up` keeps them.
-pub fn default_env_file() -> PathBuf {
-    stack_dir().join(".env")
-}
-
 /// The stack a verb works on, from its settings.
-struct Target {
-    stack: String,
-    user_volume_prefix: String,
+pub(crate) struct Target {
+    pub(crate) stack: String,
+    pub(crate) user_volume_prefix: String,
 }
 
 impl Target {
-    fn from_env_file(env_file: &Path) -> Target {
+    pub(crate) fn from_env_file(env_file: &Path) -> Target {
         let settings = Settings::load(env_file);
         Target {
-            stack: settings.get("JHUB_STACK_NAME", "jhub"),
-            user_volume_prefix: settings.get("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-"),
+            stack: settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME),
+            user_volume_prefix: settings.get("JHUB_USER_VOLUME_PREFIX", contract::DEFAULT_USER_VOLUME_PREFIX),
         }
     }
 
     /// The hub's data volume: compose prefixes the file's `jupyterhub_data` with the project name.
-    fn data_volume(&self) -> String {
-        format!("{}_jupyterhub_data", self.stack)
+    pub(crate) fn data_volume(&self) -> String {
+        contract::data_volume_name(&self.stack)
     }
 
-    fn user_volume(&self, user: &str) -> String {
-        format!("{}{user}", self.user_volume_prefix)
+    /// The volume of the user whose escaped name (DockerSpawner's) is `escaped_user`.
+    fn user_volume(&self, escaped_user: &str) -> String {
+        contract::user_volume_name(&self.user_volume_prefix, escaped_user)
+    }
+
+    /// The labels the hub gives the volume of `escaped_user` (see `contract::user_volume_labels`); a name
+    /// the spawner could not have made (an old backup's) is labelled as it is spelled.
+    fn user_volume_labels(&self, escaped_user: &str) -> HashMap<String, String> {
+        let user = contract::user_of_escaped_name(escaped_user).unwrap_or_else(|| escaped_user.to_string());
+        contract::user_volume_labels(&self.stack, &user).into_iter().collect()
     }
 }
 
@@ -293,7 +295,7 @@ fn digest_hex(digest: &[u8]) -> String {
 
 /// The image the throwaway containers run: the locked hub image (it has python3, sh and coreutils), or the
 /// hub's `latest` tag when the lock names none the engine has.
-async fn helper_image(docker: &Docker) -> anyhow::Result<String> {
+pub(crate) async fn helper_image(docker: &Docker) -> anyhow::Result<String> {
     let candidates: Vec<String> = locked_hub_image().into_iter().chain(["jhub/hub:latest".to_string()]).collect();
     for candidate in &candidates {
         if engine::image_exists(docker, candidate).await {
@@ -304,15 +306,19 @@ async fn helper_image(docker: &Docker) -> anyhow::Result<String> {
         .into())
 }
 
-/// The users with a volume in this stack, by name, sorted.
+/// The users with a volume in this stack, by escaped name (the volume's name after the prefix), sorted:
+/// every volume named with the prefix and a name the spawner makes, labelled for this stack or carrying no
+/// stack label (made before volumes were labelled); never one labelled for another stack, nor an adoption's
+/// temporary copy (its name is no escaped name).
 async fn user_volumes(docker: &Docker, target: &Target) -> anyhow::Result<Vec<String>> {
     let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
     let mut users: Vec<String> = volumes
         .volumes
         .unwrap_or_default()
         .into_iter()
+        .filter(|volume| volume.labels.get(STACK_LABEL).is_none_or(|stack| *stack == target.stack))
         .filter_map(|volume| volume.name.strip_prefix(&target.user_volume_prefix).map(str::to_string))
-        .filter(|user| !user.is_empty())
+        .filter(|user| contract::user_of_escaped_name(user).is_some())
         .collect();
     users.sort();
     Ok(users)
@@ -320,15 +326,20 @@ async fn user_volumes(docker: &Docker, target: &Target) -> anyhow::Result<Vec<St
 
 /// Users of `stack` with a running server container.
 async fn running_users(docker: &Docker, stack: &str) -> anyhow::Result<Vec<String>> {
-    let filters = HashMap::from([("label", vec![format!("io.jhub-docker.stack={stack}")])]);
+    let filters = HashMap::from([("label", vec![format!("{STACK_LABEL}={stack}")])]);
     let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
     let mut users: Vec<String> = containers
         .into_iter()
-        .filter_map(|container| container.labels.and_then(|mut labels| labels.remove("io.jhub-docker.user")))
+        .filter_map(|container| container.labels.and_then(|mut labels| labels.remove(contract::USER_LABEL)))
         .collect();
     users.sort();
     users.dedup();
     Ok(users)
+}
+
+/// Whether the stack's hub or any of its user servers runs.
+pub(crate) async fn stack_is_running(docker: &Docker, stack: &str) -> anyhow::Result<bool> {
+    Ok(running_service(docker, stack, "hub").await?.is_some() || !running_users(docker, stack).await?.is_empty())
 }
 
 /// The running container of compose service `service` in `stack`, if any.
@@ -425,7 +436,7 @@ async fn download_file(docker: &Docker, container: &str, path: &str) -> anyhow::
     Err(UserError::new(format!("the engine sent no file for {path}"), "check the hub's data volume with `cargo xtask logs hub`").into())
 }
 
-fn engine_failed(doing: &str, err: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn engine_failed(doing: &str, err: impl std::fmt::Display) -> anyhow::Error {
     UserError::new(
         format!("the engine failed {doing}: {}", err.to_string().lines().next().unwrap_or_default()),
         "check `docker info` (is the engine up, is the disk full?) and run the command again",
@@ -450,7 +461,13 @@ async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Result
 }
 
 /// Creates (does not start) a throwaway root container of `image` with `binds`, no network, running `argv`.
-async fn create_helper(docker: &Docker, image: &str, binds: Vec<String>, argv: &[&str], purpose: &str) -> anyhow::Result<String> {
+pub(crate) async fn create_helper(
+    docker: &Docker,
+    image: &str,
+    binds: Vec<String>,
+    argv: &[&str],
+    purpose: &str,
+) -> anyhow::Result<String> {
     let argv: Vec<String> = argv.iter().map(|word| word.to_string()).collect();
     let config = ContainerCreateBody {
         image: Some(image.to_string()),
@@ -466,7 +483,7 @@ async fn create_helper(docker: &Docker, image: &str, binds: Vec<String>, argv: &
 }
 
 /// Starts a helper, waits for it to exit (at most ten minutes) and returns its exit code and output.
-async fn run_helper(docker: &Docker, container: &str) -> anyhow::Result<(i64, String)> {
+pub(crate) async fn run_helper(docker: &Docker, container: &str) -> anyhow::Result<(i64, String)> {
     docker.start_container(container, None).await.map_err(|err| engine_failed("starting a helper container", err))?;
     let waited = tokio::time::timeout(Duration::from_secs(600), docker.wait_container(container, None).next()).await;
     let code = match waited {
@@ -484,7 +501,7 @@ async fn run_helper(docker: &Docker, container: &str) -> anyhow::Result<(i64, St
     Ok((code, output))
 }
 
-async fn remove_container(docker: &Docker, container: &str) {
+pub(crate) async fn remove_container(docker: &Docker, container: &str) {
     let _ = docker.remove_container(container, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
 }
 
@@ -633,7 +650,8 @@ fn verify(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A volume the restore fills: its name, who it is for, and the tar that goes into it.
+/// A volume the restore fills: its name, who it is for, the tar that goes into it, and the labels the
+/// running platform gives such a volume (a volume that lacks them is made anew; see `prepare_volumes`).
 struct VolumeJob {
     volume: String,
     what: String,
@@ -648,7 +666,7 @@ enum TarSource {
 
 async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Manifest, written: &mut Written) -> anyhow::Result<()> {
     let docker = engine::connect().await?;
-    if running_service(&docker, &target.stack, "hub").await?.is_some() || !running_users(&docker, &target.stack).await?.is_empty() {
+    if stack_is_running(&docker, &target.stack).await? {
         return Err(UserError::new(
             format!("stack `{}` is running; a restore needs it stopped", target.stack),
             "stop it with `cargo xtask down` (it keeps volumes), restore, then `cargo xtask up`",
@@ -667,7 +685,7 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
             volume: target.user_volume(&user),
             what: format!("files of {user}"),
             tar: TarSource::File(options.dir.join(&file.path), file.bytes),
-            labels: HashMap::new(),
+            labels: target.user_volume_labels(&user),
         });
     }
     let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
@@ -678,11 +696,8 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
         volume: target.data_volume(),
         what: "the hub's database and cookie secret".to_string(),
         tar: TarSource::Bytes(hub_tar),
-        // Compose then adopts the volume as its own `jupyterhub_data`.
-        labels: HashMap::from([
-            ("com.docker.compose.project".to_string(), target.stack.clone()),
-            ("com.docker.compose.volume".to_string(), "jupyterhub_data".to_string()),
-        ]),
+        // Compose then finds the volume as its own `jupyterhub_data`, labelled as if it had made it.
+        labels: contract::data_volume_labels(&target.stack, &compose_label_version()?).into_iter().collect(),
     });
 
     // What is already there.
@@ -744,6 +759,12 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
     Ok(())
 }
 
+/// The version this host's compose writes into its labels (a restored data volume carries it, as one
+/// compose made does).
+fn compose_label_version() -> anyhow::Result<String> {
+    Ok(jhub_docker::compose::label_version(&jhub_docker::compose::detect()?.version))
+}
+
 /// The tar that goes into the hub's data volume: the staging folder (root, 700, as the hub image makes its
 /// data folder) with the database and the cookie secret (root, 600, as the hub requires).
 fn hub_data_tar(database: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -796,13 +817,26 @@ async fn occupied_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob
         .collect())
 }
 
-/// Creates the volumes that do not exist and removes staging folders a failed restore left in the others.
+/// Gives every job a volume with its labels and removes staging folders a failed restore left in the
+/// others. Docker cannot add labels to a volume, so an existing one that lacks them (an earlier restore's,
+/// before restores labelled) is removed and made anew: by now it is known to be empty or, with `--force`,
+/// to be replaced, and the backup holds everything that goes into it.
 async fn prepare_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]) -> anyhow::Result<()> {
     for job in jobs {
-        if docker.inspect_volume(&job.volume).await.is_err() {
-            let request = VolumeCreateRequest { name: Some(job.volume.clone()), labels: Some(job.labels.clone()), ..Default::default() };
-            docker.create_volume(request).await.map_err(|err| engine_failed(&format!("creating volume {}", job.volume), err))?;
+        if let Ok(existing) = docker.inspect_volume(&job.volume).await {
+            let labelled = job.labels.iter().all(|(key, value)| existing.labels.get(key) == Some(value));
+            if labelled {
+                continue;
+            }
+            docker.remove_volume(&job.volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await.map_err(|err| {
+                UserError::new(
+                    format!("cannot replace volume {} (it lacks the stack's labels): {err}", job.volume),
+                    format!("a container still uses it: `docker ps -a --filter volume={}` shows which", job.volume),
+                )
+            })?;
         }
+        let request = VolumeCreateRequest { name: Some(job.volume.clone()), labels: Some(job.labels.clone()), ..Default::default() };
+        docker.create_volume(request).await.map_err(|err| engine_failed(&format!("creating volume {}", job.volume), err))?;
     }
     let binds: Vec<String> = jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect();
     let container = create_helper(docker, helper_image, binds, &["sh", "-c", "rm -rf /target/*/.jhub-staging"], "restore-prepare").await?;

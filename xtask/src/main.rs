@@ -1,6 +1,7 @@
 //! The project's verbs, reached as `cargo xtask <verb>`: build images, refresh pinned inputs, run the stack
 //! and check the host. `main` parses the command line (clap) and dispatches to one module per verb.
 
+mod adopt;
 mod backup;
 mod base;
 mod bench;
@@ -59,6 +60,9 @@ enum Verb {
     Backup(BackupArgs),
     /// Bring a backup back into a stopped stack (every sum is checked first)
     Restore(RestoreArgs),
+    /// Label this stack's unlabelled user volumes (an earlier restore's) as the hub labels its own; a dry
+    /// run unless --yes
+    AdoptVolumes(AdoptVolumesArgs),
     /// Load-test a stack of its own: spawn, burst, ramp or idle (`cargo xtask bench --help`)
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
@@ -88,6 +92,16 @@ struct RestoreArgs {
     #[arg(long)]
     force: bool,
     /// Where the backup's settings go back to [default: stack/.env]
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AdoptVolumesArgs {
+    /// Adopt them (copy, compare checksums, replace); without it, only list what would be adopted
+    #[arg(long)]
+    yes: bool,
+    /// The stack's settings [default: stack/.env]
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
 }
@@ -138,6 +152,9 @@ struct DownArgs {
     /// With --volumes: also delete volumes with the user-volume prefix that carry no stack label
     #[arg(long, requires = "volumes")]
     force: bool,
+    /// The stack's settings [default: stack/.env]
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -195,18 +212,21 @@ fn main() -> ExitCode {
             let build = (!args.no_build).then(|| build::Options { selection: Vec::new(), locked: false, ca_bundle: ca_bundle(None) });
             stack::up(build)
         }
-        Verb::Down(args) => stack::down(args.volumes, args.force),
+        Verb::Down(args) => stack::down(args.volumes, args.force, &args.env_file.unwrap_or_else(stack::default_env_file)),
         Verb::Logs(args) => stack::logs(&args.services),
         Verb::Doctor => doctor::run(),
         Verb::Bench(args) => bench::run(&args.args),
         Verb::Backup(args) => {
-            backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(backup::default_env_file) })
+            backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(stack::default_env_file) })
         }
         Verb::Restore(args) => backup::run_restore(&backup::RestoreOptions {
             dir: args.dir,
-            env_file: args.env_file.unwrap_or_else(backup::default_env_file),
+            env_file: args.env_file.unwrap_or_else(stack::default_env_file),
             force: args.force,
         }),
+        Verb::AdoptVolumes(args) => {
+            adopt::run(&adopt::AdoptOptions { env_file: args.env_file.unwrap_or_else(stack::default_env_file), yes: args.yes })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use jhub_docker::compose::{self, Compose};
+use jhub_docker::contract::{self, STACK_LABEL};
 use jhub_docker::lock::Lock;
 
 use crate::ui::{self, UserError};
@@ -22,9 +23,6 @@ use crate::{build, engine, tls};
 
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The label DockerSpawner's containers carry, and the hub puts on the user volumes it creates.
-const STACK_LABEL: &str = "io.jhub-docker.stack";
 
 /// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
 pub(crate) struct Settings {
@@ -71,6 +69,12 @@ fn env_value(raw: &str) -> String {
 
 pub(crate) fn stack_dir() -> PathBuf {
     jhub_docker::repo_root().join("stack")
+}
+
+/// The stack's settings file, where `up` keeps them; `down`, `backup`, `restore` and `adopt-volumes` take
+/// another with `--env-file`.
+pub(crate) fn default_env_file() -> PathBuf {
+    stack_dir().join(".env")
 }
 
 /// Where `up` writes the hub's resolved view (not committed: it holds this engine's image ids).
@@ -157,7 +161,7 @@ fn set_up_host(runtime: &tokio::runtime::Runtime, building: bool) -> anyhow::Res
 pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     set_up_host(&runtime, build.is_some())?;
-    let env_file = stack_dir().join(".env");
+    let env_file = default_env_file();
     // JHUB_TLS: bad input refused and the certificate made or renewed before anything is built or started.
     let mut tls = tls::prepare(|key, default| Settings::load(&env_file).get(key, default))?;
     if let Some(options) = build {
@@ -333,11 +337,14 @@ fn without_terminal_codes(text: &str) -> String {
 }
 
 /// `cargo xtask down [--volumes [--force]]`.
-pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
-    let settings = Settings::load(&stack_dir().join(".env"));
-    let stack = settings.get("JHUB_STACK_NAME", "jhub");
-    let compose =
-        tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
+pub fn down(remove_volumes: bool, force: bool, env_file: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(env_file);
+    let stack = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+    let mut compose = compose_for(&settings, &hub_image_to_interpolate())?;
+    if env_file != default_env_file() {
+        compose = compose.with_env_file(env_file);
+    }
+    let compose = tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose);
     // Stop the hub first, so it cannot spawn (or the culler restart) a container while they are removed.
     compose.run(&["stop", "hub"])?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -370,7 +377,7 @@ pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
         ui::note("user volumes and the hub's data are kept (`cargo xtask down --volumes` deletes them)");
         return Ok(());
     }
-    let prefix = settings.get("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-");
+    let prefix = settings.get("JHUB_USER_VOLUME_PREFIX", contract::DEFAULT_USER_VOLUME_PREFIX);
     let volumes = runtime.block_on(docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())))?;
     let candidates: Vec<(String, HashMap<String, String>)> =
         volumes.volumes.unwrap_or_default().into_iter().map(|volume| (volume.name, volume.labels)).collect();
@@ -394,7 +401,10 @@ pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
             choice.unlabelled.len(),
             choice.unlabelled.join(", ")
         );
-        eprintln!("hint: if no other deployment uses the prefix `{prefix}`, `cargo xtask down --volumes --force` deletes them");
+        eprintln!(
+            "hint: volumes an earlier restore made carry no label: `cargo xtask adopt-volumes` labels those of this stack's \
+             users; if no other deployment uses the prefix `{prefix}`, `cargo xtask down --volumes --force` deletes them"
+        );
     }
     Ok(())
 }
@@ -435,7 +445,7 @@ fn choose_user_volumes(
 
 /// `cargo xtask logs [SERVICE…]`.
 pub fn logs(services: &[String]) -> anyhow::Result<()> {
-    let settings = Settings::load(&stack_dir().join(".env"));
+    let settings = Settings::load(&default_env_file());
     let compose =
         tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     if compose.run(&["ps", "-q"])?.trim().is_empty() {

@@ -1,0 +1,115 @@
+//! The names and labels the stack's parts agree on: the `io.jhub-docker.*` labels, the default stack name
+//! and user-volume prefix, how a user's volume and the hub's data volume are named and labelled. The hub
+//! writes the same values from its side (`images/hub/jhub_hub/spawner.py`); every Rust reader and writer
+//! (`down`, `backup`, `restore`, `adopt-volumes`, the tests) takes them from here.
+
+use std::collections::BTreeMap;
+
+/// On user containers and user volumes: the stack (`JHUB_STACK_NAME`) they belong to.
+pub const STACK_LABEL: &str = "io.jhub-docker.stack";
+/// On user containers and user volumes: the JupyterHub user name, as the hub's database spells it.
+pub const USER_LABEL: &str = "io.jhub-docker.user";
+/// On user containers: the catalog image the server runs.
+pub const IMAGE_LABEL: &str = "io.jhub-docker.image";
+/// On throwaway containers and volumes the xtask makes, so a leftover one is recognisable.
+pub const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
+
+/// `JHUB_STACK_NAME` when the settings name none (also compose's project name).
+pub const DEFAULT_STACK_NAME: &str = "jhub";
+/// `JHUB_USER_VOLUME_PREFIX` when the settings name none.
+pub const DEFAULT_USER_VOLUME_PREFIX: &str = "jupyterhub-user-";
+
+/// The hub's data volume in the compose file; compose names it `<project>_jupyterhub_data`.
+pub const DATA_VOLUME_KEY: &str = "jupyterhub_data";
+
+/// The labels the hub's spawner gives a user's volume when it creates it (`JhubDockerSpawner.user_volume`):
+/// whatever else creates such a volume (a restore, an adoption) gives exactly these, so `down --volumes`,
+/// backups and every other reader find it as one of the stack's.
+pub fn user_volume_labels(stack: &str, user: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(STACK_LABEL.to_string(), stack.to_string()), (USER_LABEL.to_string(), user.to_string())])
+}
+
+/// The user volume of `user` (an escaped name, as DockerSpawner forms it) under `prefix`.
+pub fn user_volume_name(prefix: &str, escaped_user: &str) -> String {
+    format!("{prefix}{escaped_user}")
+}
+
+/// The compose-made name of the stack's hub data volume.
+pub fn data_volume_name(stack: &str) -> String {
+    format!("{stack}_{DATA_VOLUME_KEY}")
+}
+
+/// The labels compose gives the hub's data volume when it creates it: its project, its key in the file,
+/// and the version of compose (`compose::label_version`).
+pub fn data_volume_labels(stack: &str, compose_version: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("com.docker.compose.project".to_string(), stack.to_string()),
+        ("com.docker.compose.volume".to_string(), DATA_VOLUME_KEY.to_string()),
+        ("com.docker.compose.version".to_string(), compose_version.to_string()),
+    ])
+}
+
+/// The JupyterHub user whose escaped name is `escaped`, or `None` when `escaped` is not an escaped name.
+///
+/// DockerSpawner 14 names volumes with `escapism.escape(name, safe=[a-z0-9], escape_char="-").lower()`:
+/// every other byte of the name's UTF-8 becomes `-` and two hex digits, so `-` in an escaped name always
+/// starts such a pair and the escaping can be undone exactly (`alice-2d2` is the user `alice-2`). A name
+/// with any other character (`.`, `_`, upper case) was never made by the spawner.
+pub fn user_of_escaped_name(escaped: &str) -> Option<String> {
+    let bytes = escaped.as_bytes();
+    let mut name = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'-' => {
+                let pair = escaped.get(index + 1..index + 3)?;
+                if !pair.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)) {
+                    return None;
+                }
+                name.push(u8::from_str_radix(pair, 16).ok()?);
+                index += 3;
+            }
+            byte if byte.is_ascii_lowercase() || byte.is_ascii_digit() => {
+                name.push(byte);
+                index += 1;
+            }
+            _ => return None,
+        }
+    }
+    if name.is_empty() {
+        return None;
+    }
+    String::from_utf8(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_names_are_undone_as_dockerspawner_made_them() {
+        assert_eq!(user_of_escaped_name("alice").as_deref(), Some("alice"));
+        // escapism.escape("alice-2", safe=[a-z0-9], escape_char="-").lower() == "alice-2d2"
+        assert_eq!(user_of_escaped_name("alice-2d2").as_deref(), Some("alice-2"));
+        assert_eq!(user_of_escaped_name("a-2eb-5fc").as_deref(), Some("a.b_c"));
+        // "Zoë": Z is not safe (upper case), ë is two UTF-8 bytes.
+        assert_eq!(user_of_escaped_name("-5ao-c3-ab").as_deref(), Some("Zoë"));
+    }
+
+    #[test]
+    fn names_the_spawner_never_makes_are_not_users() {
+        for name in ["", "alice.adopting", "Alice", "a_b", "bob-", "bob-2", "bob-zz", "-ff"] {
+            assert_eq!(user_of_escaped_name(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn user_volume_labels_name_the_stack_and_the_user() {
+        let labels = user_volume_labels("jhub", "alice-2");
+        assert_eq!(labels.get(STACK_LABEL).map(String::as_str), Some("jhub"));
+        assert_eq!(labels.get(USER_LABEL).map(String::as_str), Some("alice-2"));
+        assert_eq!(labels.len(), 2);
+        assert_eq!(data_volume_name("jhub"), "jhub_jupyterhub_data");
+        assert_eq!(data_volume_labels("jhub", "2.26.1").get("com.docker.compose.project").map(String::as_str), Some("jhub"));
+    }
+}
