@@ -14,7 +14,7 @@ use jhub_docker::compose::Compose;
 use jhub_docker::lock::Lock;
 use time::OffsetDateTime;
 
-use certs::{Name, SelfSignedFiles};
+use certs::{CaChange, Name, SelfSignedFiles};
 
 use crate::engine;
 use crate::ui::{self, UserError};
@@ -208,22 +208,54 @@ fn host_name() -> Option<String> {
 
 fn report_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, outcome: &certs::Outcome) {
     let shown: Vec<String> = names.iter().map(Name::to_string).collect();
-    if let Some(why) = &outcome.new_ca {
-        ui::note(&format!("made a new local CA ({why}): {}", files.ca_cert().display()));
-    }
-    match &outcome.new_server {
-        Some(why) => ui::note(&format!("issued the server certificate for {} ({why})", shown.join(", "))),
-        None => ui::note(&format!("kept the server certificate for {}", shown.join(", "))),
-    }
     let ca = files.ca_cert();
     let ca = ca.display();
+    match &outcome.ca {
+        CaChange::Kept => {}
+        CaChange::Made => ui::note(&format!("made a local CA: {ca}")),
+        // A new CA breaks every client that trusted the old one, so it is a warning, never a quiet note.
+        CaChange::Replaced { why, old_subject } => ui::warn(
+            &format!("made a new local CA, {ca}, because the old one could not be kept ({why}): every client must trust the new ca.crt"),
+            &format!(
+                "on each client, remove the old CA{} from its trust store and trust the new ca.crt as below; its key was replaced, \
+                 so the old CA signs nothing more",
+                old_subject.as_deref().map(|subject| format!(" ({subject})")).unwrap_or_default()
+            ),
+        ),
+    }
+    let server_until = certs::date(outcome.server_not_after);
+    match &outcome.new_server {
+        Some(why) => ui::note(&format!("issued the server certificate for {} ({why}), valid until {server_until}", shown.join(", "))),
+        None => ui::note(&format!("kept the server certificate for {}, valid until {server_until}", shown.join(", "))),
+    }
     println!("TLS: browsers trust this stack once they trust its local CA {ca}");
+    println!(
+        "  The CA is valid until {} ({} years; `up` makes a new one {} days before) and can sign only for",
+        certs::date(outcome.ca_not_after),
+        certs::CA_DAYS / 365,
+        certs::RENEW_WITHIN_DAYS
+    );
+    println!("  {}", describe_permits(&outcome.ca_permits));
+    println!("  (X.509 name constraints, enforced by OpenSSL, Firefox and Chromium: a copy of ca.key cannot impersonate other sites).");
     println!("  Debian/Ubuntu: sudo cp {ca} /usr/local/share/ca-certificates/jhub-docker-ca.crt && sudo update-ca-certificates");
     println!("  Firefox:       Settings → Privacy & Security → Certificates → View Certificates → Authorities → Import… → {ca}");
     println!("                 (tick \"Trust this CA to identify websites\")");
     println!("  Chromium:      chrome://certificate-manager → Local certificates → Custom → Import → {ca}");
     println!("                 (or: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n jhub-docker -i {ca})");
     println!("  Other machines need the same file: copy ca.crt, never ca.key.");
+}
+
+/// What a CA's permitted subtrees allow, for people: `localhost, hub.example.org (each with the names
+/// under it) and 127.0.0.1, ::1`.
+fn describe_permits(permits: &BTreeSet<certs::Subtree>) -> String {
+    let dns: Vec<String> = permits.iter().filter(|subtree| matches!(subtree, certs::Subtree::Dns(_))).map(|s| s.to_string()).collect();
+    let ips: Vec<String> = permits.iter().filter(|subtree| matches!(subtree, certs::Subtree::Ip(..))).map(|s| s.to_string()).collect();
+    match (dns.is_empty(), ips.is_empty()) {
+        (false, false) => format!("{} (each with the names under it) and {}", dns.join(", "), ips.join(", ")),
+        (false, true) => format!("{} (each with the names under it)", dns.join(", ")),
+        (true, false) => ips.join(", "),
+        (true, true) => "no name at all".to_string(),
+    }
 }
 
 fn locked_nginx_image() -> Result<String, UserError> {

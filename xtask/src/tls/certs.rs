@@ -1,6 +1,7 @@
 //! Certificates of the TLS front door, without I/O beyond the files named: the names a server certificate
-//! must carry, a local CA and the server certificates it signs (rcgen, ECDSA P-256), and the checks a
-//! certificate and key must pass before nginx gets them (x509-parser). Shared with the acceptance test.
+//! must carry, a local CA name-constrained to them and the server certificates it signs (rcgen, ECDSA
+//! P-256), and the checks a certificate and key must pass before nginx gets them (x509-parser). Shared
+//! with the acceptance test.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,8 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, NameConstraints, SanType,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -21,8 +22,11 @@ pub const RENEW_WITHIN_DAYS: i64 = 30;
 /// Validity of a server certificate `up` makes: one year (browsers accept longer only from a local CA,
 /// and `up` renews it anyway).
 const SERVER_DAYS: i64 = 365;
-/// Validity of the local CA: ten years, so users trust it once.
-const CA_DAYS: i64 = 3650;
+/// Validity of the local CA: three years (1095 days). Clients trust it once for a deployment's life
+/// (`up` makes a new one RENEW_WITHIN_DAYS before the end, and every client must then trust that one);
+/// short enough that a copied ca.key stops being useful, which its name constraints already limit to
+/// the stack's own names. README ("Serving other machines with TLS") states it.
+pub const CA_DAYS: i64 = 1095;
 
 /// What went wrong, and the next step: the `error:` and `hint:` lines (the xtask's UserError).
 pub type CertError = jhub_docker::HintedError;
@@ -41,6 +45,69 @@ impl fmt::Display for Name {
             Name::Ip(ip) => write!(f, "{ip}"),
         }
     }
+}
+
+/// A permitted subtree of a CA's name constraints (RFC 5280, 4.2.1.10): what the CA may sign for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subtree {
+    /// A DNS name and every name made by adding labels on its left: `hub.example.org` permits
+    /// `alice.hub.example.org` and `*.hub.example.org`, not `example.org` nor `xhub.example.org`.
+    Dns(String),
+    /// The addresses that agree with this one in the first `prefix` bits (32 or 128: this one alone).
+    Ip(IpAddr, u8),
+}
+
+impl Subtree {
+    /// Whether the subtree contains `name`, as a verifier applies it (DNS names compared without case).
+    pub fn permits(&self, name: &Name) -> bool {
+        match (self, name) {
+            (Subtree::Dns(base), Name::Dns(dns)) => {
+                let (base, dns) = (base.to_ascii_lowercase(), dns.to_ascii_lowercase());
+                dns == base || dns.strip_suffix(&base).is_some_and(|left| left.ends_with('.'))
+            }
+            (Subtree::Ip(IpAddr::V4(base), prefix), Name::Ip(IpAddr::V4(ip))) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(*base) & mask == u32::from(*ip) & mask
+            }
+            (Subtree::Ip(IpAddr::V6(base), prefix), Name::Ip(IpAddr::V6(ip))) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*base) & mask == u128::from(*ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Subtree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subtree::Dns(name) => f.write_str(name),
+            Subtree::Ip(ip, 32 | 128) => write!(f, "{ip}"),
+            Subtree::Ip(ip, prefix) => write!(f, "{ip}/{prefix}"),
+        }
+    }
+}
+
+/// The permitted subtrees of a CA made for `names`: each DNS name (a `*.` name without its wildcard
+/// label), which also permits the names under it, so the wildcard `*.HOST` that per-user origins need
+/// is covered; and each address alone. `names` always holds localhost, 127.0.0.1 and ::1, so the CA
+/// has subtrees of both kinds a TLS client checks (a kind without any would be unconstrained).
+pub fn permitted_subtrees(names: &BTreeSet<Name>) -> BTreeSet<Subtree> {
+    names
+        .iter()
+        .map(|name| match name {
+            Name::Dns(dns) => Subtree::Dns(dns.strip_prefix("*.").unwrap_or(dns).to_string()),
+            Name::Ip(ip @ IpAddr::V4(_)) => Subtree::Ip(*ip, 32),
+            Name::Ip(ip @ IpAddr::V6(_)) => Subtree::Ip(*ip, 128),
+        })
+        .collect()
+}
+
+/// The names a CA constrained to `subtrees` may not sign for: a name is covered when a subtree of its own
+/// kind contains it. (RFC 5280 leaves a kind without any subtree unconstrained; such a CA is not one
+/// `up` keeps.)
+pub fn uncovered<'a>(subtrees: &BTreeSet<Subtree>, names: &'a BTreeSet<Name>) -> Vec<&'a Name> {
+    names.iter().filter(|name| !subtrees.iter().any(|subtree| subtree.permits(name))).collect()
 }
 
 /// Whether `name` is a DNS host name a certificate can carry: labels of letters, digits and inner
@@ -105,6 +172,10 @@ pub struct CertInfo {
     pub not_after: i64,
     /// The raw subject public key (the BIT STRING of the SubjectPublicKeyInfo).
     pub public_key: Vec<u8>,
+    /// The permitted subtrees of a critical NameConstraints extension (a CA's); None without one. A
+    /// non-critical one counts as none: a client that does not know the extension may ignore it.
+    /// Excluded subtrees are not read: `up` writes none.
+    pub name_constraints: Option<BTreeSet<Subtree>>,
     /// sha256 of the DER SubjectPublicKeyInfo, base64: what Chromium's `--ignore-certificate-errors-spki-list`
     /// and HPKP-style pins name. Read by the acceptance test, which shares this file.
     #[allow(dead_code)]
@@ -132,7 +203,26 @@ pub fn parse_cert_pem(pem_text: &str, path: &Path) -> Result<CertInfo, CertError
     let (_, cert) = X509Certificate::from_der(&block.1)
         .map_err(|err| CertError::new(format!("{} holds a certificate that does not parse: {err}", path.display()), hint))?;
     let mut names = BTreeSet::new();
+    let mut name_constraints = None;
     for extension in cert.extensions() {
+        if let ParsedExtension::NameConstraints(constraints) = extension.parsed_extension()
+            && extension.critical
+        {
+            let permitted = constraints.permitted_subtrees.iter().flatten().filter_map(|subtree| match &subtree.base {
+                GeneralName::DNSName(dns) => Some(Subtree::Dns(dns.to_ascii_lowercase())),
+                // An address and its mask, each 4 or 16 bytes; the prefix is the mask's leading ones.
+                GeneralName::IPAddress(bytes) if bytes.len() == 8 => {
+                    let prefix = u32::from_be_bytes(bytes[4..].try_into().expect("4 bytes")).leading_ones() as u8;
+                    Some(Subtree::Ip(IpAddr::from(<[u8; 4]>::try_from(&bytes[..4]).expect("4 bytes")), prefix))
+                }
+                GeneralName::IPAddress(bytes) if bytes.len() == 32 => {
+                    let prefix = u128::from_be_bytes(bytes[16..].try_into().expect("16 bytes")).leading_ones() as u8;
+                    Some(Subtree::Ip(IpAddr::from(<[u8; 16]>::try_from(&bytes[..16]).expect("16 bytes")), prefix))
+                }
+                _ => None,
+            });
+            name_constraints = Some(permitted.collect());
+        }
         if let ParsedExtension::SubjectAlternativeName(san) = extension.parsed_extension() {
             for name in &san.general_names {
                 match name {
@@ -160,6 +250,7 @@ pub fn parse_cert_pem(pem_text: &str, path: &Path) -> Result<CertInfo, CertError
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         public_key: cert.public_key().subject_public_key.data.to_vec(),
+        name_constraints,
         spki_sha256: base64(&Sha256::digest(spki)),
     })
 }
@@ -231,34 +322,92 @@ impl SelfSignedFiles {
     }
 }
 
-/// What `ensure_self_signed` did.
+/// What `ensure_self_signed` did with the local CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Why a new CA was made (None: the existing one was kept).
-    pub new_ca: Option<String>,
-    /// Why a new server certificate was issued (None: the existing one was kept).
-    pub new_server: Option<String>,
+pub enum CaChange {
+    /// The CA in place was kept: its key matches, it is valid for more than RENEW_WITHIN_DAYS, and its
+    /// name constraints cover the names.
+    Kept,
+    /// There was no CA (neither ca.crt nor ca.key): one was made.
+    Made,
+    /// A CA was there and could not be kept (`why`): a new one replaced it, and its key replaced the old
+    /// key. Clients that trusted the old one (`old_subject`, when it parsed) must trust the new one.
+    Replaced { why: String, old_subject: Option<String> },
 }
 
-/// Makes sure `files` holds a CA valid for more than RENEW_WITHIN_DAYS and a server certificate it signed
-/// for exactly `names`, valid for more than RENEW_WITHIN_DAYS: keeps what qualifies, makes what does not
-/// (the CA only when it is missing, unreadable or expiring; users trusted it). Keys are written mode 600.
+/// What `ensure_self_signed` did, and what `up` tells the user about the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ca: CaChange,
+    /// Why a new server certificate was issued (None: the existing one was kept).
+    pub new_server: Option<String>,
+    /// The CA's last moment (Unix time).
+    pub ca_not_after: i64,
+    /// What the CA may sign for: its permitted subtrees.
+    pub ca_permits: BTreeSet<Subtree>,
+    /// The server certificate's last moment (Unix time).
+    pub server_not_after: i64,
+}
+
+/// Why the CA in `files` cannot be kept for `names` at `now`, or None when it can. A CA is kept while it
+/// can sign for every name, so clients trust it once; it is replaced when it cannot be used (missing
+/// half, a key of another certificate, unparsable), when it expires within RENEW_WITHIN_DAYS, when it
+/// has no name constraints (an older checkout's CA could sign for any name: keeping it would keep that
+/// risk on every client that trusts it), or when its constraints do not cover a name (a server
+/// certificate it signed would be refused by the clients that enforce them: OpenSSL, Firefox, Chromium).
+fn ca_problem(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: OffsetDateTime) -> Option<String> {
+    let (cert, key) = match (std::fs::read_to_string(files.ca_cert()), std::fs::read_to_string(files.ca_key())) {
+        (Ok(cert), Ok(key)) => (cert, key),
+        (Ok(_), Err(err)) => return Some(format!("its key {} cannot be read: {err}", files.ca_key().display())),
+        (Err(err), _) => return Some(format!("{} cannot be read: {err}", files.ca_cert().display())),
+    };
+    let info = match parse_cert_pem(&cert, &files.ca_cert()) {
+        Ok(info) => info,
+        Err(err) => return Some(err.message),
+    };
+    match KeyPair::from_pem(&key) {
+        Err(err) => return Some(format!("its key does not parse: {err}")),
+        Ok(key) if key.public_key_raw() != info.public_key.as_slice() => return Some("its key does not match".to_string()),
+        Ok(_) => {}
+    }
+    if info.expires_within(now, RENEW_WITHIN_DAYS) {
+        return Some(format!("it expires on {}", date(info.not_after)));
+    }
+    let Some(subtrees) = &info.name_constraints else {
+        return Some("it could sign for any name: it was made before `up` constrained its CA to the stack's names".to_string());
+    };
+    let uncovered = uncovered(subtrees, names);
+    if !uncovered.is_empty() {
+        let shown: Vec<String> = uncovered.iter().map(|name| name.to_string()).collect();
+        let permitted: Vec<String> = subtrees.iter().map(Subtree::to_string).collect();
+        return Some(format!("its name constraints ({}) do not cover {}", permitted.join(", "), shown.join(", ")));
+    }
+    None
+}
+
+/// Makes sure `files` holds a CA valid for more than RENEW_WITHIN_DAYS whose name constraints cover
+/// `names`, and a server certificate it signed for exactly `names`, valid for more than RENEW_WITHIN_DAYS:
+/// keeps what qualifies, makes what does not (the CA only when `ca_problem` names a reason: users trusted
+/// it). Keys are written mode 600.
 pub fn ensure_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: OffsetDateTime) -> Result<Outcome, CertError> {
     let dir_hint = format!("check the permissions of {} (or remove it to start over)", files.dir.display());
     std::fs::create_dir_all(&files.dir)
         .map_err(|err| CertError::new(format!("cannot create {}: {err}", files.dir.display()), dir_hint.clone()))?;
-    let ca_problem = match (std::fs::read_to_string(files.ca_cert()), std::fs::read_to_string(files.ca_key())) {
-        (Ok(cert), Ok(key)) => match (parse_cert_pem(&cert, &files.ca_cert()), KeyPair::from_pem(&key)) {
-            (Ok(info), Ok(key)) if key.public_key_raw() != info.public_key.as_slice() => Some("its key does not match".to_string()),
-            (Ok(info), Ok(_)) if info.expires_within(now, RENEW_WITHIN_DAYS) => Some(format!("it expires on {}", date(info.not_after))),
-            (Ok(_), Ok(_)) => None,
-            (Err(err), _) => Some(err.message),
-            (_, Err(err)) => Some(format!("its key does not parse: {err}")),
-        },
-        _ => Some("there was none".to_string()),
+    let ca_change = if !files.ca_cert().exists() && !files.ca_key().exists() {
+        CaChange::Made
+    } else {
+        match ca_problem(files, names, now) {
+            None => CaChange::Kept,
+            Some(why) => {
+                let old_subject = std::fs::read_to_string(files.ca_cert())
+                    .ok()
+                    .and_then(|pem| parse_cert_pem(&pem, &files.ca_cert()).ok())
+                    .map(|info| info.subject);
+                CaChange::Replaced { why, old_subject }
+            }
+        }
     };
-    let new_ca = ca_problem.clone();
-    if ca_problem.is_some() {
+    if ca_change != CaChange::Kept {
         let key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
         let mut params = CertificateParams::default();
@@ -268,6 +417,18 @@ pub fn ensure_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: 
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        // Critical (rcgen marks it so, as RFC 5280 requires): a client that cannot apply it refuses the
+        // chain rather than trusting the CA for every name.
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: permitted_subtrees(names)
+                .into_iter()
+                .map(|subtree| match subtree {
+                    Subtree::Dns(dns) => GeneralSubtree::DnsName(dns),
+                    Subtree::Ip(ip, prefix) => GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, prefix)),
+                })
+                .collect(),
+            excluded_subtrees: Vec::new(),
+        });
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(CA_DAYS);
         let cert = params.self_signed(&key).map_err(|err| CertError::new(format!("cannot make the CA certificate: {err}"), ""))?;
@@ -276,7 +437,8 @@ pub fn ensure_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: 
     }
     let ca_pem = read(&files.ca_cert(), "CA certificate", &dir_hint)?;
     let ca_info = parse_cert_pem(&ca_pem, &files.ca_cert())?;
-    let server_problem = if new_ca.is_some() {
+    let existing_server = std::fs::read_to_string(files.server_cert()).ok().and_then(|pem| parse_cert_pem(&pem, &files.server_cert()).ok());
+    let server_problem = if ca_change != CaChange::Kept {
         Some("the CA is new".to_string())
     } else {
         match (std::fs::read_to_string(files.server_cert()), std::fs::read_to_string(files.server_key())) {
@@ -292,43 +454,65 @@ pub fn ensure_self_signed(files: &SelfSignedFiles, names: &BTreeSet<Name>, now: 
             _ => Some("there was none".to_string()),
         }
     };
-    if server_problem.is_some() {
-        let ca_key_pem = read(&files.ca_key(), "CA key", &dir_hint)?;
-        let ca_key = KeyPair::from_pem(&ca_key_pem)
-            .map_err(|err| CertError::new(format!("the CA key {} does not parse: {err}", files.ca_key().display()), dir_hint.clone()))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|err| {
-            CertError::new(format!("the CA certificate {} cannot sign: {err}", files.ca_cert().display()), dir_hint.clone())
-        })?;
-        let key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "jhub-docker");
-        dn.push(DnType::CommonName, names.iter().find(|name| !matches!(name, Name::Ip(_))).map(Name::to_string).unwrap_or_default());
-        params.distinguished_name = dn;
-        params.subject_alt_names = names
-            .iter()
-            .map(|name| match name {
-                Name::Dns(dns) => dns
-                    .as_str()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|err| CertError::new(format!("`{dns}` cannot be a certificate name: {err}"), "fix JHUB_PUBLIC_HOSTS")),
-                Name::Ip(ip) => Ok(SanType::IpAddress(*ip)),
-            })
-            .collect::<Result<_, _>>()?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(SERVER_DAYS);
-        let cert =
-            params.signed_by(&key, &issuer).map_err(|err| CertError::new(format!("cannot sign the server certificate: {err}"), ""))?;
-        write_file(&files.server_key(), &key.serialize_pem(), 0o600, &dir_hint)?;
-        write_file(&files.server_cert(), &cert.pem(), 0o644, &dir_hint)?;
-    }
-    Ok(Outcome { new_ca, new_server: server_problem })
+    let server_not_after = match (&server_problem, existing_server) {
+        (None, Some(info)) => info.not_after,
+        _ => issue_server_certificate(files, names, now, &ca_pem, ca_info.not_after, &dir_hint)?,
+    };
+    Ok(Outcome {
+        ca: ca_change,
+        new_server: server_problem,
+        ca_not_after: ca_info.not_after,
+        ca_permits: ca_info.name_constraints.unwrap_or_default(),
+        server_not_after,
+    })
+}
+
+/// Signs a server certificate for `names` with the CA in `files` and writes it and its new key; returns
+/// its last moment: SERVER_DAYS from now, or the CA's end if that comes first (a certificate that
+/// outlives its issuer only looks valid).
+fn issue_server_certificate(
+    files: &SelfSignedFiles,
+    names: &BTreeSet<Name>,
+    now: OffsetDateTime,
+    ca_pem: &str,
+    ca_not_after: i64,
+    dir_hint: &str,
+) -> Result<i64, CertError> {
+    let ca_key_pem = read(&files.ca_key(), "CA key", dir_hint)?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .map_err(|err| CertError::new(format!("the CA key {} does not parse: {err}", files.ca_key().display()), dir_hint))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
+        .map_err(|err| CertError::new(format!("the CA certificate {} cannot sign: {err}", files.ca_cert().display()), dir_hint))?;
+    let key =
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|err| CertError::new(format!("cannot make a key: {err}"), ""))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "jhub-docker");
+    dn.push(DnType::CommonName, names.iter().find(|name| !matches!(name, Name::Ip(_))).map(Name::to_string).unwrap_or_default());
+    params.distinguished_name = dn;
+    params.subject_alt_names = names
+        .iter()
+        .map(|name| match name {
+            Name::Dns(dns) => dns
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|err| CertError::new(format!("`{dns}` cannot be a certificate name: {err}"), "fix JHUB_PUBLIC_HOSTS")),
+            Name::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect::<Result<_, _>>()?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - Duration::hours(1);
+    let ca_end = OffsetDateTime::from_unix_timestamp(ca_not_after).unwrap_or(now);
+    params.not_after = (now + Duration::days(SERVER_DAYS)).min(ca_end);
+    let not_after = params.not_after.unix_timestamp();
+    let cert = params.signed_by(&key, &issuer).map_err(|err| CertError::new(format!("cannot sign the server certificate: {err}"), ""))?;
+    write_file(&files.server_key(), &key.serialize_pem(), 0o600, dir_hint)?;
+    write_file(&files.server_cert(), &cert.pem(), 0o644, dir_hint)?;
+    Ok(not_after)
 }
 
 /// Writes `text` to `path` with `mode`, through a temporary file renamed into place (a reader never sees

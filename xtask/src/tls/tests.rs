@@ -1,14 +1,16 @@
 //! Unit tests of the TLS front door's certificate handling: names, the self-signed CA and server
-//! certificate (made, kept, renewed), and every refusal of a bad certificate or key.
+//! certificate (made, kept, renewed, replaced), the CA's name constraints attacked with its own key and
+//! checked by `openssl verify`, and every refusal of a bad certificate or key.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use rcgen::{CertificateParams, KeyPair};
+use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair, SanType};
 use time::{Duration, OffsetDateTime};
 
-use super::certs::{self, Name, SelfSignedFiles};
+use super::certs::{self, CaChange, Name, SelfSignedFiles, Subtree};
 use super::{Mode, compose_supports_reset, covers, mode};
 
 /// A scratch folder removed at drop.
@@ -118,7 +120,7 @@ fn self_signed_makes_a_ca_and_a_server_certificate_with_private_keys() {
     let files = SelfSignedFiles { dir: scratch.0.join("tls") };
     let wanted = names(&["hub.example.org", "192.168.1.20"]);
     let outcome = certs::ensure_self_signed(&files, &wanted, now()).unwrap();
-    assert!(outcome.new_ca.is_some() && outcome.new_server.is_some(), "{outcome:?}");
+    assert!(outcome.ca == CaChange::Made && outcome.new_server.is_some(), "{outcome:?}");
     for key in [files.ca_key(), files.server_key()] {
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "{}", key.display());
     }
@@ -127,6 +129,14 @@ fn self_signed_makes_a_ca_and_a_server_certificate_with_private_keys() {
     let ca = certs::parse_cert_pem(&std::fs::read_to_string(files.ca_cert()).unwrap(), &files.ca_cert()).unwrap();
     assert_eq!(server.issuer, ca.subject);
     assert!(server.not_after > (now() + Duration::days(300)).unix_timestamp());
+    assert_eq!(outcome.server_not_after, server.not_after);
+    // The CA lives three years, and is constrained (critically) to the names it was made for.
+    assert_eq!(outcome.ca_not_after, ca.not_after);
+    assert!((ca.not_after - (now() + Duration::days(certs::CA_DAYS)).unix_timestamp()).abs() < 60, "{}", certs::date(ca.not_after));
+    let shown: Vec<String> =
+        ca.name_constraints.as_ref().expect("a critical NameConstraints extension").iter().map(Subtree::to_string).collect();
+    assert_eq!(shown, ["buildhost", "hub.example.org", "localhost", "127.0.0.1", "192.168.1.20", "::1"]);
+    assert_eq!(outcome.ca_permits, ca.name_constraints.unwrap());
     // ECDSA P-256: an uncompressed point is 65 bytes.
     assert_eq!(server.public_key.len(), 65);
     assert_eq!(server.spki_sha256.len(), 44);
@@ -136,35 +146,121 @@ fn self_signed_makes_a_ca_and_a_server_certificate_with_private_keys() {
 fn self_signed_keeps_what_is_valid_and_renews_on_changed_names_or_near_expiry_keeping_the_ca() {
     let scratch = Scratch::new("renew");
     let files = SelfSignedFiles { dir: scratch.0.clone() };
-    let wanted = names(&[]);
+    let wanted = names(&["hub.example.org", "192.168.1.20"]);
     certs::ensure_self_signed(&files, &wanted, now()).unwrap();
     let ca_before = std::fs::read(files.ca_cert()).unwrap();
     let server_before = std::fs::read(files.server_cert()).unwrap();
 
     let kept = certs::ensure_self_signed(&files, &wanted, now()).unwrap();
-    assert_eq!(kept, certs::Outcome { new_ca: None, new_server: None });
+    assert!(kept.ca == CaChange::Kept && kept.new_server.is_none(), "{kept:?}");
     assert_eq!(std::fs::read(files.server_cert()).unwrap(), server_before);
 
-    let more = names(&["hub.example.org"]);
-    let renamed = certs::ensure_self_signed(&files, &more, now()).unwrap();
-    assert!(renamed.new_ca.is_none(), "{renamed:?}");
+    // Names that the CA's constraints still cover: one fewer address, and the wildcard of a name.
+    let fewer = names(&["hub.example.org"]);
+    let renamed = certs::ensure_self_signed(&files, &fewer, now()).unwrap();
+    assert_eq!(renamed.ca, CaChange::Kept, "{renamed:?}");
     assert!(renamed.new_server.as_deref().is_some_and(|why| why.contains("names changed")), "{renamed:?}");
     assert_eq!(std::fs::read(files.ca_cert()).unwrap(), ca_before, "the CA must be kept");
+    let wildcard = names(&["hub.example.org", "*.hub.example.org", "alice.localhost"]);
+    let renamed = certs::ensure_self_signed(&files, &wildcard, now()).unwrap();
+    assert_eq!(renamed.ca, CaChange::Kept, "{renamed:?}");
+    assert_eq!(std::fs::read(files.ca_cert()).unwrap(), ca_before, "the CA must be kept");
     assert!(
-        certs::check_pair(&files.server_cert(), &files.server_key(), now()).unwrap().names.contains(&Name::Dns("hub.example.org".into()))
+        certs::check_pair(&files.server_cert(), &files.server_key(), now()).unwrap().names.contains(&Name::Dns("*.hub.example.org".into()))
     );
 
-    // 340 days later the server certificate (365 days) expires within 30 days; the CA (10 years) does not.
+    // 340 days later the server certificate (365 days) expires within 30 days; the CA (3 years) does not.
     let later = now() + Duration::days(340);
-    let renewed = certs::ensure_self_signed(&files, &more, later).unwrap();
-    assert!(renewed.new_ca.is_none(), "{renewed:?}");
+    let renewed = certs::ensure_self_signed(&files, &wildcard, later).unwrap();
+    assert_eq!(renewed.ca, CaChange::Kept, "{renewed:?}");
     assert!(renewed.new_server.as_deref().is_some_and(|why| why.contains("expires")), "{renewed:?}");
     assert_eq!(std::fs::read(files.ca_cert()).unwrap(), ca_before, "the CA must be kept");
 
     // A server key that is not the certificate's is replaced too.
     std::fs::write(files.server_key(), KeyPair::generate().unwrap().serialize_pem()).unwrap();
-    let fixed = certs::ensure_self_signed(&files, &more, now()).unwrap();
+    let fixed = certs::ensure_self_signed(&files, &wildcard, now()).unwrap();
     assert!(fixed.new_server.as_deref().is_some_and(|why| why.contains("key does not match")), "{fixed:?}");
+}
+
+#[test]
+fn self_signed_replaces_a_ca_whose_constraints_do_not_cover_new_names() {
+    let scratch = Scratch::new("outside");
+    let files = SelfSignedFiles { dir: scratch.0.clone() };
+    certs::ensure_self_signed(&files, &names(&["hub.example.org"]), now()).unwrap();
+    let old_subject = certs::parse_cert_pem(&std::fs::read_to_string(files.ca_cert()).unwrap(), &files.ca_cert()).unwrap().subject;
+    let wanted = names(&["hub.example.org", "lab.example.net", "10.0.0.5"]);
+    let outcome = certs::ensure_self_signed(&files, &wanted, now()).unwrap();
+    let CaChange::Replaced { why, old_subject: Some(subject) } = &outcome.ca else { panic!("the CA must be replaced: {outcome:?}") };
+    assert!(why.contains("do not cover lab.example.net, 10.0.0.5"), "{why}");
+    assert_eq!(subject, &old_subject);
+    assert_eq!(outcome.new_server.as_deref(), Some("the CA is new"));
+    let ca = certs::parse_cert_pem(&std::fs::read_to_string(files.ca_cert()).unwrap(), &files.ca_cert()).unwrap();
+    assert!(certs::uncovered(ca.name_constraints.as_ref().unwrap(), &wanted).is_empty());
+    // The server certificate the new CA signed verifies for the new names.
+    for name in [Name::Dns("lab.example.net".into()), Name::Ip("10.0.0.5".parse().unwrap())] {
+        let (ok, said) = openssl_verify(&files.ca_cert(), &files.server_cert(), Some(&name));
+        assert!(ok, "{name}: {said}");
+    }
+}
+
+#[test]
+fn self_signed_replaces_an_unconstrained_ca_of_an_older_checkout() {
+    let scratch = Scratch::new("older");
+    let files = SelfSignedFiles { dir: scratch.0.clone() };
+    // The CA as `up` made it before name constraints: ten years, any name.
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "jhub-docker local CA 1700000000");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.not_before = now() - Duration::days(400);
+    params.not_after = now() + Duration::days(3650 - 400);
+    std::fs::write(files.ca_cert(), params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(files.ca_key(), key.serialize_pem()).unwrap();
+    let old_key = std::fs::read(files.ca_key()).unwrap();
+
+    let outcome = certs::ensure_self_signed(&files, &names(&[]), now()).unwrap();
+    let CaChange::Replaced { why, old_subject } = &outcome.ca else { panic!("the old CA must be replaced: {outcome:?}") };
+    assert!(why.contains("could sign for any name"), "{why}");
+    assert!(old_subject.as_deref().is_some_and(|subject| subject.contains("jhub-docker local CA 1700000000")), "{old_subject:?}");
+    assert_ne!(std::fs::read(files.ca_key()).unwrap(), old_key, "the old CA's key must be gone");
+    let ca = certs::parse_cert_pem(&std::fs::read_to_string(files.ca_cert()).unwrap(), &files.ca_cert()).unwrap();
+    assert!(ca.name_constraints.is_some());
+}
+
+#[test]
+fn self_signed_replaces_a_ca_near_its_end_and_no_server_certificate_outlives_its_ca() {
+    let scratch = Scratch::new("caend");
+    let files = SelfSignedFiles { dir: scratch.0.clone() };
+    let first = certs::ensure_self_signed(&files, &names(&[]), now()).unwrap();
+    // 100 days before the CA's end, a renewed server certificate ends with the CA, not a year later.
+    let late = now() + Duration::days(certs::CA_DAYS - 100);
+    std::fs::remove_file(files.server_cert()).unwrap();
+    let capped = certs::ensure_self_signed(&files, &names(&[]), late).unwrap();
+    assert_eq!(capped.ca, CaChange::Kept, "{capped:?}");
+    assert_eq!(capped.server_not_after, first.ca_not_after);
+    // Within 30 days of its end, the CA is replaced (a warning for `up`), and the server certificate with it.
+    let end = now() + Duration::days(certs::CA_DAYS - 20);
+    let replaced = certs::ensure_self_signed(&files, &names(&[]), end).unwrap();
+    assert!(matches!(&replaced.ca, CaChange::Replaced { why, .. } if why.contains("expires on")), "{replaced:?}");
+    assert_eq!(replaced.new_server.as_deref(), Some("the CA is new"));
+}
+
+#[test]
+fn constraints_are_dns_subtrees_and_single_addresses() {
+    let subtrees = certs::permitted_subtrees(&names(&["*.lab.example.org", "hub.example.org", "192.168.1.20", "fe80::1"]));
+    let shown: Vec<String> = subtrees.iter().map(Subtree::to_string).collect();
+    assert_eq!(shown, ["buildhost", "hub.example.org", "lab.example.org", "localhost", "127.0.0.1", "192.168.1.20", "::1", "fe80::1"]);
+    let permits = |name: &str| certs::uncovered(&subtrees, &[certs::parse_name(name).unwrap()].into()).is_empty();
+    for inside in ["hub.example.org", "HUB.example.org", "alice.hub.example.org", "*.hub.example.org", "*.localhost", "a.lab.example.org"] {
+        assert!(permits(inside), "{inside}");
+    }
+    for outside in ["example.org", "xhub.example.org", "hub.example.org.evil.com", "bank.example.com", "127.0.0.2", "fe80::2", "::"] {
+        assert!(!permits(outside), "{outside}");
+    }
+    assert!(Subtree::Ip("10.1.0.0".parse().unwrap(), 16).permits(&Name::Ip("10.1.200.3".parse().unwrap())));
+    assert!(!Subtree::Ip("10.1.0.0".parse().unwrap(), 16).permits(&Name::Ip("10.2.0.1".parse().unwrap())));
+    assert!(Subtree::Ip("::".parse().unwrap(), 0).permits(&Name::Ip("2001:db8::1".parse().unwrap())));
+    assert!(!Subtree::Ip("0.0.0.0".parse().unwrap(), 0).permits(&Name::Ip("2001:db8::1".parse().unwrap())), "kinds never mix");
 }
 
 #[test]
@@ -174,7 +270,11 @@ fn self_signed_replaces_a_missing_ca_and_reissues_the_server_certificate() {
     certs::ensure_self_signed(&files, &names(&[]), now()).unwrap();
     std::fs::remove_file(files.ca_key()).unwrap();
     let outcome = certs::ensure_self_signed(&files, &names(&[]), now()).unwrap();
-    assert!(outcome.new_ca.is_some() && outcome.new_server.as_deref() == Some("the CA is new"), "{outcome:?}");
+    assert!(
+        matches!(&outcome.ca, CaChange::Replaced { why, .. } if why.contains("cannot be read"))
+            && outcome.new_server.as_deref() == Some("the CA is new"),
+        "{outcome:?}"
+    );
     let server = certs::check_pair(&files.server_cert(), &files.server_key(), now()).unwrap();
     let ca = certs::parse_cert_pem(&std::fs::read_to_string(files.ca_cert()).unwrap(), &files.ca_cert()).unwrap();
     assert_eq!(server.issuer, ca.subject);
@@ -253,4 +353,112 @@ fn the_overlay_needs_compose_2_24() {
     assert!(!compose_supports_reset("2.23.3"));
     assert!(!compose_supports_reset("1.29.2"));
     assert!(!compose_supports_reset(""));
+}
+
+/// `openssl verify` of `leaf` with `ca` as the only trust anchor (no system store), as a TLS client of
+/// `name` would: the chain, the server purpose, the host name or address (when given), and the CA's name
+/// constraints. Returns (accepted, what openssl said). OpenSSL enforces the constraints of a trust
+/// anchor, as Chromium, Firefox and Go do.
+fn openssl_verify(ca: &Path, leaf: &Path, name: Option<&Name>) -> (bool, String) {
+    let name_check = match name {
+        Some(Name::Dns(dns)) => vec!["-verify_hostname".to_string(), dns.clone()],
+        Some(Name::Ip(ip)) => vec!["-verify_ip".to_string(), ip.to_string()],
+        None => Vec::new(),
+    };
+    let output = Command::new("openssl")
+        .args(["verify", "-no-CApath", "-no-CAstore", "-purpose", "sslserver", "-CAfile"])
+        .arg(ca)
+        .args(name_check)
+        .arg(leaf)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run `openssl verify` ({err}): this test needs the openssl command (apt-get install openssl)"));
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)).trim().to_string();
+    (output.status.success(), said)
+}
+
+/// A certificate for `san` (and, when `san` is None, only the common name `cn`) signed with the CA in
+/// `files`, written to `dir/<stem>.pem`: what anyone holding ca.key can make.
+fn sign_with_the_ca(files: &SelfSignedFiles, dir: &Path, stem: &str, cn: &str, san: Option<&Name>) -> PathBuf {
+    let ca_pem = std::fs::read_to_string(files.ca_cert()).unwrap();
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(files.ca_key()).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.subject_alt_names = san
+        .map(|name| match name {
+            Name::Dns(dns) => SanType::DnsName(dns.as_str().try_into().unwrap()),
+            Name::Ip(ip) => SanType::IpAddress(*ip),
+        })
+        .into_iter()
+        .collect();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now() - Duration::hours(1);
+    params.not_after = now() + Duration::days(30);
+    let cert = params.signed_by(&KeyPair::generate().unwrap(), &issuer).unwrap();
+    let path = dir.join(format!("{stem}.pem"));
+    std::fs::write(&path, cert.pem()).unwrap();
+    path
+}
+
+/// The attack: someone copied stack/tls/ca.key (every client trusts ca.crt system-wide, as the README
+/// says to). With it they sign certificates for names that are not this stack's and present them to a
+/// client, which verifies them with ca.crt as its only trust anchor. The CA's name constraints must make
+/// the client refuse every one ("permitted subtree violation"), while the stack's own certificate, and
+/// the wildcard and subdomain names a per-user-origin set-up needs, still verify. The names here are
+/// certificate content only: nothing is contacted.
+#[test]
+fn a_stolen_ca_key_cannot_sign_for_names_outside_the_stack() {
+    let scratch = Scratch::new("attack");
+    let files = SelfSignedFiles { dir: scratch.0.join("tls") };
+    let wanted = names(&["hub.example.org", "192.168.1.20", "*.lab.example.org"]);
+    certs::ensure_self_signed(&files, &wanted, now()).unwrap();
+
+    let forged: Vec<(&str, Option<Name>)> = vec![
+        ("bank.example.com", Some(Name::Dns("bank.example.com".into()))),
+        // The parent of a permitted name, and a name that only ends with the same letters.
+        ("example.org", Some(Name::Dns("example.org".into()))),
+        ("xhub.example.org", Some(Name::Dns("xhub.example.org".into()))),
+        ("203.0.113.9", Some(Name::Ip("203.0.113.9".parse().unwrap()))),
+        // The neighbour of a permitted address, and an IPv6 address.
+        ("192.168.1.21", Some(Name::Ip("192.168.1.21".parse().unwrap()))),
+        ("2001:db8::9", Some(Name::Ip("2001:db8::9".parse().unwrap()))),
+        // No subject alternative name: OpenSSL then checks the common name as the host name.
+        ("bank.example.com", None),
+    ];
+    let mut accepted = Vec::new();
+    for (index, (cn, san)) in forged.iter().enumerate() {
+        let leaf = sign_with_the_ca(&files, &scratch.0, &format!("forged-{index}"), cn, san.as_ref());
+        let target = san.clone().unwrap_or_else(|| Name::Dns(cn.to_string()));
+        let (ok, said) = openssl_verify(&files.ca_cert(), &leaf, Some(&target));
+        eprintln!("forged {target} ({}): openssl verify said: {said}", if san.is_some() { "SAN" } else { "CN only" });
+        if ok || !said.contains("permitted subtree violation") {
+            accepted.push(format!("{target}: {said}"));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "a certificate signed with the stolen CA key was not refused as a name-constraint violation:\n{}",
+        accepted.join("\n")
+    );
+
+    for name in &wanted {
+        let (ok, said) = openssl_verify(&files.ca_cert(), &files.server_cert(), Some(name));
+        assert!(ok, "the stack's own certificate must verify for {name}; openssl said: {said}");
+    }
+    // What per-user origins (`<user>.HOST`) need: the CA can issue the wildcard of each DNS name, and
+    // names under it.
+    let subdomains = ["*.hub.example.org", "alice.hub.example.org", "alice.lab.example.org", "*.hub.localhost", "alice.localhost"];
+    for (index, name) in subdomains.iter().enumerate() {
+        let leaf = sign_with_the_ca(&files, &scratch.0, &format!("subdomain-{index}"), name, Some(&Name::Dns(name.to_string())));
+        let host = Name::Dns(name.replace('*', "alice"));
+        let (ok, said) = openssl_verify(&files.ca_cert(), &leaf, Some(&host));
+        assert!(ok, "a certificate for {name} must verify for {host}; openssl said: {said}");
+    }
+    // `*.localhost` is within the constraints too; OpenSSL (like browsers) matches no host name against a
+    // wildcard over a single label, so its chain is checked without one.
+    let leaf = sign_with_the_ca(&files, &scratch.0, "subdomain-localhost", "*.localhost", Some(&Name::Dns("*.localhost".into())));
+    let (ok, said) = openssl_verify(&files.ca_cert(), &leaf, None);
+    assert!(ok, "a certificate for *.localhost must be within the constraints; openssl said: {said}");
 }
