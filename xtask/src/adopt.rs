@@ -35,41 +35,22 @@ if not os.path.exists(path):
 print(json.dumps([name for (name,) in sqlite3.connect(path).execute('SELECT name FROM users')]))
 ";
 
-/// Copies /from into /to (everything: owners, modes, times, links, special files), then prints one checksum
-/// line per tree: every entry's path, type, mode, owner and times, and each file's content or link target.
-const COPY_AND_SUM_SCRIPT: &str = r#"
-import hashlib, os, stat, subprocess, sys
-
-def tree_sum(root):
-    digest = hashlib.sha256()
-    def entry(path, relative):
-        info = os.lstat(path)
-        digest.update(b"%s\0%o\0%d\0%d\0" % (relative, info.st_mode, info.st_uid, info.st_gid))
-        if relative != b".":
-            digest.update(b"%d\0" % info.st_mtime_ns)
-        if stat.S_ISREG(info.st_mode):
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        elif stat.S_ISLNK(info.st_mode):
-            digest.update(os.readlink(path))
-        elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
-            digest.update(b"%d" % info.st_rdev)
-        digest.update(b"\0\0")
-    entry(root, b".")
-    for folder, folders, files in os.walk(root):
-        folders.sort()
-        for name in sorted(folders + files):
-            path = os.path.join(folder, name)
-            entry(path, os.path.relpath(path, root))
-    return digest.hexdigest()
-
+/// Copies /from into /to (everything: owners, modes, times, links, special files), then prints each tree's
+/// checksum (`jhub_docker::tree_sum`).
+fn copy_and_sum_script() -> String {
+    format!(
+        "{}\n{}",
+        jhub_docker::tree_sum::TREE_SUM_PY,
+        r#"
+import subprocess, sys
 copy = subprocess.run(["cp", "-a", "/from/.", "/to/"], capture_output=True, text=True)
 if copy.returncode != 0:
     sys.exit("cp -a failed: " + copy.stderr.strip())
 print("from", tree_sum(b"/from"))
 print("to", tree_sum(b"/to"))
-"#;
+"#
+    )
+}
 
 /// One volume to adopt: its name, the user it belongs to, and whether an earlier run already removed the
 /// original and left the data in the temporary copy.
@@ -215,7 +196,8 @@ async fn adopt_volume(docker: &Docker, helper_image: &str, target: &Target, adop
 /// Copies volume `from` into the empty volume `to` and fails unless both trees have the same checksum.
 async fn copy_and_compare(docker: &Docker, helper_image: &str, from: &str, to: &str) -> anyhow::Result<()> {
     let binds = vec![format!("{from}:/from:ro"), format!("{to}:/to")];
-    let container = create_helper(docker, helper_image, binds, &["python3", "-c", COPY_AND_SUM_SCRIPT], "adopt-copy").await?;
+    let script = copy_and_sum_script();
+    let container = create_helper(docker, helper_image, binds, &["python3", "-c", &script], "adopt-copy").await?;
     let outcome = run_helper(docker, &container).await;
     remove_container(docker, &container).await;
     let (code, output) = outcome?;
