@@ -225,6 +225,9 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Err(UserError::new(format!("cannot read {}: {err}", env_file.display()), "check its permissions").into()),
     };
+    if existing.is_some() {
+        keep_private(env_file)?;
+    }
     let names_password = |text: &str| text.lines().any(|line| line.trim_start().starts_with("ADMIN_PASSWORD="));
     if existing.as_deref().is_some_and(names_password) || std::env::var_os("ADMIN_PASSWORD").is_some() {
         return Ok(None);
@@ -241,6 +244,19 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
     let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(env_file)?;
     file.write_all(text.as_bytes())?;
     Ok(Some(password))
+}
+
+/// Gives an existing settings file mode 600 when others could read it (a copy of `.env.example` keeps
+/// that file's 644, and appending the password does not change a mode), and says so.
+fn keep_private(env_file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env_file)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(env_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|err| UserError::new(format!("cannot make {} private: {err}", env_file.display()), "check who owns it"))?;
+        ui::note(&format!("{} was mode {mode:o}; made it 600: it holds the admin password", env_file.display()));
+    }
+    Ok(())
 }
 
 /// `compose up -d --wait`: compose waits for every healthcheck to pass. Meanwhile the engine's events say
