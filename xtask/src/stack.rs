@@ -480,7 +480,7 @@ pub fn logs(services: &[String]) -> anyhow::Result<()> {
 mod tests {
     use std::collections::{BTreeSet, HashMap};
 
-    use super::{VolumeChoice, choose_user_volumes, env_value, without_terminal_codes};
+    use super::{VolumeChoice, choose_user_volumes, env_value, keep_private, without_terminal_codes};
 
     #[test]
     fn terminal_codes_are_dropped_from_log_lines() {
@@ -510,6 +510,18 @@ mod tests {
         let forced = choose_user_volumes(&volumes, "jhub", "jupyterhub-user-", &mounted, true);
         assert_eq!(forced.remove, ["custom-name", "jupyterhub-user-alice", "jupyterhub-user-carol", "jupyterhub-user-dave"]);
         assert!(forced.unlabelled.is_empty());
+    }
+
+    #[test]
+    fn a_settings_file_others_can_read_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("jhub-env-mode-{}", std::process::id()));
+        std::fs::write(&path, "ADMIN_PASSWORD=x\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        keep_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode, 0o600);
     }
 
     #[test]
