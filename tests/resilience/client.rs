@@ -220,6 +220,11 @@ impl Api {
         Ok(response.bytes().await?.to_vec())
     }
 
+    /// A DELETE (e.g. of a user through the admin API), returning the status.
+    pub async fn delete(&self, path: &str) -> Result<StatusCode> {
+        Ok(self.request(reqwest::Method::DELETE, path).send().await?.status())
+    }
+
     /// Any GET, returning status and body.
     pub async fn get(&self, path: &str) -> Result<(StatusCode, String)> {
         let response = self.request(reqwest::Method::GET, path).send().await?;
