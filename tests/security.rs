@@ -447,13 +447,13 @@ for base in bases:
 print(json.dumps(seen))
 "#;
 
-async fn forged_headers(setup: &Setup, stack: &Stack, bases: &[&str]) -> Result<()> {
-    let (_, ivy, password) = new_user(stack, "ivy").await?;
-    ivy.spawn("ivy", IMAGE).await?;
+/// Runs FORGE_PROBE in ivy's running server (ivy logs in with `password`) and checks what the hub made of
+/// the forged headers: the address it logged, and over plain HTTP the scheme (a Secure cookie).
+async fn forged_headers(setup: &Setup, stack: &Stack, password: &str, bases: &[&str]) -> Result<()> {
     let container = docker::running_user_container(&setup.docker, &stack.project, "ivy").await?;
     let marker = format!("forged{}", random_hex());
     let (code, output) =
-        exec(&setup.docker, container.id.as_deref().unwrap_or_default(), &["python3", "-c", FORGE_PROBE, &bases.join(" "), &marker, "ivy", &password])
+        exec(&setup.docker, container.id.as_deref().unwrap_or_default(), &["python3", "-c", FORGE_PROBE, &bases.join(" "), &marker, "ivy", password])
             .await?;
     ensure!(code == 0, "the probe failed in ivy's container: {output}");
     let seen: Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
@@ -464,9 +464,12 @@ async fn forged_headers(setup: &Setup, stack: &Stack, bases: &[&str]) -> Result<
         .and_then(|mut networks| networks.remove(&stack.network))
         .and_then(|network| network.ip_address)
         .unwrap_or_default();
-    let lines = hub_log_lines(setup, stack, &marker).await?;
+    let lines = wait::until(&format!("a hub log line for each of {bases:?}"), wait::DEFAULT, || async {
+        let lines = hub_log_lines(setup, stack, &marker).await?;
+        Ok((lines.len() >= bases.len()).then_some(lines))
+    })
+    .await?;
     progress!("the hub logged:\n{}", lines.join("\n"));
-    ensure!(lines.len() == bases.len(), "expected {} log lines for {marker}, found {lines:?}", bases.len());
     for line in &lines {
         ensure!(!line.contains("203.0.113."), "the hub logged an address forged in a header from ivy's container ({ivy_ip}): {line}");
     }
@@ -478,7 +481,7 @@ async fn forged_headers(setup: &Setup, stack: &Stack, bases: &[&str]) -> Result<
         let login = &seen[base];
         ensure!(login["login"] == 302, "ivy's login from her container through {base} answered {} (expected 302)", login["login"]);
         if stack.tls.is_none() {
-            // Over plain HTTP a Secure cookie means the hub believed the forged scheme.
+            // Over plain HTTP a Secure cookie means the hub believed the forged https scheme.
             let cookies: Vec<&str> = login["cookies"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             let secure: Vec<&&str> = cookies.iter().filter(|cookie| cookie.to_ascii_lowercase().contains("; secure")).collect();
             ensure!(secure.is_empty(), "over plain HTTP the hub set Secure cookies, so it believed the forged https scheme: {secure:?}");
@@ -491,7 +494,12 @@ async fn forged_headers(setup: &Setup, stack: &Stack, bases: &[&str]) -> Result<
 async fn s03_forged_headers_without_tls() -> Result<()> {
     let (_guard, setup, artifacts) = prepare("s03-forged-headers").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = forged_headers(&setup, &stack, &["http://proxy:8000"]).await;
+    let result = async {
+        let (_, ivy, password) = new_user(&stack, "ivy").await?;
+        ivy.spawn("ivy", IMAGE).await?;
+        forged_headers(&setup, &stack, &password, &["http://proxy:8000"]).await
+    }
+    .await;
     finish("s03-forged-headers", &setup, &stack, &artifacts, &[], result).await
 }
 
@@ -499,10 +507,24 @@ async fn s03_forged_headers_without_tls() -> Result<()> {
 async fn s04_forged_headers_with_tls() -> Result<()> {
     let (_guard, setup, artifacts) = prepare("s04-forged-headers-tls").await?;
     let front = Front::make(&artifacts.dir)?;
+    let chromium_args = front.chromium_args();
     let stack = Stack::start_with(&setup, &settings(&[]), &artifacts.dir, Some(front)).await?;
-    // The user's container reaches both: the proxy (skipping nginx) and nginx itself.
-    let result = forged_headers(&setup, &stack, &["http://proxy:8000", "https://nginx"]).await;
-    finish("s04-forged-headers-tls", &setup, &stack, &artifacts, &[], result).await
+    // The harness speaks no TLS itself: ivy signs up and starts her server in Chromium, over https.
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?.with_args(chromium_args);
+    let ivy = driver.session("ivy").await?;
+    let result = async {
+        let password = fresh_password();
+        let signup = hub::sign_up(&ivy, &stack, "ivy", &password).await?;
+        ensure!(signup.class == "alert-success", "signup of ivy over https showed {}: {}", signup.class, signup.message);
+        hub::log_in(&ivy, &stack, "ivy", &password).await?;
+        ivy.goto(&stack.url("/hub/home")).await?;
+        let answer = hub::api_spawn(&ivy, "ivy", &serde_json::json!({"image": IMAGE})).await?;
+        ensure!(matches!(answer.status, 201 | 202), "ivy's spawn over https answered {}: {}", answer.status, answer.message);
+        // The user's container reaches both: the proxy (skipping nginx) and nginx itself.
+        forged_headers(&setup, &stack, &password, &["http://proxy:8000", "https://nginx"]).await
+    }
+    .await;
+    finish("s04-forged-headers-tls", &setup, &stack, &artifacts, std::slice::from_ref(&ivy), result).await
 }
 
 // ---------------------------------------------------------------------------------------------------------
