@@ -171,6 +171,9 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         println!("  (shown once; it is kept in stack/.env, mode 600)");
     }
     let settings = Settings::load(&env_file);
+    if let Some((message, hint)) = signup_exposure(&settings.get("JHUB_BIND_ADDRESS", "127.0.0.1"), &settings.get("OPEN_SIGNUP", "")) {
+        ui::warn(&message, &hint);
+    }
     let hub_image = locked_hub_image()?;
     let docker = runtime.block_on(engine::connect())?;
     // The hub reads its view once at start, and the view is replaced by rename, so a running container's
@@ -208,6 +211,29 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         None => println!("admin login: user `admin`, password from ADMIN_PASSWORD (stack/.env or the environment)"),
     }
     Ok(())
+}
+
+/// Whether `address` (JHUB_BIND_ADDRESS) serves this machine only: 127.0.0.0/8, ::1 or localhost.
+pub(crate) fn is_loopback(address: &str) -> bool {
+    let address = address.trim().trim_start_matches('[').trim_end_matches(']');
+    address.eq_ignore_ascii_case("localhost") || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The warning `up` prints when OPEN_SIGNUP=true is set explicitly for a stack published beyond loopback
+/// (where the hub's default is signup with the admin's approval), as (message, hint).
+fn signup_exposure(bind_address: &str, open_signup: &str) -> Option<(String, String)> {
+    let open = matches!(open_signup.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+    (open && !is_loopback(bind_address)).then(|| {
+        (
+            format!(
+                "OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={bind_address}: anyone who reaches the port gets an approved account \
+                 and a shell in a container"
+            ),
+            "remove OPEN_SIGNUP from stack/.env (beyond loopback the default is approval by the admin at /hub/authorize), \
+             or bind to 127.0.0.1"
+                .to_string(),
+        )
+    })
 }
 
 /// Makes sure `stack/.env` (mode 600) names an admin password: creates the file with a generated one, or
@@ -484,6 +510,23 @@ mod tests {
         let forced = choose_user_volumes(&volumes, "jhub", "jupyterhub-user-", &mounted, true);
         assert_eq!(forced.remove, ["custom-name", "jupyterhub-user-alice", "jupyterhub-user-carol", "jupyterhub-user-dave"]);
         assert!(forced.unlabelled.is_empty());
+    }
+
+    #[test]
+    fn open_signup_beyond_loopback_is_warned_about() {
+        for loopback in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"] {
+            assert!(super::is_loopback(loopback), "{loopback}");
+            assert_eq!(super::signup_exposure(loopback, "true"), None);
+        }
+        for exposed in ["0.0.0.0", "::", "192.168.1.20"] {
+            assert!(!super::is_loopback(exposed), "{exposed}");
+            let (message, hint) = super::signup_exposure(exposed, "True").expect("a warning");
+            assert!(message.starts_with(&format!("OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={exposed}: anyone")), "{message}");
+            assert!(hint.contains("approval by the admin"), "{hint}");
+            // Unset (the hub's default there is approval) or false: nothing to warn about.
+            assert_eq!(super::signup_exposure(exposed, ""), None);
+            assert_eq!(super::signup_exposure(exposed, "false"), None);
+        }
     }
 
     #[test]
