@@ -122,7 +122,8 @@ async fn new_user(stack: &Stack, user: &str) -> Result<(Session, Api, String)> {
 
 /// Runs `argv` in `container` through the Engine API's exec; returns the exit code and the output.
 async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> Result<(i64, String)> {
-    let options = CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+    let options =
+        CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
     let created = docker.create_exec(container, options).await?;
     let mut text = String::new();
     if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
@@ -307,7 +308,8 @@ async fn no_state_change_by_link(stack: &Stack, admin: &Browser) -> Result<()> {
 
     // The hub's cookies are SameSite=Lax, the `_xsrf` cookie included.
     let cookies = admin.client.get_all_cookies().await?;
-    let hub_cookies: Vec<_> = cookies.iter().filter(|cookie| cookie.name().starts_with("jupyterhub-") || cookie.name() == "_xsrf").collect();
+    let hub_cookies: Vec<_> =
+        cookies.iter().filter(|cookie| cookie.name().starts_with("jupyterhub-") || cookie.name() == "_xsrf").collect();
     ensure!(hub_cookies.iter().any(|cookie| cookie.name() == "_xsrf"), "no _xsrf cookie in the admin's browser");
     for cookie in &hub_cookies {
         let same_site = format!("{:?}", cookie.same_site());
@@ -380,7 +382,10 @@ async fn deleted_user_is_archived(setup: &Setup, stack: &Stack) -> Result<()> {
     let (archive, archive_labels) = &archives[0];
     ensure!(!archive.starts_with(&stack.volume_prefix), "the archive {archive} is named like a user volume ({}…)", stack.volume_prefix);
     let archived_at = archive_labels.get("io.jhub-docker.archived-at").cloned().unwrap_or_default();
-    ensure!(archived_at.len() >= 10 && archived_at.ends_with('Z'), "the archive {archive} has no UTC io.jhub-docker.archived-at label: {archive_labels:?}");
+    ensure!(
+        archived_at.len() >= 10 && archived_at.ends_with('Z'),
+        "the archive {archive} has no UTC io.jhub-docker.archived-at label: {archive_labels:?}"
+    );
     let kept = read_from_volume(setup, archive, "diary.txt")?;
     ensure!(kept == secret, "the archive {archive} holds a different diary.txt: {kept:?}");
     progress!("archive {archive} (archived-at {archived_at}) holds the deleted bob's diary.txt");
@@ -452,9 +457,12 @@ print(json.dumps(seen))
 async fn forged_headers(setup: &Setup, stack: &Stack, password: &str, bases: &[&str]) -> Result<()> {
     let container = docker::running_user_container(&setup.docker, &stack.project, "ivy").await?;
     let marker = format!("forged{}", random_hex());
-    let (code, output) =
-        exec(&setup.docker, container.id.as_deref().unwrap_or_default(), &["python3", "-c", FORGE_PROBE, &bases.join(" "), &marker, "ivy", password])
-            .await?;
+    let (code, output) = exec(
+        &setup.docker,
+        container.id.as_deref().unwrap_or_default(),
+        &["python3", "-c", FORGE_PROBE, &bases.join(" "), &marker, "ivy", password],
+    )
+    .await?;
     ensure!(code == 0, "the probe failed in ivy's container: {output}");
     let seen: Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
     progress!("from ivy's container, with forged X-Real-Ip, X-Forwarded-*, X-Scheme and Forwarded: {seen}");
@@ -585,7 +593,10 @@ async fn lockout_per_address(setup: &Setup, stack: &Stack) -> Result<()> {
     progress!("5 wrong passwords for admin from mallory's container: all refused");
 
     let admin = Session::new(stack, "admin")?;
-    admin.must_log_in(ADMIN_PASSWORD).await.context("after a stranger's 5 wrong passwords from another address, the admin is locked out")?;
+    admin
+        .must_log_in(ADMIN_PASSWORD)
+        .await
+        .context("after a stranger's 5 wrong passwords from another address, the admin is locked out")?;
     progress!("the admin logs in from the host");
 
     // From the address that failed five times, even the right password is refused for now.
