@@ -271,10 +271,14 @@ class JhubDockerSpawner(DockerSpawner):
         return f"{self.jhub_stack_name}-archive-{self.escaped_name}-{stamp}"
 
     async def delete_forever(self):
-        """Called by JupyterHub for each of a deleted user's spawners (servers stopped): copy the user's volume
-        into an archive volume, verify the copy, then remove the volume. The first call archives; the
-        others (named servers share the volume) find nothing left. An error is logged by JupyterHub and
-        leaves the volume where it is, where ensure_own_volume keeps it from a new account of the name."""
+        """Called by JupyterHub for each of a deleted user's spawners (servers stopped), and for a named server
+        deleted on its own: for the default server's spawner (which a user's deletion always has: the API
+        handler touches it first), copy the user's volume into an archive volume, verify the copy, then
+        remove the volume. Named servers share that volume with the user's other servers, so deleting one
+        of them leaves it alone. An error is logged by JupyterHub and leaves the volume where it is, where
+        ensure_own_volume keeps it from a new account of the name."""
+        if self.name:
+            return
         volume, _ = self.user_volume()
         try:
             await self.docker("inspect_volume", volume)

@@ -393,6 +393,16 @@ def test_a_failed_copy_keeps_the_volume(docker_spawner, engine):
     assert ("remove_container", "c0ffee") in client.calls, "the throwaway container is removed either way"
 
 
+def test_deleting_a_named_server_keeps_the_shared_volume(docker_spawner, config, engine):
+    client = engine({"testvol-alice": {}})
+    user = docker_spawner.user
+    named = JhubDockerSpawner(user=user, config=config, orm_spawner=user._new_orm_spawner("lab"))
+    assert named.name == "lab"
+    asyncio.run(named.delete_forever())
+    assert client.calls == []
+    assert "testvol-alice" in client.volumes
+
+
 def test_a_user_without_a_volume_has_nothing_to_archive(docker_spawner, engine):
     client = engine({})
     asyncio.run(docker_spawner.delete_forever())
