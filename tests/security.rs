@@ -358,8 +358,8 @@ async fn deleted_user_is_archived(setup: &Setup, stack: &Stack) -> Result<()> {
     let (_, bob, _) = new_user(stack, "bob").await?;
     bob.spawn("bob", IMAGE).await?;
     bob.put_file("bob", "diary.txt", secret.as_bytes()).await?;
-    bob.stop("bob").await?;
 
+    // Deleted while his server runs: the hub stops it first, then archives the volume.
     let status = admin_api.delete("/hub/api/users/bob").await?;
     ensure!(status == reqwest::StatusCode::NO_CONTENT, "DELETE /hub/api/users/bob answered {status}");
     progress!("admin deleted bob (REST, {status})");
@@ -488,11 +488,18 @@ async fn forged_headers(setup: &Setup, stack: &Stack, password: &str, bases: &[&
     for base in bases {
         let login = &seen[base];
         ensure!(login["login"] == 302, "ivy's login from her container through {base} answered {} (expected 302)", login["login"]);
+        let cookies: Vec<&str> = login["cookies"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        ensure!(cookies.iter().any(|cookie| cookie.starts_with("_xsrf=")), "the login through {base} set no _xsrf cookie: {cookies:?}");
+        for cookie in &cookies {
+            ensure!(cookie.contains("; SameSite=Lax"), "the cookie set through {base} is not SameSite=Lax: {cookie}");
+        }
+        let secure: Vec<&&str> = cookies.iter().filter(|cookie| cookie.to_ascii_lowercase().contains("; secure")).collect();
         if stack.tls.is_none() {
             // Over plain HTTP a Secure cookie means the hub believed the forged https scheme.
-            let cookies: Vec<&str> = login["cookies"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            let secure: Vec<&&str> = cookies.iter().filter(|cookie| cookie.to_ascii_lowercase().contains("; secure")).collect();
             ensure!(secure.is_empty(), "over plain HTTP the hub set Secure cookies, so it believed the forged https scheme: {secure:?}");
+        } else {
+            // Behind the TLS front door every hub cookie is Secure, `_xsrf` included.
+            ensure!(secure.len() == cookies.len(), "behind the TLS front door some hub cookies came without Secure: {cookies:?}");
         }
     }
     Ok(())
