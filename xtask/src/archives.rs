@@ -10,8 +10,9 @@ use crate::stack::Settings;
 use crate::ui::{self, UserError};
 use crate::{engine, stack};
 
+use crate::stack::ARCHIVED_USER_LABEL;
+
 const STACK_LABEL: &str = "io.jhub-docker.stack";
-const ARCHIVED_USER_LABEL: &str = "io.jhub-docker.archived-user";
 const ARCHIVED_AT_LABEL: &str = "io.jhub-docker.archived-at";
 
 /// What to purge.

@@ -26,6 +26,9 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 /// The label DockerSpawner's containers carry, and the hub puts on the user volumes it creates.
 const STACK_LABEL: &str = "io.jhub-docker.stack";
 
+/// The label of an archive of a deleted user's files (the hub makes them; `xtask archives` purges them).
+pub(crate) const ARCHIVED_USER_LABEL: &str = "io.jhub-docker.archived-user";
+
 /// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
 pub(crate) struct Settings {
     values: BTreeMap<String, String>,
@@ -413,6 +416,12 @@ pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     ui::note(&format!("removed the hub's data volume and {} user volume(s) of the stack `{stack}`", choice.remove.len()));
+    if !choice.archives.is_empty() {
+        ui::note(&format!(
+            "kept {} archive(s) of deleted users' files (`cargo xtask archives` lists them, `--purge-all --yes` deletes them)",
+            choice.archives.len()
+        ));
+    }
     if !choice.unlabelled.is_empty() {
         eprintln!(
             "warning: kept {} volume(s) named `{prefix}…` that carry no `{STACK_LABEL}` label, so may belong to another \
@@ -425,17 +434,20 @@ pub fn down(remove_volumes: bool, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which volumes `down --volumes` deletes, and which unlabelled ones it keeps.
+/// Which volumes `down --volumes` deletes, which unlabelled ones it keeps, and which archives of deleted
+/// users it keeps.
 #[derive(Debug, PartialEq, Eq)]
 struct VolumeChoice {
     remove: Vec<String>,
     unlabelled: Vec<String>,
+    archives: Vec<String>,
 }
 
 /// The rule for user volumes, label first: a volume labelled `io.jhub-docker.stack=<stack>` is this
 /// stack's; one labelled for another stack never is, whatever its name. A volume without the label is this
 /// stack's when a container of this stack mounted it; other unlabelled volumes named `<prefix>…` are only
-/// deleted with `force` (the prefix alone does not say which deployment made them).
+/// deleted with `force` (the prefix alone does not say which deployment made them). Archives of deleted
+/// users (labelled `io.jhub-docker.archived-user`) are never deleted here: only `xtask archives --yes` does.
 fn choose_user_volumes(
     volumes: &[(String, HashMap<String, String>)],
     stack: &str,
@@ -443,8 +455,14 @@ fn choose_user_volumes(
     mounted: &BTreeSet<String>,
     force: bool,
 ) -> VolumeChoice {
-    let mut choice = VolumeChoice { remove: Vec::new(), unlabelled: Vec::new() };
+    let mut choice = VolumeChoice { remove: Vec::new(), unlabelled: Vec::new(), archives: Vec::new() };
     for (name, labels) in volumes {
+        if labels.contains_key(ARCHIVED_USER_LABEL) {
+            if labels.get(STACK_LABEL).is_some_and(|owner| owner == stack) {
+                choice.archives.push(name.clone());
+            }
+            continue;
+        }
         match labels.get(STACK_LABEL) {
             Some(owner) if owner == stack => choice.remove.push(name.clone()),
             Some(_) => {}
@@ -456,6 +474,7 @@ fn choose_user_volumes(
     }
     choice.remove.sort();
     choice.unlabelled.sort();
+    choice.archives.sort();
     choice
 }
 
@@ -497,6 +516,13 @@ mod tests {
             ("jupyterhub-user-dave".to_string(), HashMap::new()),
             ("unrelated".to_string(), HashMap::new()),
             ("custom-name".to_string(), labelled("jhub")),
+            (
+                "jhub-archive-erin-20261205T070000Z".to_string(),
+                HashMap::from([
+                    ("io.jhub-docker.stack".to_string(), "jhub".to_string()),
+                    ("io.jhub-docker.archived-user".to_string(), "erin".to_string()),
+                ]),
+            ),
         ];
         let mounted = BTreeSet::from(["jupyterhub-user-carol".to_string()]);
         assert_eq!(
@@ -504,6 +530,7 @@ mod tests {
             VolumeChoice {
                 remove: vec!["custom-name".into(), "jupyterhub-user-alice".into(), "jupyterhub-user-carol".into()],
                 unlabelled: vec!["jupyterhub-user-dave".into()],
+                archives: vec!["jhub-archive-erin-20261205T070000Z".into()],
             }
         );
         // --force takes the unlabelled ones with the prefix, never another stack's.
