@@ -247,12 +247,11 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
     let platform_labels = volume_labels(setup, stack).await?;
     for (user, escaped) in [("alice", "alice"), ("carol-2", "carol-2d2")] {
         let volume = contract::user_volume_name(&stack.volume_prefix, escaped);
-        let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, user).into_iter().collect();
-        ensure!(
-            platform_labels.get(&volume) == Some(&wanted),
-            "the hub labelled {volume} {:?}, expected {wanted:?}",
-            platform_labels.get(&volume)
-        );
+        let labels = platform_labels.get(&volume).with_context(|| format!("{volume} does not exist"))?;
+        let created = labels.get(contract::ACCOUNT_LABEL).cloned().unwrap_or_default();
+        ensure!(!created.is_empty(), "the hub did not label {volume} with its account's creation time: {labels:?}");
+        let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, user, &created).into_iter().collect();
+        ensure!(*labels == wanted, "the hub labelled {volume} {labels:?}, expected {wanted:?}");
     }
 
     let env = env_file(artifacts);
@@ -959,9 +958,12 @@ async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> R
 
     let (ok, text) = xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
     ensure!(ok && text.contains("adopted 1 volume"), "adopt-volumes --yes failed:\n{text}");
-    let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, "dave").into_iter().collect();
+    // The account's creation time comes from the hub's database; the spawn below refuses (409) a volume whose
+    // label names another account, so it proves the value.
     let adopted = labels_of(dave_volume.clone()).await?;
-    ensure!(adopted == wanted, "{dave_volume} is labelled {adopted:?} after adopt-volumes, expected {wanted:?}");
+    let created = adopted.get(contract::ACCOUNT_LABEL).cloned().unwrap_or_default();
+    let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, "dave", &created).into_iter().collect();
+    ensure!(!created.is_empty() && adopted == wanted, "{dave_volume} is labelled {adopted:?} after adopt-volumes, expected {wanted:?}");
     ensure!(labels_of(stranger_volume.clone()).await?.is_empty(), "{stranger_volume} (no such user) was changed");
     let volumes = setup.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?.volumes.unwrap_or_default();
     let copies: Vec<String> = volumes.into_iter().map(|volume| volume.name).filter(|name| name.ends_with(".adopting")).collect();

@@ -163,9 +163,11 @@ impl Target {
 
     /// The labels the hub gives the volume of `escaped_user` (see `contract::user_volume_labels`); a name
     /// the spawner could not have made (an old backup's) is labelled as it is spelled.
-    fn user_volume_labels(&self, escaped_user: &str) -> HashMap<String, String> {
+    /// `accounts` (`read_accounts`) gives the account's creation time.
+    fn user_volume_labels(&self, escaped_user: &str, accounts: &HashMap<String, String>) -> HashMap<String, String> {
         let user = contract::user_of_escaped_name(escaped_user).unwrap_or_else(|| escaped_user.to_string());
-        contract::user_volume_labels(&self.stack, &user).into_iter().collect()
+        let created = accounts.get(&user).map(String::as_str).unwrap_or_default();
+        contract::user_volume_labels(&self.stack, &user, created).into_iter().collect()
     }
 }
 
@@ -363,6 +365,67 @@ async fn running_service(docker: &Docker, stack: &str, service: &str) -> anyhow:
     Ok(containers.into_iter().find_map(|container| container.id))
 }
 
+/// Prints every user of the hub's database with the creation time of the account, one JSON object, as the
+/// hub's spawner writes it into a volume's label (`user.created.isoformat()`: SQLAlchemy stores the naive
+/// UTC time as text, which `fromisoformat` reads back exactly). A plain connection: a journal a killed hub
+/// left behind is rolled back first, as the hub would at its next start.
+const ACCOUNTS_SCRIPT: &str = "\
+import datetime, json, os, sqlite3, sys
+path = sys.argv[1]
+if not os.path.exists(path):
+    sys.exit(f'no database at {path}')
+rows = sqlite3.connect(path).execute('SELECT name, created FROM users')
+print(json.dumps({name: datetime.datetime.fromisoformat(created).isoformat() if created else '' for name, created in rows}))
+";
+
+/// Where `read_accounts` finds the hub's database.
+pub(crate) enum AccountsFrom<'a> {
+    /// The hub's data volume of a stopped stack.
+    DataVolume(&'a str),
+    /// A copy of the database (a backup's).
+    Copy(&'a [u8]),
+}
+
+/// Every user of the hub's database with the creation time of the account (see ACCOUNTS_SCRIPT), read in a
+/// throwaway container of the hub image.
+pub(crate) async fn read_accounts(docker: &Docker, helper_image: &str, from: AccountsFrom<'_>) -> anyhow::Result<HashMap<String, String>> {
+    let database = format!("{DATA_DIR}/{DATABASE}");
+    let argv = ["python3", "-c", ACCOUNTS_SCRIPT, database.as_str()];
+    let (code, output) = match from {
+        AccountsFrom::DataVolume(volume) => {
+            run_helper_once(docker, helper_image, vec![format!("{volume}:{DATA_DIR}")], &argv, "read-accounts").await?
+        }
+        AccountsFrom::Copy(bytes) => {
+            let container = create_helper(docker, helper_image, Vec::new(), &argv, "read-accounts").await?;
+            let outcome = async {
+                let mut builder = tar::Builder::new(Vec::new());
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o600);
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, format!("{}/{DATABASE}", DATA_DIR.trim_start_matches('/')), bytes)?;
+                let options = UploadToContainerOptions { path: "/".to_string(), ..Default::default() };
+                docker
+                    .upload_to_container(&container, Some(options), bollard::body_full(builder.into_inner()?.into()))
+                    .await
+                    .map_err(|err| engine_failed("copying the hub's database into a helper container", err))?;
+                run_helper(docker, &container).await
+            }
+            .await;
+            remove_container(docker, &container).await;
+            outcome?
+        }
+    };
+    let last_line = output.lines().last().unwrap_or_default();
+    if code != 0 {
+        return Err(UserError::new(
+            format!("cannot read the users of the hub's database: {last_line}"),
+            "check the hub's data (`cargo xtask logs hub`, or the backup's hub/jupyterhub.sqlite)",
+        )
+        .into());
+    }
+    Ok(serde_json::from_str(last_line)?)
+}
+
 /// The database (copied by sqlite's online backup) and the cookie secret: inside the running hub through
 /// an exec, or, when the hub is down, in a throwaway container of the hub image mounting its data volume.
 async fn copy_hub_data(docker: &Docker, target: &Target, helper_image: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
@@ -493,6 +556,33 @@ pub(crate) async fn create_helper(
         ..Default::default()
     };
     Ok(docker.create_container(None, config).await.map_err(|err| engine_failed("creating a helper container", err))?.id)
+}
+
+/// Runs `argv` in a throwaway helper container (see `create_helper`) to its end and removes it; returns
+/// its exit code and output.
+pub(crate) async fn run_helper_once(
+    docker: &Docker,
+    image: &str,
+    binds: Vec<String>,
+    argv: &[&str],
+    purpose: &str,
+) -> anyhow::Result<(i64, String)> {
+    let container = create_helper(docker, image, binds, argv, purpose).await?;
+    let outcome = run_helper(docker, &container).await;
+    remove_container(docker, &container).await;
+    outcome
+}
+
+/// Refuses to go on while the stack's hub or any of its user servers runs: `doing` needs it stopped.
+pub(crate) async fn refuse_while_running(docker: &Docker, stack: &str, doing: &str) -> anyhow::Result<()> {
+    if stack_is_running(docker, stack).await? {
+        return Err(UserError::new(
+            format!("stack `{stack}` is running; {doing} needs it stopped"),
+            "stop it with `cargo xtask down` (it keeps volumes), then run this again and `cargo xtask up`",
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Starts a helper, waits for it to exit (at most ten minutes) and returns its exit code and output.
@@ -738,15 +828,16 @@ enum TarSource {
 
 async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Manifest, written: &mut Written) -> anyhow::Result<()> {
     let docker = engine::connect().await?;
-    if stack_is_running(&docker, &target.stack).await? {
-        return Err(UserError::new(
-            format!("stack `{}` is running; a restore needs it stopped", target.stack),
-            "stop it with `cargo xtask down` (it keeps volumes), restore, then `cargo xtask up`",
-        )
-        .into());
-    }
+    refuse_while_running(&docker, &target.stack, "a restore").await?;
     let helper_image = helper_image(&docker).await?;
     let file_of = |kind: FileKind| manifest.files.iter().find(|file| file.kind == kind);
+
+    let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
+        return Err(UserError::new("the backup has no hub database or cookie secret", "use a folder `cargo xtask backup` wrote").into());
+    };
+    let database_bytes = std::fs::read(options.dir.join(&database.path))?;
+    // Each account's creation time, for the label the hub checks before it mounts a volume.
+    let accounts = read_accounts(&docker, &helper_image, AccountsFrom::Copy(&database_bytes)).await?;
 
     // The volumes, users first and the hub's data last: a restore that stops half way then leaves a hub
     // that does not know the restored users yet, rather than users whose files are missing.
@@ -757,13 +848,10 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
             volume: target.user_volume(&user),
             what: format!("files of {user}"),
             tar: TarSource::File(options.dir.join(&file.path), file.bytes),
-            labels: target.user_volume_labels(&user),
+            labels: target.user_volume_labels(&user, &accounts),
         });
     }
-    let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
-        return Err(UserError::new("the backup has no hub database or cookie secret", "use a folder `cargo xtask backup` wrote").into());
-    };
-    let hub_tar = hub_data_tar(&std::fs::read(options.dir.join(&database.path))?, &std::fs::read(options.dir.join(&secret.path))?)?;
+    let hub_tar = hub_data_tar(&database_bytes, &std::fs::read(options.dir.join(&secret.path))?)?;
     jobs.push(VolumeJob {
         volume: target.data_volume(),
         what: "the hub's database and cookie secret".to_string(),
@@ -904,10 +992,7 @@ async fn occupied_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob
         return Ok(Vec::new());
     }
     let script = format!("for d in /check/*; do if ls -A \"$d\" | grep -qv '^{RESTORE_STAGE_PREFIX}'; then basename \"$d\"; fi; done");
-    let container = create_helper(docker, helper_image, binds, &["sh", "-c", &script], "restore-check").await?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome?;
+    let (code, output) = run_helper_once(docker, helper_image, binds, &["sh", "-c", &script], "restore-check").await?;
     anyhow::ensure!(code == 0, "the check of the target volumes failed: {}", output.trim());
     Ok(output
         .split_whitespace()
@@ -942,14 +1027,16 @@ async fn prepare_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]
         let request = VolumeCreateRequest { name: Some(job.volume.clone()), labels: Some(job.labels.clone()), ..Default::default() };
         docker.create_volume(request).await.map_err(|err| engine_failed(&format!("creating volume {}", job.volume), err))?;
     }
-    let binds: Vec<String> = jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect();
+    let binds = target_binds(jobs);
     let script = format!("set -eu; rm -rf /target/*/{RESTORE_STAGE_PREFIX}*; for d in /target/*; do mkdir -m 700 \"$d/{stage}\"; done");
-    let container = create_helper(docker, helper_image, binds, &["sh", "-c", &script], "restore-prepare").await?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome?;
+    let (code, output) = run_helper_once(docker, helper_image, binds, &["sh", "-c", &script], "restore-prepare").await?;
     anyhow::ensure!(code == 0, "preparing the volumes for the restore failed: {}", output.trim());
     Ok(created)
+}
+
+/// Every job's volume at `/target/<its number>`, for the scripts that work on all of them at once.
+fn target_binds(jobs: &[VolumeJob]) -> Vec<String> {
+    jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect()
 }
 
 /// Extracts the job's tar into `stage` inside its volume (the tar's own top folder is `.jhub-staging`).
@@ -979,13 +1066,8 @@ async fn stage_volume(docker: &Docker, helper_image: &str, job: &VolumeJob, stag
 /// After a failed staging: removes every stage, and the volumes this restore created, so the stack is as
 /// it was. Best effort: what it cannot remove, the next restore's preparation does.
 async fn undo_stages(docker: &Docker, helper_image: &str, jobs: &[VolumeJob], stage: &str, created: &[String]) {
-    let binds: Vec<String> = jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect();
-    if let Ok(container) =
-        create_helper(docker, helper_image, binds, &["sh", "-c", &format!("rm -rf /target/*/{stage}")], "restore-undo").await
-    {
-        let _ = run_helper(docker, &container).await;
-        remove_container(docker, &container).await;
-    }
+    let _ = run_helper_once(docker, helper_image, target_binds(jobs), &["sh", "-c", &format!("rm -rf /target/*/{stage}")], "restore-undo")
+        .await;
     for volume in created {
         let _ = docker.remove_volume(volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
     }
@@ -1000,15 +1082,12 @@ async fn finish_volumes(
     stage: &str,
     force: bool,
 ) -> Result<usize, (usize, anyhow::Error)> {
-    let binds: Vec<String> = jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect();
+    let binds = target_binds(jobs);
     let mode = if force { "force" } else { "keep" };
     let numbers: Vec<String> = (0..jobs.len()).map(|index| index.to_string()).collect();
     let mut argv = vec!["sh", "-c", FINISH_SCRIPT, "finish", stage, mode];
     argv.extend(numbers.iter().map(String::as_str));
-    let container = create_helper(docker, helper_image, binds, &argv, "restore-finish").await.map_err(|err| (0, err))?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome.map_err(|err| (0, err))?;
+    let (code, output) = run_helper_once(docker, helper_image, binds, &argv, "restore-finish").await.map_err(|err| (0, err))?;
     let finished = output.lines().filter(|line| line.starts_with("finished ")).count();
     if code != 0 {
         let job = &jobs[finished.min(jobs.len() - 1)];
