@@ -4,6 +4,7 @@
 //! use to drive the stack.
 
 pub mod catalog;
+pub mod certs;
 pub mod compose;
 pub mod contract;
 pub mod lock;

@@ -15,44 +15,9 @@
 //! and its URL, and leaves screenshots, page sources and container logs under
 //! `target/acceptance-artifacts/<test>/` (with `stack.env`, the variables the stack ran with).
 
-/// Progress and timings on stderr, written past libtest's output capture so they show in every run
-/// (CI logs included), not only for failing tests or with `--nocapture`.
-macro_rules! progress {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+// The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
+use jhub_harness::{apps, artifacts, browser, cases, docker, hub, lab, preflight, progress, stack, steps, tls, wait};
 
-#[path = "acceptance/apps.rs"]
-mod apps;
-#[path = "acceptance/artifacts.rs"]
-mod artifacts;
-#[path = "acceptance/browser.rs"]
-mod browser;
-/// The xtask's certificate code, shared as is: the HTTPS test's CA and server certificate are made
-/// exactly as `cargo xtask up` makes them.
-#[path = "../xtask/src/tls/certs.rs"]
-#[allow(dead_code)]
-mod certs;
-#[path = "acceptance/docker.rs"]
-mod docker;
-#[path = "acceptance/hub.rs"]
-mod hub;
-#[path = "acceptance/lab.rs"]
-mod lab;
-#[path = "acceptance/preflight.rs"]
-mod preflight;
-#[path = "acceptance/stack.rs"]
-mod stack;
-#[path = "acceptance/steps.rs"]
-mod steps;
-#[path = "acceptance/tls.rs"]
-mod tls;
-#[path = "acceptance/wait.rs"]
-mod wait;
-
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, ensure};
@@ -77,14 +42,12 @@ const UNKNOWN_IMAGE_REFUSAL: &str = "unknown image";
 
 /// A password no one guesses and NativeAuthenticator's common-password check does not know.
 fn fresh_password() -> String {
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    format!("Acc-{random:016x}-pw")
+    cases::fresh_password("Acc")
 }
 
 /// A nonce written into the user's file, so its content proves it is the file this run wrote.
 fn fresh_nonce() -> String {
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    format!("jhub-acceptance-{random:016x}")
+    format!("jhub-acceptance-{}", cases::random_hex())
 }
 
 /// `2G` → bytes, the way Docker (and DockerSpawner's `mem_limit`) reads it: powers of 1024.

@@ -9,124 +9,34 @@
 //! on the host goes down meanwhile) and fails, naming the variable, when `JHUB_TEST_RESTART_ENGINE` is not
 //! set. Artifacts of a failed case land in `target/acceptance-artifacts/resilience-<case>/`.
 
-/// Progress and timings on stderr, past libtest's capture (as in the acceptance test).
-macro_rules! progress {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-#[allow(dead_code)]
-#[path = "acceptance/artifacts.rs"]
-mod artifacts;
-#[allow(dead_code)]
-#[path = "acceptance/browser.rs"]
-mod browser;
-/// The xtask's certificate code, which the harness's front-door module uses (no case here turns TLS on).
-#[path = "../xtask/src/tls/certs.rs"]
-#[allow(dead_code)]
-mod certs;
-#[path = "resilience/client.rs"]
-mod client;
-#[allow(dead_code)]
-#[path = "acceptance/docker.rs"]
-mod docker;
-#[allow(dead_code)]
-#[path = "acceptance/preflight.rs"]
-mod preflight;
-#[allow(dead_code)]
-#[path = "acceptance/stack.rs"]
-mod stack;
-#[path = "acceptance/tls.rs"]
-#[allow(dead_code)]
-mod tls;
-#[path = "acceptance/wait.rs"]
-#[allow(dead_code)]
-mod wait;
+// The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
+use jhub_harness::{artifacts, cases, client, docker, preflight, progress, stack, wait};
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{InspectContainerOptions, ListVolumesOptionsBuilder};
 use futures_util::StreamExt;
 use jhub_docker::contract;
 use serde_json::{Value, json};
 
 use crate::artifacts::Artifacts;
-use crate::client::{Api, Session};
+use crate::client::Session;
 use crate::preflight::Setup;
 use crate::stack::Stack;
-
-/// One stack at a time: two cores, and the engine-restart case touches every container.
-static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ADMIN_PASSWORD: &str = "Resilience-admin-pw-1";
 /// The single-user image the cases spawn: the smallest of the catalog's contract names.
 const IMAGE: &str = "minimal";
 
-fn random_hex() -> String {
-    format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
-}
-
-fn fresh_password() -> String {
-    format!("Res-{}-pw", random_hex())
-}
-
-/// Random bytes (not text), so a byte-identical comparison means something.
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        bytes.extend_from_slice(&std::collections::hash_map::RandomState::new().build_hasher().finish().to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
-
-/// The preflight, an artifacts folder for `case` and the serialisation guard.
-async fn prepare(case: &str) -> Result<(tokio::sync::MutexGuard<'static, ()>, Setup, Artifacts)> {
-    let guard = ONE_STACK_AT_A_TIME.lock().await;
-    let setup = preflight::check().await?;
-    let artifacts = Artifacts::for_test(&setup.root, &format!("resilience-{case}"))?;
-    progress!("case {case}: started");
-    Ok((guard, setup, artifacts))
-}
-
-/// Saves the stack's container logs when a case failed, and adds where they are to the error.
-async fn finish(case: &str, setup: &Setup, stack: &Stack, artifacts: &Artifacts, result: Result<()>) -> Result<()> {
-    match result {
-        Ok(()) => {
-            progress!("case {case}: passed");
-            Ok(())
-        }
-        Err(err) => {
-            artifacts.capture(case, &[], &setup.docker, &stack.project).await;
-            Err(anyhow!("case `{case}` failed on stack {}: {err:#}\nartifacts: {}", stack.project, artifacts.dir.display()))
-        }
-    }
-}
-
 fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
     all.extend_from_slice(extra);
     all
-}
-
-/// Signs `user` up (open signup), logs in and returns the session, its API and the password.
-async fn new_user(stack: &Stack, user: &str) -> Result<(Session, Api, String)> {
-    let password = fresh_password();
-    let session = Session::new(stack, user)?;
-    let alert = session.sign_up(&password).await?;
-    ensure!(alert == "alert-success", "signup of {user} showed {alert}, expected alert-success");
-    session.must_log_in(&password).await?;
-    let api = session.api_token().await?;
-    Ok((session, api, password))
 }
 
 /// The hub's container, inspected.
@@ -155,35 +65,6 @@ async fn crash_hub(setup: &Setup, stack: &Stack) -> Result<()> {
     stack.wait_healthy().await
 }
 
-/// Runs `argv` in `container` through the Engine API's exec (as the container's user unless `user`).
-async fn exec(docker: &Docker, container: &str, argv: &[&str], user: Option<&str>) -> Result<(i64, String)> {
-    let options =
-        CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), user, ..Default::default() };
-    let created = docker.create_exec(container, options).await?;
-    let mut text = String::new();
-    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
-        while let Some(chunk) = output.next().await {
-            text.push_str(&chunk?.to_string());
-        }
-    }
-    let code = docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(-1);
-    Ok((code, text))
-}
-
-/// `cargo xtask ARGS` at the repository root with `env` (and the stack's settings file where it applies).
-fn xtask(args: &[&str], env: &[(&str, &str)]) -> Result<(bool, String)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut command = Command::new(cargo);
-    command.current_dir(jhub_docker::repo_root()).args(["xtask"]).args(args).stdin(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command.output().context("cannot run cargo xtask")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    progress!("cargo xtask {}: {}\n{}", args.join(" "), output.status, text.trim_end());
-    Ok((output.status.success(), text))
-}
-
 fn folder_size(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -206,10 +87,10 @@ fn env_file(artifacts: &Artifacts) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c01_backup_down_volumes_restore() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c01-backup-restore").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c01-backup-restore").await?;
     let stack = Stack::start(&setup, &settings(&[("OPEN_SIGNUP", "false")]), &artifacts.dir).await?;
     let result = backup_restore(&setup, &stack, &artifacts).await;
-    finish("c01-backup-restore", &setup, &stack, &artifacts, result).await
+    cases::finish("c01-backup-restore", &setup, &stack, &artifacts, &[], result).await
 }
 
 async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> Result<()> {
@@ -217,29 +98,29 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
     admin_session.must_log_in(ADMIN_PASSWORD).await?;
     // alice is approved before the backup, bob is not: both states must come back. carol-2's volume name is
     // escaped by DockerSpawner (`carol-2d2`), while her volume's user label is her name as it is.
-    let alice_password = fresh_password();
+    let alice_password = cases::fresh_password("Res");
     let alice = Session::new(stack, "alice")?;
     let alert = alice.sign_up(&alice_password).await?;
     ensure!(alert == "alert-info", "with OPEN_SIGNUP=false, signup should say the request went to the admin; it showed {alert}");
     ensure!(alice.log_in(&alice_password).await?.is_some(), "alice logged in before the admin approved her");
     admin_session.authorize("alice").await?;
     alice.must_log_in(&alice_password).await?;
-    let bob_password = fresh_password();
+    let bob_password = cases::fresh_password("Res");
     let bob = Session::new(stack, "bob")?;
     bob.sign_up(&bob_password).await?;
-    let carol_password = fresh_password();
+    let carol_password = cases::fresh_password("Res");
     let carol = Session::new(stack, "carol-2")?;
     carol.sign_up(&carol_password).await?;
     admin_session.authorize("carol-2").await?;
     carol.must_log_in(&carol_password).await?;
     let alice_api = alice.api_token().await?;
     alice_api.spawn("alice", IMAGE).await?;
-    let file = random_bytes(3 << 20);
+    let file = cases::random_bytes(3 << 20);
     alice_api.put_file("alice", "resilience.bin", &file).await?;
     ensure!(alice_api.get_file("alice", "resilience.bin").await? == file, "the file read back differs before the backup");
     let carol_api = carol.api_token().await?;
     carol_api.spawn("carol-2", IMAGE).await?;
-    let carol_file = random_bytes(64 << 10);
+    let carol_file = cases::random_bytes(64 << 10);
     carol_api.put_file("carol-2", "notes.bin", &carol_file).await?;
     carol_api.stop("carol-2").await?;
 
@@ -260,14 +141,14 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
         let backup = artifacts.dir.join(format!("backup-{round}"));
         let backup_arg = backup.to_str().expect("UTF-8");
         let started = Instant::now();
-        let (ok, text) = xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+        let (ok, text) = cases::xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
         ensure!(ok, "round {round}: cargo xtask backup failed:\n{text}");
         progress!("round {round}: backup: {} bytes in {:.1} s", folder_size(&backup), started.elapsed().as_secs_f64());
         ensure!(text.contains("2 user volume"), "round {round}: the backup should hold two user volumes:\n{text}");
 
         if round == 1 {
             // A backup never overwrites: the same folder again is refused.
-            let (ok, text) = xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+            let (ok, text) = cases::xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
             ensure!(
                 !ok && text.contains("error:") && text.contains("hint:"),
                 "a second backup into the same folder should be refused:\n{text}"
@@ -275,7 +156,7 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
         }
 
         // `down --volumes` as an admin runs it: it deletes the volumes labelled for this stack only.
-        let (ok, text) = xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
+        let (ok, text) = cases::xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
         ensure!(ok, "round {round}: cargo xtask down --volumes failed:\n{text}");
         let left = user_volume_names(&setup.docker, &stack.volume_prefix).await?;
         ensure!(left.is_empty(), "round {round}: `down --volumes` kept the stack's user volumes {left:?}:\n{text}");
@@ -289,24 +170,24 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
             let middle = bytes.len() / 2;
             bytes[middle] ^= 0xff;
             std::fs::write(&tar, bytes)?;
-            let (ok, text) = xtask(&["restore", damaged.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
+            let (ok, text) = cases::xtask(&["restore", damaged.to_str().expect("UTF-8"), "--env-file", env_arg], &[])?;
             ensure!(!ok && text.contains("damaged"), "a damaged backup should be refused:\n{text}");
             ensure!(user_volume_names(&setup.docker, &stack.volume_prefix).await?.is_empty(), "a refused restore wrote a user volume");
         }
 
         // Into the emptied stack, without --force: the round trip needs nothing more.
         let started = Instant::now();
-        let (ok, text) = xtask(&["restore", backup_arg, "--env-file", env_arg], &[])?;
+        let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", env_arg], &[])?;
         ensure!(ok, "round {round}: cargo xtask restore failed:\n{text}");
         progress!("round {round}: restore: {:.1} s", started.elapsed().as_secs_f64());
         if round == 1 {
             // Restoring again over the restored data is refused without --force, and allowed with it.
-            let (ok, text) = xtask(&["restore", backup_arg, "--env-file", env_arg], &[])?;
+            let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", env_arg], &[])?;
             ensure!(
                 !ok && text.contains("would overwrite") && text.contains("--force"),
                 "a restore over existing data should be refused:\n{text}"
             );
-            let (ok, text) = xtask(&["restore", backup_arg, "--env-file", env_arg, "--force"], &[])?;
+            let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", env_arg, "--force"], &[])?;
             ensure!(ok, "restore --force failed:\n{text}");
         }
         // Every restored volume carries exactly the labels the platform gave it.
@@ -362,11 +243,11 @@ async fn volume_labels(setup: &Setup, stack: &Stack) -> Result<HashMap<String, H
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c02_login_lockout() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c02-login-lockout").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c02-login-lockout").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = async {
-        let (carol, _, carol_password) = new_user(&stack, "carol").await?;
-        let (dave, _, dave_password) = new_user(&stack, "dave").await?;
+        let (carol, _, carol_password) = cases::new_user(&stack, "carol").await?;
+        let (dave, _, dave_password) = cases::new_user(&stack, "dave").await?;
         for attempt in 1..=5 {
             let refused = carol.log_in("wrong-password-123").await?;
             ensure!(refused.is_some(), "wrong password {attempt} was accepted");
@@ -378,12 +259,12 @@ async fn c02_login_lockout() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c02-login-lockout", &setup, &stack, &artifacts, result).await
+    cases::finish("c02-login-lockout", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c03_dummy_authentication() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c03-dummy-auth").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c03-dummy-auth").await?;
     let shared = "Shared-demo-pw-42";
     let stack = Stack::start(&setup, &[("AUTH_STRATEGY", "dummy"), ("DUMMY_PASSWORD", shared)], &artifacts.dir).await?;
     let result = async {
@@ -404,16 +285,16 @@ async fn c03_dummy_authentication() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c03-dummy-auth", &setup, &stack, &artifacts, result).await
+    cases::finish("c03-dummy-auth", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c04_idle_culler() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c04-idle-culler").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c04-idle-culler").await?;
     let stack = Stack::start(&setup, &settings(&[("IDLE_CULL_TIMEOUT", "60")]), &artifacts.dir).await?;
     let result = async {
-        let (_, erin, _) = new_user(&stack, "erin").await?;
-        let (_, frank, _) = new_user(&stack, "frank").await?;
+        let (_, erin, _) = cases::new_user(&stack, "erin").await?;
+        let (_, frank, _) = cases::new_user(&stack, "frank").await?;
         erin.spawn("erin", IMAGE).await?;
         let erin_ready = Instant::now();
         frank.spawn("frank", IMAGE).await?;
@@ -455,7 +336,7 @@ async fn c04_idle_culler() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c04-idle-culler", &setup, &stack, &artifacts, result).await
+    cases::finish("c04-idle-culler", &setup, &stack, &artifacts, &[], result).await
 }
 
 /// Probes, from inside a user's container, what it can reach. Prints one JSON object.
@@ -503,11 +384,11 @@ print(json.dumps({
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c05_user_container_isolation() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c05-isolation").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c05-isolation").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = async {
-        let (_, gina, _) = new_user(&stack, "gina").await?;
-        let (_, hank, _) = new_user(&stack, "hank").await?;
+        let (_, gina, _) = cases::new_user(&stack, "gina").await?;
+        let (_, hank, _) = cases::new_user(&stack, "hank").await?;
         gina.spawn("gina", IMAGE).await?;
         hank.spawn("hank", IMAGE).await?;
         let gina_container = docker::running_user_container(&setup.docker, &stack.project, "gina").await?;
@@ -519,7 +400,7 @@ async fn c05_user_container_isolation() -> Result<()> {
             .and_then(|network| network.ip_address)
             .ok_or_else(|| anyhow!("hank's container has no address on {}", stack.network))?;
         let id = gina_container.id.unwrap_or_default();
-        let (code, output) = exec(&setup.docker, &id, &["python3", "-c", REACH_PROBE, "hank", &hank_ip], None).await?;
+        let (code, output) = docker::exec(&setup.docker, &id, &["python3", "-c", REACH_PROBE, "hank", &hank_ip], None).await?;
         ensure!(code == 0, "the probe failed in gina's container: {output}");
         let seen: Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
         progress!("from gina's container: {seen}");
@@ -548,24 +429,24 @@ async fn c05_user_container_isolation() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c05-isolation", &setup, &stack, &artifacts, result).await
+    cases::finish("c05-isolation", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c06_trust_xheaders() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c06-xheaders").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c06-xheaders").await?;
     let stack = Stack::start(&setup, &settings(&[("TRUST_XHEADERS", "true")]), &artifacts.dir).await?;
     let result = async {
-        let (ivan_session, ivan, _) = new_user(&stack, "ivan").await?;
+        let (ivan_session, ivan, _) = cases::new_user(&stack, "ivan").await?;
         ivan.spawn("ivan", IMAGE).await?;
-        let through_proxy = format!("proxied{}", random_hex());
-        let direct = format!("direct{}", random_hex());
+        let through_proxy = format!("proxied{}", cases::random_hex());
+        let direct = format!("direct{}", cases::random_hex());
         ivan_session.get_with_header(&format!("/hub/login?probe={through_proxy}"), ("X-Forwarded-For", "198.51.100.23")).await?;
         let container = docker::running_user_container(&setup.docker, &stack.project, "ivan").await?;
         let script = format!(
             "import urllib.request\nr = urllib.request.Request('http://hub:8081/hub/login?probe={direct}', headers={{'X-Forwarded-For': '203.0.113.99'}})\nprint(urllib.request.urlopen(r, timeout=5).status)"
         );
-        let (code, output) = exec(&setup.docker, container.id.as_deref().unwrap_or_default(), &["python3", "-c", &script], None).await?;
+        let (code, output) = docker::exec(&setup.docker, container.id.as_deref().unwrap_or_default(), &["python3", "-c", &script], None).await?;
         ensure!(code == 0, "the direct request from ivan's container failed: {output}");
         let ivan_ip = container
             .network_settings
@@ -609,15 +490,15 @@ async fn c06_trust_xheaders() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c06-xheaders", &setup, &stack, &artifacts, result).await
+    cases::finish("c06-xheaders", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c07_hub_killed_mid_spawn() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c07-kill-mid-spawn").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c07-kill-mid-spawn").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = async {
-        let (_, jack, _) = new_user(&stack, "jack").await?;
+        let (_, jack, _) = cases::new_user(&stack, "jack").await?;
         // The spawn request blocks while the hub starts the container (up to its 10 s slow-spawn limit):
         // it runs aside, and the hub is killed once the container exists but the spawn has not finished.
         let request = {
@@ -666,17 +547,17 @@ async fn c07_hub_killed_mid_spawn() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c07-kill-mid-spawn", &setup, &stack, &artifacts, result).await
+    cases::finish("c07-kill-mid-spawn", &setup, &stack, &artifacts, &[], result).await
 }
 
 const INTEGRITY_CHECK: &str = "import sqlite3; c = sqlite3.connect('/srv/jupyterhub/data/jupyterhub.sqlite'); print(c.execute('PRAGMA integrity_check').fetchone()[0])";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c08_concurrent_signups_hub_killed() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c08-signups-kill").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c08-signups-kill").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = async {
-        let passwords: Vec<(String, String)> = (0..20).map(|index| (format!("signup{index:02}"), fresh_password())).collect();
+        let passwords: Vec<(String, String)> = (0..20).map(|index| (format!("signup{index:02}"), cases::fresh_password("Res"))).collect();
         let mut tasks = Vec::new();
         for (user, password) in passwords.clone() {
             let session = Session::new(&stack, &user)?;
@@ -697,7 +578,8 @@ async fn c08_concurrent_signups_hub_killed() -> Result<()> {
         }
         progress!("signups: {} got a success page, {} did not ({})", succeeded.len(), failed.len(), failed.join("; "));
         let hub = hub_container(&setup, &stack).await?;
-        let (code, verdict) = exec(&setup.docker, hub.id.as_deref().unwrap_or_default(), &["python3", "-c", INTEGRITY_CHECK], None).await?;
+        let (code, verdict) =
+            docker::exec(&setup.docker, hub.id.as_deref().unwrap_or_default(), &["python3", "-c", INTEGRITY_CHECK], None).await?;
         ensure!(code == 0 && verdict.trim() == "ok", "PRAGMA integrity_check after the crash: {verdict}");
         for (user, password) in &succeeded {
             Session::new(&stack, user)?
@@ -709,16 +591,16 @@ async fn c08_concurrent_signups_hub_killed() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c08-signups-kill", &setup, &stack, &artifacts, result).await
+    cases::finish("c08-signups-kill", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c09_kernel_out_of_memory() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c09-oom").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c09-oom").await?;
     let stack = Stack::start(&setup, &settings(&[("JHUB_MEM_LIMIT", "512M")]), &artifacts.dir).await?;
     let result = async {
-        let (_, kate, _) = new_user(&stack, "kate").await?;
-        let (_, leo, _) = new_user(&stack, "leo").await?;
+        let (_, kate, _) = cases::new_user(&stack, "kate").await?;
+        let (_, leo, _) = cases::new_user(&stack, "leo").await?;
         kate.spawn("kate", IMAGE).await?;
         leo.spawn("leo", IMAGE).await?;
         let since = SystemTime::now();
@@ -747,17 +629,17 @@ async fn c09_kernel_out_of_memory() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c09-oom", &setup, &stack, &artifacts, result).await
+    cases::finish("c09-oom", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_fork_bomb() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c10-fork-bomb").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c10-fork-bomb").await?;
     let limit = 128;
     let stack = Stack::start(&setup, &settings(&[("JHUB_PIDS_LIMIT", "128")]), &artifacts.dir).await?;
     let result = async {
-        let (_, mia, _) = new_user(&stack, "mia").await?;
-        let (_, ned, _) = new_user(&stack, "ned").await?;
+        let (_, mia, _) = cases::new_user(&stack, "mia").await?;
+        let (_, ned, _) = cases::new_user(&stack, "ned").await?;
         mia.spawn("mia", IMAGE).await?;
         ned.spawn("ned", IMAGE).await?;
         let mut kernel = mia.kernel("mia").await?;
@@ -793,7 +675,7 @@ async fn c10_fork_bomb() -> Result<()> {
         Ok(())
     }
     .await;
-    finish("c10-fork-bomb", &setup, &stack, &artifacts, result).await
+    cases::finish("c10-fork-bomb", &setup, &stack, &artifacts, &[], result).await
 }
 
 /// The compose variables of a test stack, for `cargo xtask up`/`down` run against it.
@@ -811,11 +693,11 @@ fn stack_env(stack: &Stack, extra: &[(&'static str, String)]) -> Vec<(&'static s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c11_upgrade_under_a_running_user() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c11-upgrade").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c11-upgrade").await?;
     let stack = Stack::start(&setup, &settings(&[("OPEN_SIGNUP", "false")]), &artifacts.dir).await?;
     let copy = artifacts.dir.join("checkout");
     let result = upgrade(&setup, &stack, &copy).await;
-    let outcome = finish("c11-upgrade", &setup, &stack, &artifacts, result).await;
+    let outcome = cases::finish("c11-upgrade", &setup, &stack, &artifacts, &[], result).await;
     // The copy's rebuilt image is the test's own: the checkout's tags go back to the locked image.
     let minimal = &setup.lock.image[IMAGE];
     for tag in &minimal.tags {
@@ -829,23 +711,23 @@ async fn c11_upgrade_under_a_running_user() -> Result<()> {
 async fn upgrade(setup: &Setup, stack: &Stack, copy: &Path) -> Result<()> {
     let admin = Session::new(stack, "admin")?;
     admin.must_log_in(ADMIN_PASSWORD).await?;
-    let password = fresh_password();
+    let password = cases::fresh_password("Res");
     let olga = Session::new(stack, "olga")?;
     olga.sign_up(&password).await?;
     admin.authorize("olga").await?;
     olga.must_log_in(&password).await?;
     let olga_api = olga.api_token().await?;
     olga_api.spawn("olga", IMAGE).await?;
-    let file = random_bytes(1 << 20);
+    let file = cases::random_bytes(1 << 20);
     olga_api.put_file("olga", "upgrade.bin", &file).await?;
     olga_api.stop("olga").await?;
 
     // 1. `xtask down` + `xtask up` without --volumes: everything kept.
     let env = stack_env(stack, &[("OPEN_SIGNUP", "false".to_string())]);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    let (ok, text) = xtask(&["down"], &env_refs)?;
+    let (ok, text) = cases::xtask(&["down"], &env_refs)?;
     ensure!(ok, "cargo xtask down failed:\n{text}");
-    let (ok, text) = xtask(&["up", "--no-build"], &env_refs)?;
+    let (ok, text) = cases::xtask(&["up", "--no-build"], &env_refs)?;
     ensure!(ok, "cargo xtask up failed:\n{text}");
     let olga = Session::new(stack, "olga")?;
     olga.must_log_in(&password).await.context("olga after down + up")?;
@@ -869,20 +751,20 @@ async fn upgrade(setup: &Setup, stack: &Stack, copy: &Path) -> Result<()> {
     let _ = std::fs::remove_file(copy.join("stack/.env"));
     let dockerfile = copy.join("images").join(IMAGE).join("Dockerfile");
     let mut text = std::fs::read_to_string(&dockerfile)?;
-    text.push_str(&format!("\nLABEL io.jhub-docker.resilience-upgrade=\"{}\"\n", random_hex()));
+    text.push_str(&format!("\nLABEL io.jhub-docker.resilience-upgrade=\"{}\"\n", cases::random_hex()));
     std::fs::write(&dockerfile, text)?;
     let mut copy_env = env.clone();
     copy_env.push(("JHUB_REPO_ROOT", copy.to_string_lossy().into_owned()));
     let copy_refs: Vec<(&str, &str)> = copy_env.iter().map(|(key, value)| (*key, value.as_str())).collect();
     let started = Instant::now();
-    let (ok, text) = xtask(&["build-images", IMAGE], &copy_refs)?;
+    let (ok, text) = cases::xtask(&["build-images", IMAGE], &copy_refs)?;
     ensure!(ok, "rebuilding the changed image failed:\n{text}");
     progress!("rebuilt {IMAGE} in {:.0} s", started.elapsed().as_secs_f64());
     let new_lock = jhub_docker::lock::Lock::load(&copy.join("images.lock"))?;
     let new_tag = new_lock.image[IMAGE].keyed_tag().context("the new lock has no keyed tag")?.to_string();
     let new_image = setup.docker.inspect_image(&new_tag).await?.id.unwrap_or_default();
     ensure!(new_image != old_image, "the changed image got the old id {old_image}");
-    let (ok, text) = xtask(&["up", "--no-build"], &copy_refs)?;
+    let (ok, text) = cases::xtask(&["up", "--no-build"], &copy_refs)?;
     ensure!(ok, "cargo xtask up with the new lock failed:\n{text}");
 
     let still = docker::running_user_container(&setup.docker, &stack.project, "olga").await?;
@@ -920,10 +802,10 @@ const DOCKERD_PID_FILE: &str = "/var/run/docker.pid";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c12_adopt_unlabelled_volumes() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c12-adopt-volumes").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c12-adopt-volumes").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = adopt_volumes(&setup, &stack, &artifacts).await;
-    finish("c12-adopt-volumes", &setup, &stack, &artifacts, result).await
+    cases::finish("c12-adopt-volumes", &setup, &stack, &artifacts, &[], result).await
 }
 
 /// Volumes made without labels (as restores made them before they labelled) are adopted: those of users
@@ -936,27 +818,27 @@ async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> R
         setup.docker.create_volume(unlabelled(volume)).await?;
     }
     // dave's server mounts the unlabelled volume that is there already (Docker returns it as it is).
-    let (_, dave_api, dave_password) = new_user(stack, "dave").await?;
+    let (_, dave_api, dave_password) = cases::new_user(stack, "dave").await?;
     dave_api.spawn("dave", IMAGE).await?;
-    let file = random_bytes(1 << 20);
+    let file = cases::random_bytes(1 << 20);
     dave_api.put_file("dave", "kept.bin", &file).await?;
     let labels_of = |volume: String| async move { Ok::<_, anyhow::Error>(setup.docker.inspect_volume(&volume).await?.labels) };
     ensure!(labels_of(dave_volume.clone()).await?.is_empty(), "{dave_volume} should start unlabelled");
 
     let env = env_file(artifacts);
     let env_arg = env.to_str().expect("a UTF-8 path");
-    let (ok, text) = xtask(&["adopt-volumes", "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["adopt-volumes", "--env-file", env_arg], &[])?;
     ensure!(!ok && text.contains("is running") && text.contains("hint:"), "adopting while the stack runs should be refused:\n{text}");
-    let (ok, text) = xtask(&["down", "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["down", "--env-file", env_arg], &[])?;
     ensure!(ok, "cargo xtask down failed:\n{text}");
 
     // A dry run names what it would do and changes nothing.
-    let (ok, text) = xtask(&["adopt-volumes", "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["adopt-volumes", "--env-file", env_arg], &[])?;
     ensure!(ok && text.contains("would adopt 1 volume") && text.contains(&dave_volume), "the dry run should name {dave_volume}:\n{text}");
     ensure!(text.contains(&stranger_volume), "the dry run should list {stranger_volume} as left alone:\n{text}");
     ensure!(labels_of(dave_volume.clone()).await?.is_empty(), "the dry run changed {dave_volume}");
 
-    let (ok, text) = xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
     ensure!(ok && text.contains("adopted 1 volume"), "adopt-volumes --yes failed:\n{text}");
     // The account's creation time comes from the hub's database; the spawn below refuses (409) a volume whose
     // label names another account, so it proves the value.
@@ -969,7 +851,7 @@ async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> R
     let copies: Vec<String> = volumes.into_iter().map(|volume| volume.name).filter(|name| name.ends_with(".adopting")).collect();
     ensure!(copies.is_empty(), "adopt-volumes left its temporary copies: {copies:?}");
     // Nothing left to adopt: a second run says so.
-    let (ok, text) = xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
     ensure!(ok && text.contains("nothing to adopt"), "a second adopt-volumes should find nothing:\n{text}");
 
     stack.compose(&["up", "-d", "--no-build"])?;
@@ -986,10 +868,10 @@ async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c13_restore_odd_homes_all_or_nothing() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("c13-restore-odd-homes").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "c13-restore-odd-homes").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = restore_odd_homes(&setup, &stack, &artifacts).await;
-    finish("c13-restore-odd-homes", &setup, &stack, &artifacts, result).await
+    cases::finish("c13-restore-odd-homes", &setup, &stack, &artifacts, &[], result).await
 }
 
 /// What a home may hold that a restore must carry through: a folder named like the restore's own staging
@@ -1020,15 +902,15 @@ print("odd home written")
 "#;
 
 async fn restore_odd_homes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> Result<()> {
-    let (_, eve_api, eve_password) = new_user(stack, "eve").await?;
+    let (_, eve_api, eve_password) = cases::new_user(stack, "eve").await?;
     eve_api.spawn("eve", IMAGE).await?;
     let eve_container = docker::running_user_container(&setup.docker, &stack.project, "eve").await?.id.unwrap_or_default();
-    let (code, output) = exec(&setup.docker, &eve_container, &["python3", "-c", ODD_HOME_SCRIPT], None).await?;
+    let (code, output) = docker::exec(&setup.docker, &eve_container, &["python3", "-c", ODD_HOME_SCRIPT], None).await?;
     ensure!(code == 0 && output.contains("odd home written"), "writing eve's odd home failed ({code}): {output}");
     eve_api.stop("eve").await?;
-    let (_, frank_api, _) = new_user(stack, "frank").await?;
+    let (_, frank_api, _) = cases::new_user(stack, "frank").await?;
     frank_api.spawn("frank", IMAGE).await?;
-    frank_api.put_file("frank", "frank.bin", &random_bytes(256 << 10)).await?;
+    frank_api.put_file("frank", "frank.bin", &cases::random_bytes(256 << 10)).await?;
     frank_api.stop("frank").await?;
     let eve_volume = contract::user_volume_name(&stack.volume_prefix, "eve");
     let before = volume_tree_sum(setup, &eve_volume).await?;
@@ -1037,9 +919,9 @@ async fn restore_odd_homes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) 
     let env_arg = env.to_str().expect("a UTF-8 path");
     let backup = artifacts.dir.join("backup");
     let backup_arg = backup.to_str().expect("UTF-8");
-    let (ok, text) = xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
     ensure!(ok && text.contains("2 user volume"), "cargo xtask backup failed:\n{text}");
-    let (ok, text) = xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
+    let (ok, text) = cases::xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
     ensure!(ok, "cargo xtask down --volumes failed:\n{text}");
     let data_volume = contract::data_volume_name(&stack.project);
     let nothing_restored = || async {
@@ -1055,7 +937,7 @@ async fn restore_odd_homes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) 
         &other_env,
         std::fs::read_to_string(&env)?.replace(&format!("JHUB_STACK_NAME={}", stack.project), "JHUB_STACK_NAME=another"),
     )?;
-    let (ok, text) = xtask(&["restore", backup_arg, "--env-file", other_env.to_str().expect("UTF-8")], &[])?;
+    let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", other_env.to_str().expect("UTF-8")], &[])?;
     ensure!(
         !ok && text.contains("the backup is of stack") && text.contains("hint:"),
         "settings of another stack should be refused:\n{text}"
@@ -1081,13 +963,13 @@ async fn restore_odd_homes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) 
     let fresh_env = artifacts.dir.join("fresh-checkout").join("stack.env");
     std::fs::create_dir_all(fresh_env.parent().expect("a folder"))?;
     let fresh_arg = fresh_env.to_str().expect("UTF-8");
-    let (ok, text) = xtask(&["restore", cut.to_str().expect("UTF-8"), "--env-file", fresh_arg], &[])?;
+    let (ok, text) = cases::xtask(&["restore", cut.to_str().expect("UTF-8"), "--env-file", fresh_arg], &[])?;
     ensure!(!ok && text.contains("nothing was restored"), "a restore whose second tar is cut should fail whole:\n{text}");
     nothing_restored().await?;
     ensure!(!fresh_env.exists(), "a failed restore wrote the settings {}", fresh_env.display());
 
     // Into a checkout without settings (a new machine): the backup's stack, prefix and settings.
-    let (ok, text) = xtask(&["restore", backup_arg, "--env-file", fresh_arg], &[])?;
+    let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", fresh_arg], &[])?;
     ensure!(ok, "cargo xtask restore into a fresh checkout failed:\n{text}");
     ensure!(std::fs::read(&fresh_env)? == std::fs::read(&env)?, "the restored settings differ from the backup's");
     let after = volume_tree_sum(setup, &eve_volume).await?;
@@ -1102,7 +984,7 @@ async fn restore_odd_homes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) 
     eve_api.spawn("eve", IMAGE).await?;
     // Jupyter's files handler hides dot folders: eve reads it in her server, as she would in a terminal.
     let eve_container = docker::running_user_container(&setup.docker, &stack.project, "eve").await?.id.unwrap_or_default();
-    let (code, inside) = exec(&setup.docker, &eve_container, &["sh", "-c", "cat \"$HOME/.jhub-staging/inside.txt\""], None).await?;
+    let (code, inside) = docker::exec(&setup.docker, &eve_container, &["sh", "-c", "cat \"$HOME/.jhub-staging/inside.txt\""], None).await?;
     ensure!(code == 0 && inside == "mine", "eve's .jhub-staging/inside.txt reads {inside:?} ({code}) after the restore");
     Ok(())
 }
@@ -1155,18 +1037,18 @@ async fn z_docker_daemon_restart() -> Result<()> {
              JHUB_TEST_RESTART_ENGINE=1 (.ci/run sets it)\nhint: JHUB_TEST_RESTART_ENGINE=1 flock /tmp/jhub-heavy.lock cargo test --test resilience -- --test-threads=1"
         );
     }
-    let (_guard, setup, artifacts) = prepare("z-engine-restart").await?;
+    let (_guard, setup, artifacts) = cases::prepare("resilience", "z-engine-restart").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = engine_restart(&stack).await;
-    finish("z-engine-restart", &setup, &stack, &artifacts, result).await
+    cases::finish("z-engine-restart", &setup, &stack, &artifacts, &[], result).await
 }
 
 async fn engine_restart(stack: &Stack) -> Result<()> {
     let mut users = Vec::new();
     for name in ["pia", "quinn"] {
-        let (_, api, password) = new_user(stack, name).await?;
+        let (_, api, password) = cases::new_user(stack, name).await?;
         api.spawn(name, IMAGE).await?;
-        let file = random_bytes(256 << 10);
+        let file = cases::random_bytes(256 << 10);
         api.put_file(name, "engine.bin", &file).await?;
         users.push((name, password, file));
     }

@@ -6,133 +6,32 @@
 //! Run with `cargo test --test security -- --test-threads=1` after `cargo xtask build-images`: one stack
 //! at a time. Artifacts of a failed case land in `target/acceptance-artifacts/security-<case>/`.
 
-/// Progress and timings on stderr, past libtest's capture (as in the acceptance test).
-macro_rules! progress {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-#[allow(dead_code)]
-#[path = "acceptance/artifacts.rs"]
-mod artifacts;
-#[allow(dead_code)]
-#[path = "acceptance/browser.rs"]
-mod browser;
-/// The xtask's certificate code, which the harness's front-door module uses.
-#[path = "../xtask/src/tls/certs.rs"]
-#[allow(dead_code)]
-mod certs;
-#[allow(dead_code)]
-#[path = "resilience/client.rs"]
-mod client;
-#[allow(dead_code)]
-#[path = "acceptance/docker.rs"]
-mod docker;
-#[allow(dead_code)]
-#[path = "acceptance/hub.rs"]
-mod hub;
-#[allow(dead_code)]
-#[path = "acceptance/preflight.rs"]
-mod preflight;
-#[allow(dead_code)]
-#[path = "acceptance/stack.rs"]
-mod stack;
-#[path = "acceptance/tls.rs"]
-#[allow(dead_code)]
-mod tls;
-#[path = "acceptance/wait.rs"]
-#[allow(dead_code)]
-mod wait;
+// The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
+use jhub_harness::{browser, cases, client, docker, hub, preflight, progress, stack, tls, wait};
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::ListVolumesOptionsBuilder;
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::artifacts::Artifacts;
 use crate::browser::{Browser, Chromedriver};
-use crate::client::{Api, Session};
+use crate::client::Session;
 use crate::preflight::Setup;
 use crate::stack::Stack;
 use crate::tls::Front;
-
-/// One stack at a time: two cores, shared with other work.
-static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ADMIN_PASSWORD: &str = "Security-admin-pw-1";
 /// The single-user image the cases spawn: the smallest of the catalog's contract names.
 const IMAGE: &str = "minimal";
 
-fn random_hex() -> String {
-    format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
-}
-
-fn fresh_password() -> String {
-    format!("Sec-{}-pw", random_hex())
-}
-
-/// The preflight, an artifacts folder for `case` and the serialisation guard.
-async fn prepare(case: &str) -> Result<(tokio::sync::MutexGuard<'static, ()>, Setup, Artifacts)> {
-    let guard = ONE_STACK_AT_A_TIME.lock().await;
-    let setup = preflight::check().await?;
-    let artifacts = Artifacts::for_test(&setup.root, &format!("security-{case}"))?;
-    progress!("case {case}: started");
-    Ok((guard, setup, artifacts))
-}
-
-/// Saves the stack's container logs (and the browsers' pages) when a case failed.
-async fn finish(case: &str, setup: &Setup, stack: &Stack, artifacts: &Artifacts, browsers: &[Browser], result: Result<()>) -> Result<()> {
-    match result {
-        Ok(()) => {
-            progress!("case {case}: passed");
-            Ok(())
-        }
-        Err(err) => {
-            artifacts.capture(case, browsers, &setup.docker, &stack.project).await;
-            Err(anyhow!("case `{case}` failed on stack {}: {err:#}\nartifacts: {}", stack.project, artifacts.dir.display()))
-        }
-    }
-}
-
 fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
     all.extend_from_slice(extra);
     all
-}
-
-/// Signs `user` up (open signup), logs in and returns the session, its API and the password.
-async fn new_user(stack: &Stack, user: &str) -> Result<(Session, Api, String)> {
-    let password = fresh_password();
-    let session = Session::new(stack, user)?;
-    let alert = session.sign_up(&password).await?;
-    ensure!(alert == "alert-success", "signup of {user} showed {alert}, expected alert-success");
-    session.must_log_in(&password).await?;
-    let api = session.api_token().await?;
-    Ok((session, api, password))
-}
-
-/// Runs `argv` in `container` through the Engine API's exec; returns the exit code and the output.
-async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> Result<(i64, String)> {
-    let options =
-        CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
-    let created = docker.create_exec(container, options).await?;
-    let mut text = String::new();
-    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
-        while let Some(chunk) = output.next().await {
-            text.push_str(&chunk?.to_string());
-        }
-    }
-    let code = docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(-1);
-    Ok((code, text))
 }
 
 /// The id of the compose service `service`'s container.
@@ -142,21 +41,13 @@ async fn service_id(setup: &Setup, stack: &Stack, service: &str) -> Result<Strin
 
 /// `cargo xtask ARGS` at the repository root, pointed at the test stack by its variables.
 fn xtask(stack: &Stack, args: &[&str]) -> Result<(bool, String)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let output = Command::new(cargo)
-        .current_dir(jhub_docker::repo_root())
-        .args(["xtask"])
-        .args(args)
-        .env("JHUB_STACK_NAME", &stack.project)
-        .env("JHUB_NETWORK", &stack.network)
-        .env("JHUB_USER_VOLUME_PREFIX", &stack.volume_prefix)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run cargo xtask")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    progress!("cargo xtask {}: {}\n{}", args.join(" "), output.status, text.trim_end());
-    Ok((output.status.success(), text))
+    let env = [
+        ("JHUB_STACK_NAME", stack.project.as_str()),
+        ("JHUB_NETWORK", stack.network.as_str()),
+        ("JHUB_USER_VOLUME_PREFIX", stack.volume_prefix.as_str()),
+        ("NO_COLOR", "1"),
+    ];
+    cases::xtask(args, &env)
 }
 
 /// The hub's log lines (JupyterHub's request log) that contain `marker`, waiting for at least one.
@@ -240,17 +131,17 @@ async fn open_attack(browser: &Browser, stack: &Stack, url: &str) -> Result<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s01_no_state_change_by_link() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("s01-link").await?;
+    let (_guard, setup, artifacts) = cases::prepare("security", "s01-link").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
     let admin = driver.session("admin").await?;
     let result = no_state_change_by_link(&stack, &admin).await;
-    finish("s01-link", &setup, &stack, &artifacts, std::slice::from_ref(&admin), result).await
+    cases::finish("s01-link", &setup, &stack, &artifacts, std::slice::from_ref(&admin), result).await
 }
 
 async fn no_state_change_by_link(stack: &Stack, admin: &Browser) -> Result<()> {
     // bob signs up (open signup: approved at once) and can log in.
-    let (_, _, bob_password) = new_user(stack, "bob").await?;
+    let (_, _, bob_password) = cases::new_user(stack, "bob").await?;
     ensure!(can_log_in(stack, "bob", &bob_password).await?, "bob cannot log in before any attack");
     hub::log_in(admin, stack, "admin", ADMIN_PASSWORD).await?;
 
@@ -344,18 +235,18 @@ fn read_from_volume(setup: &Setup, volume: &str, path: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s02_deleted_user_is_archived() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("s02-namesake").await?;
+    let (_guard, setup, artifacts) = cases::prepare("security", "s02-namesake").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = deleted_user_is_archived(&setup, &stack).await;
-    finish("s02-namesake", &setup, &stack, &artifacts, &[], result).await
+    cases::finish("s02-namesake", &setup, &stack, &artifacts, &[], result).await
 }
 
 async fn deleted_user_is_archived(setup: &Setup, stack: &Stack) -> Result<()> {
     let admin = Session::new(stack, "admin")?;
     admin.must_log_in(ADMIN_PASSWORD).await?;
     let admin_api = admin.api_token().await?;
-    let secret = format!("bob's diary {}", random_hex());
-    let (_, bob, _) = new_user(stack, "bob").await?;
+    let secret = format!("bob's diary {}", cases::random_hex());
+    let (_, bob, _) = cases::new_user(stack, "bob").await?;
     bob.spawn("bob", IMAGE).await?;
     bob.put_file("bob", "diary.txt", secret.as_bytes()).await?;
 
@@ -365,7 +256,7 @@ async fn deleted_user_is_archived(setup: &Setup, stack: &Stack) -> Result<()> {
     progress!("admin deleted bob (REST, {status})");
 
     // Someone else signs up as bob and starts a server.
-    let (_, namesake, _) = new_user(stack, "bob").await?;
+    let (_, namesake, _) = cases::new_user(stack, "bob").await?;
     namesake.spawn("bob", IMAGE).await?;
     let (status, body) = namesake.get("/user/bob/files/diary.txt").await?;
     ensure!(
@@ -456,11 +347,12 @@ print(json.dumps(seen))
 /// the forged headers: the address it logged, and over plain HTTP the scheme (a Secure cookie).
 async fn forged_headers(setup: &Setup, stack: &Stack, password: &str, bases: &[&str]) -> Result<()> {
     let container = docker::running_user_container(&setup.docker, &stack.project, "ivy").await?;
-    let marker = format!("forged{}", random_hex());
-    let (code, output) = exec(
+    let marker = format!("forged{}", cases::random_hex());
+    let (code, output) = docker::exec(
         &setup.docker,
         container.id.as_deref().unwrap_or_default(),
         &["python3", "-c", FORGE_PROBE, &bases.join(" "), &marker, "ivy", password],
+        None,
     )
     .await?;
     ensure!(code == 0, "the probe failed in ivy's container: {output}");
@@ -507,20 +399,20 @@ async fn forged_headers(setup: &Setup, stack: &Stack, password: &str, bases: &[&
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s03_forged_headers_without_tls() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("s03-forged-headers").await?;
+    let (_guard, setup, artifacts) = cases::prepare("security", "s03-forged-headers").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = async {
-        let (_, ivy, password) = new_user(&stack, "ivy").await?;
+        let (_, ivy, password) = cases::new_user(&stack, "ivy").await?;
         ivy.spawn("ivy", IMAGE).await?;
         forged_headers(&setup, &stack, &password, &["http://proxy:8000"]).await
     }
     .await;
-    finish("s03-forged-headers", &setup, &stack, &artifacts, &[], result).await
+    cases::finish("s03-forged-headers", &setup, &stack, &artifacts, &[], result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s04_forged_headers_with_tls() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("s04-forged-headers-tls").await?;
+    let (_guard, setup, artifacts) = cases::prepare("security", "s04-forged-headers-tls").await?;
     let front = Front::make(&artifacts.dir)?;
     let chromium_args = front.chromium_args();
     let stack = Stack::start_with(&setup, &settings(&[]), &artifacts.dir, Some(front)).await?;
@@ -528,7 +420,7 @@ async fn s04_forged_headers_with_tls() -> Result<()> {
     let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?.with_args(chromium_args);
     let ivy = driver.session("ivy").await?;
     let result = async {
-        let password = fresh_password();
+        let password = cases::fresh_password("Sec");
         let signup = hub::sign_up(&ivy, &stack, "ivy", &password).await?;
         ensure!(signup.class == "alert-success", "signup of ivy over https showed {}: {}", signup.class, signup.message);
         hub::log_in(&ivy, &stack, "ivy", &password).await?;
@@ -539,7 +431,7 @@ async fn s04_forged_headers_with_tls() -> Result<()> {
         forged_headers(&setup, &stack, &password, &["http://proxy:8000", "https://nginx"]).await
     }
     .await;
-    finish("s04-forged-headers-tls", &setup, &stack, &artifacts, std::slice::from_ref(&ivy), result).await
+    cases::finish("s04-forged-headers-tls", &setup, &stack, &artifacts, std::slice::from_ref(&ivy), result).await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -576,22 +468,27 @@ print(json.dumps(results))
 
 /// Logs in as `user` from inside `container` `count` times; returns whether each attempt was let in.
 async fn logins_from_container(setup: &Setup, container: &str, user: &str, password: &str, count: u32) -> Result<Vec<bool>> {
-    let (code, output) =
-        exec(&setup.docker, container, &["python3", "-c", LOGIN_PROBE, "http://proxy:8000", user, password, &count.to_string()]).await?;
+    let (code, output) = docker::exec(
+        &setup.docker,
+        container,
+        &["python3", "-c", LOGIN_PROBE, "http://proxy:8000", user, password, &count.to_string()],
+        None,
+    )
+    .await?;
     ensure!(code == 0, "the login probe failed in the container: {output}");
     Ok(serde_json::from_str(output.trim().lines().last().unwrap_or_default())?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s05_stranger_cannot_lock_out_the_admin() -> Result<()> {
-    let (_guard, setup, artifacts) = prepare("s05-lockout").await?;
+    let (_guard, setup, artifacts) = cases::prepare("security", "s05-lockout").await?;
     let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
     let result = lockout_per_address(&setup, &stack).await;
-    finish("s05-lockout", &setup, &stack, &artifacts, &[], result).await
+    cases::finish("s05-lockout", &setup, &stack, &artifacts, &[], result).await
 }
 
 async fn lockout_per_address(setup: &Setup, stack: &Stack) -> Result<()> {
-    let (_, mallory, mallory_password) = new_user(stack, "mallory").await?;
+    let (_, mallory, mallory_password) = cases::new_user(stack, "mallory").await?;
     mallory.spawn("mallory", IMAGE).await?;
     let container = docker::running_user_container(&setup.docker, &stack.project, "mallory").await?;
     let id = container.id.clone().unwrap_or_default();

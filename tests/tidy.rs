@@ -17,7 +17,7 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
 fn sources() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
-    for dir in ["src", "tests", "xtask/src", "xtask/tests"] {
+    for dir in ["src", "tests", "crates", "xtask/src", "xtask/tests"] {
         rust_files(&root.join(dir), &mut found);
     }
     found

@@ -2,7 +2,7 @@
 //! certificate before anything starts, tests nginx's config with it in a throwaway container, and returns
 //! the compose overlay (stack/docker-compose.tls.yml) and variables that put nginx in front of the proxy.
 
-mod certs;
+use jhub_docker::certs;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -10,8 +10,8 @@ use std::process::Command;
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair, SanType};
 use time::{Duration, OffsetDateTime};
 
-use super::certs::{self, CaChange, Name, SelfSignedFiles, Subtree};
 use super::{Mode, compose_supports_reset, covers, mode};
+use jhub_docker::certs::{self, CaChange, Name, SelfSignedFiles, Subtree};
 
 /// A scratch folder removed at drop.
 struct Scratch(PathBuf);

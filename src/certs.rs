@@ -1,7 +1,7 @@
 //! Certificates of the TLS front door, without I/O beyond the files named: the names a server certificate
 //! must carry, a local CA name-constrained to them and the server certificates it signs (rcgen, ECDSA
-//! P-256), and the checks a certificate and key must pass before nginx gets them (x509-parser). Shared
-//! with the acceptance test.
+//! P-256), and the checks a certificate and key must pass before nginx gets them (x509-parser). `cargo
+//! xtask up` and the test harness's front door (crates/harness) both make their certificates here.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -29,7 +29,7 @@ const SERVER_DAYS: i64 = 365;
 pub const CA_DAYS: i64 = 1095;
 
 /// What went wrong, and the next step: the `error:` and `hint:` lines (the xtask's UserError).
-pub type CertError = jhub_docker::HintedError;
+pub type CertError = crate::HintedError;
 
 /// A name a server certificate is valid for (a subject alternative name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -177,8 +177,7 @@ pub struct CertInfo {
     /// Excluded subtrees are not read: `up` writes none.
     pub name_constraints: Option<BTreeSet<Subtree>>,
     /// sha256 of the DER SubjectPublicKeyInfo, base64: what Chromium's `--ignore-certificate-errors-spki-list`
-    /// and HPKP-style pins name. Read by the acceptance test, which shares this file.
-    #[allow(dead_code)]
+    /// and HPKP-style pins name. Read by the acceptance test's front door.
     pub spki_sha256: String,
 }
 

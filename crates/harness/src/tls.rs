@@ -12,8 +12,8 @@ use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::certs::{self, SelfSignedFiles};
 use crate::stack::Stack;
+use jhub_docker::certs::{self, SelfSignedFiles};
 
 /// The front door of one test stack: its ports, its CA and the pin of its server key.
 #[derive(Debug, Clone)]

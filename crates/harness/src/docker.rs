@@ -96,6 +96,27 @@ pub async fn restart(docker: &Docker, id: &str) -> Result<()> {
     docker.restart_container(id, Some(options)).await.with_context(|| format!("cannot restart container {id}"))
 }
 
+/// Runs `argv` in the running `container` through the Engine API's exec (as the container's user unless
+/// `user`); returns the exit code and the output.
+pub async fn exec(docker: &Docker, container: &str, argv: &[&str], user: Option<&str>) -> Result<(i64, String)> {
+    let options = bollard::exec::CreateExecOptions {
+        cmd: Some(argv.to_vec()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        user,
+        ..Default::default()
+    };
+    let created = docker.create_exec(container, options).await?;
+    let mut text = String::new();
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
+        while let Some(chunk) = output.next().await {
+            text.push_str(&chunk?.to_string());
+        }
+    }
+    let code = docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(-1);
+    Ok((code, text))
+}
+
 /// The whole log (stdout and stderr, timestamped) of container `id`.
 pub async fn logs(docker: &Docker, id: &str) -> String {
     let options = LogsOptionsBuilder::default().stdout(true).stderr(true).timestamps(true).tail("all").build();

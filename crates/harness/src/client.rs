@@ -222,9 +222,7 @@ impl Api {
         Ok(response.bytes().await?.to_vec())
     }
 
-    /// A DELETE (e.g. of a user through the admin API), returning the status. The security test uses it;
-    /// the resilience test, which includes this module too, does not.
-    #[allow(dead_code)]
+    /// A DELETE (e.g. of a user through the admin API), returning the status.
     pub async fn delete(&self, path: &str) -> Result<StatusCode> {
         Ok(self.request(reqwest::Method::DELETE, path).send().await?.status())
     }

@@ -57,15 +57,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts a stack with the contract's isolation variables plus `settings` (e.g. SPAWNER=profiles) and
-    /// waits until the hub is healthy. `artifacts` receives the stack's env file.
-    /// With `tls`, nginx stands in front (stack/docker-compose.tls.yml) and the proxy's port is closed.
     /// Starts a plain-HTTP stack (no front door): what every resilience case runs on.
-    #[allow(dead_code)]
     pub async fn start(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path) -> Result<Stack> {
         Stack::start_with(setup, settings, artifacts, None).await
     }
 
+    /// Starts a stack with the contract's isolation variables plus `settings` (e.g. SPAWNER=profiles) and
+    /// waits until the hub is healthy. `artifacts` receives the stack's env file. With `tls`, nginx stands in
+    /// front (stack/docker-compose.tls.yml) and the proxy's port is closed.
     pub async fn start_with(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path, tls: Option<Front>) -> Result<Stack> {
         let number = STACKS.fetch_add(1, Ordering::SeqCst);
         let project = format!("jhubtest{}{number}", std::process::id());
