@@ -14,6 +14,10 @@ pub const USER_LABEL: &str = "io.jhub-docker.user";
 pub const ACCOUNT_LABEL: &str = "io.jhub-docker.account-created";
 /// On user containers: the catalog image the server runs.
 pub const IMAGE_LABEL: &str = "io.jhub-docker.image";
+/// On an archive of a deleted user's files (the hub makes them; `xtask archives` lists and purges them):
+/// the user it was, and when (UTC).
+pub const ARCHIVED_USER_LABEL: &str = "io.jhub-docker.archived-user";
+pub const ARCHIVED_AT_LABEL: &str = "io.jhub-docker.archived-at";
 /// On throwaway containers and volumes the xtask makes, so a leftover one is recognisable.
 pub const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
 

@@ -21,6 +21,7 @@ use jhub_harness::{apps, artifacts, browser, cases, docker, hub, lab, preflight,
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, ensure};
+use jhub_docker::contract;
 use serde_json::json;
 
 use crate::artifacts::Artifacts;
@@ -88,7 +89,7 @@ async fn running_locked_image(setup: &Setup, project: &str, user: &str, image: &
         setup.image_id(image)
     );
     let labels = container.config.as_ref().and_then(|config| config.labels.clone()).unwrap_or_default();
-    let label = labels.get("io.jhub-docker.image").map(String::as_str);
+    let label = labels.get(contract::IMAGE_LABEL).map(String::as_str);
     ensure!(label == Some(image), "{user}'s container is labelled io.jhub-docker.image={label:?}, expected {image}");
     Ok(container)
 }

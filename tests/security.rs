@@ -1,7 +1,10 @@
 //! Attacks on a real jhub-docker stack, each as an attacker would run it: a cross-site link opened by the
 //! logged-in admin (headless Chromium), a new account that takes a deleted user's name, forwarded headers
-//! forged from inside a user's container (with and without the TLS front door), and a stranger's wrong
-//! passwords that try to lock `admin` out. Each case asserts the attack fails and what still works.
+//! forged from inside a user's container (with and without the TLS front door), a stranger's wrong
+//! passwords that try to lock `admin` out, a home whose contents try to break a restore half way (a folder
+//! named like the restore's staging area, odd names and links, 100 000 files, a cut tar), and what a user's
+//! container can reach (the Docker socket, the proxy's API, the hub's API beyond its own user, another
+//! user's server). Each case asserts the attack fails and what still works.
 //!
 //! Run with `cargo test --test security -- --test-threads=1` after `cargo xtask build-images`: one stack
 //! at a time. Artifacts of a failed case land in `target/acceptance-artifacts/security-<case>/`.
@@ -15,7 +18,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, anyhow, ensure};
 use bollard::Docker;
 use bollard::query_parameters::ListVolumesOptionsBuilder;
-use serde_json::Value;
+use jhub_docker::contract;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::browser::{Browser, Chromedriver};
@@ -267,12 +271,12 @@ async fn deleted_user_is_archived(setup: &Setup, stack: &Stack) -> Result<()> {
     progress!("the new bob's home has no diary.txt ({status})");
 
     // The old files are in one archive volume, labelled with the stack, the old account and the date.
-    let labels = [format!("io.jhub-docker.stack={}", stack.project), "io.jhub-docker.archived-user=bob".to_string()];
+    let labels = [format!("{}={}", contract::STACK_LABEL, stack.project), format!("{}=bob", contract::ARCHIVED_USER_LABEL)];
     let archives = volumes_labelled(&setup.docker, &labels).await?;
     ensure!(archives.len() == 1, "expected one archive volume labelled {labels:?}, found {archives:?}");
     let (archive, archive_labels) = &archives[0];
     ensure!(!archive.starts_with(&stack.volume_prefix), "the archive {archive} is named like a user volume ({}…)", stack.volume_prefix);
-    let archived_at = archive_labels.get("io.jhub-docker.archived-at").cloned().unwrap_or_default();
+    let archived_at = archive_labels.get(contract::ARCHIVED_AT_LABEL).cloned().unwrap_or_default();
     ensure!(
         archived_at.len() >= 10 && archived_at.ends_with('Z'),
         "the archive {archive} has no UTC io.jhub-docker.archived-at label: {archive_labels:?}"
@@ -529,4 +533,234 @@ async fn lockout_per_address(setup: &Setup, stack: &Stack) -> Result<()> {
     ensure!(!can_log_in(stack, "mallory", &mallory_password).await?, "mallory's old password still works after reset-password");
     ensure!(can_log_in(stack, "mallory", &new_password).await?, "mallory's new password from reset-password does not work");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 6. A restore that a user's home cannot break.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s06_restore_cannot_be_broken_by_a_home() -> Result<()> {
+    let (_guard, setup, artifacts) = cases::prepare("security", "s06-half-way-restore").await?;
+    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
+    let result = restore_odd_homes(&setup, &stack).await;
+    cases::finish("s06-half-way-restore", &setup, &stack, &artifacts, &[], result).await
+}
+
+/// What a home may hold that a restore must carry through: a folder named like the restore's own staging
+/// folder, names with a newline, unicode and a leading dash, absolute, relative and dangling symlinks, a
+/// file its owner cannot read, a fifo, a socket (skipped, as Docker's archive skips sockets), 100 000
+/// small files. Written by the user herself, in her running server.
+const ODD_HOME_SCRIPT: &str = r#"
+import os, socket
+home = os.path.expanduser("~")
+os.makedirs(home + "/.jhub-staging/deeper")
+open(home + "/.jhub-staging/inside.txt", "w").write("mine")
+open(home + "/weird name\nwith newline", "w").write("newline")
+open(home + "/ünïcödé ✓", "w").write("unicode")
+open(home + "/-dash", "w").write("dash")
+os.symlink("/etc/passwd", home + "/absolute-link")
+os.symlink(".jhub-staging/inside.txt", home + "/relative-link")
+os.symlink("nowhere", home + "/dangling-link")
+open(home + "/unreadable.bin", "wb").write(os.urandom(4096))
+os.chmod(home + "/unreadable.bin", 0)
+os.mkfifo(home + "/pipe")
+socket.socket(socket.AF_UNIX).bind(home + "/socket")
+for folder in range(100):
+    os.makedirs(f"{home}/many/{folder:03}")
+    for number in range(1000):
+        with open(f"{home}/many/{folder:03}/{number:04}", "w") as handle:
+            handle.write(str(folder * 1000 + number))
+print("odd home written")
+"#;
+
+async fn restore_odd_homes(setup: &Setup, stack: &Stack) -> Result<()> {
+    let artifacts = stack.env_file().parent().context("the stack's settings file has a folder")?;
+    let (_, eve_api, eve_password) = cases::new_user(stack, "eve").await?;
+    eve_api.spawn("eve", IMAGE).await?;
+    let eve_container = docker::running_user_container(&setup.docker, &stack.project, "eve").await?.id.unwrap_or_default();
+    let (code, output) = docker::exec(&setup.docker, &eve_container, &["python3", "-c", ODD_HOME_SCRIPT], None).await?;
+    ensure!(code == 0 && output.contains("odd home written"), "writing eve's odd home failed ({code}): {output}");
+    eve_api.stop("eve").await?;
+    let (_, frank_api, _) = cases::new_user(stack, "frank").await?;
+    frank_api.spawn("frank", IMAGE).await?;
+    frank_api.put_file("frank", "frank.bin", &cases::random_bytes(256 << 10)).await?;
+    frank_api.stop("frank").await?;
+    let eve_volume = contract::user_volume_name(&stack.volume_prefix, "eve");
+    let before = docker::volume_tree_sum(&setup.docker, setup.hub_image(), &eve_volume).await?;
+
+    let env = stack.env_file().to_path_buf();
+    let env_arg = env.to_str().expect("a UTF-8 path");
+    let backup = artifacts.join("backup");
+    let backup_arg = backup.to_str().expect("UTF-8");
+    let (ok, text) = cases::xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+    ensure!(ok && text.contains("2 user volume"), "cargo xtask backup failed:\n{text}");
+    let (ok, text) = cases::xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
+    ensure!(ok, "cargo xtask down --volumes failed:\n{text}");
+    let data_volume = contract::data_volume_name(&stack.project);
+    let nothing_restored = || async {
+        let volumes = docker::user_volume_names(&setup.docker, &stack.volume_prefix).await?;
+        ensure!(volumes.is_empty(), "user volumes exist after a refused or failed restore: {volumes:?}");
+        ensure!(setup.docker.inspect_volume(&data_volume).await.is_err(), "{data_volume} exists after a refused or failed restore");
+        Ok::<_, anyhow::Error>(())
+    };
+
+    // Settings that name another stack are refused: the backup restores into its own stack.
+    let other_env = artifacts.join("other-stack.env");
+    std::fs::write(
+        &other_env,
+        std::fs::read_to_string(&env)?.replace(&format!("JHUB_STACK_NAME={}", stack.project), "JHUB_STACK_NAME=another"),
+    )?;
+    let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", other_env.to_str().expect("UTF-8")], &[])?;
+    ensure!(
+        !ok && text.contains("the backup is of stack") && text.contains("hint:"),
+        "settings of another stack should be refused:\n{text}"
+    );
+    nothing_restored().await?;
+
+    // All or nothing: frank's tar cut in half (the manifest made to agree, so the sums pass) fails while
+    // it is staged, after eve's volume was staged whole; the stack is left as it was.
+    let cut = artifacts.join("backup-cut");
+    Command::new("cp").args(["-a", backup_arg, cut.to_str().expect("UTF-8")]).status()?;
+    let frank_tar = cut.join("users/frank.tar");
+    let bytes = std::fs::read(&frank_tar)?;
+    let half = bytes[..bytes.len() / 2].to_vec();
+    std::fs::write(&frank_tar, &half)?;
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(cut.join("manifest.json"))?)?;
+    for file in manifest["files"].as_array_mut().context("the manifest lists no files")? {
+        if file["path"] == "users/frank.tar" {
+            file["bytes"] = json!(half.len());
+            file["sha256"] = json!(sha256_hex(&half));
+        }
+    }
+    std::fs::write(cut.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    let fresh_env = artifacts.join("fresh-checkout").join("stack.env");
+    std::fs::create_dir_all(fresh_env.parent().expect("a folder"))?;
+    let fresh_arg = fresh_env.to_str().expect("UTF-8");
+    let (ok, text) = cases::xtask(&["restore", cut.to_str().expect("UTF-8"), "--env-file", fresh_arg], &[])?;
+    ensure!(!ok && text.contains("nothing was restored"), "a restore whose second tar is cut should fail whole:\n{text}");
+    nothing_restored().await?;
+    ensure!(!fresh_env.exists(), "a failed restore wrote the settings {}", fresh_env.display());
+
+    // Into a checkout without settings (a new machine): the backup's stack, prefix and settings.
+    let (ok, text) = cases::xtask(&["restore", backup_arg, "--env-file", fresh_arg], &[])?;
+    ensure!(ok, "cargo xtask restore into a fresh checkout failed:\n{text}");
+    ensure!(std::fs::read(&fresh_env)? == std::fs::read(&env)?, "the restored settings differ from the backup's");
+    let after = docker::volume_tree_sum(&setup.docker, setup.hub_image(), &eve_volume).await?;
+    ensure!(after == before, "eve's home differs after the round trip (tree sum {after}, {before} before)");
+    progress!("eve's odd home (100 000 small files, links, a fifo, a folder named .jhub-staging) came back identical");
+
+    stack.compose(&["up", "-d", "--no-build"])?;
+    stack.wait_healthy().await?;
+    let eve = Session::new(stack, "eve")?;
+    eve.must_log_in(&eve_password).await?;
+    let eve_api = eve.api_token().await?;
+    eve_api.spawn("eve", IMAGE).await?;
+    // Jupyter's files handler hides dot folders: eve reads it in her server, as she would in a terminal.
+    let eve_container = docker::running_user_container(&setup.docker, &stack.project, "eve").await?.id.unwrap_or_default();
+    let (code, inside) = docker::exec(&setup.docker, &eve_container, &["sh", "-c", "cat \"$HOME/.jhub-staging/inside.txt\""], None).await?;
+    ensure!(code == 0 && inside == "mine", "eve's .jhub-staging/inside.txt reads {inside:?} ({code}) after the restore");
+    Ok(())
+}
+
+/// sha256 of `bytes`, hex, as the backup's manifest writes it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", sha2::Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect::<String>())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 7. What a user's container can reach: the Docker socket, the proxy's API, the hub's API beyond its own
+// user, another user's server.
+
+/// Probes, from inside a user's container, what it can reach. Prints one JSON object.
+const REACH_PROBE: &str = r#"
+import json, os, socket, sys, urllib.error, urllib.request
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+opener = urllib.request.build_opener(NoRedirect)
+
+def tcp(host, port):
+    try:
+        socket.create_connection((host, port), 3).close()
+        return "open"
+    except Exception as e:
+        return type(e).__name__
+
+def get(url, token=None, headers=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    if token:
+        request.add_header("Authorization", "token " + token)
+    try:
+        return opener.open(request, timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception as e:
+        return type(e).__name__
+
+other, other_ip = sys.argv[1], sys.argv[2]
+token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+print(json.dumps({
+    "docker_socket": any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock")),
+    "proxy_api_tcp": tcp("proxy", 8001),
+    "proxy_api_routes": get("http://proxy:8001/api/routes"),
+    "hub_own_user": get("http://hub:8081/hub/api/user", token),
+    "hub_users_list": get("http://hub:8081/hub/api/users", token),
+    "hub_other_user": get(f"http://hub:8081/hub/api/users/{other}", token),
+    "hub_proxy_api": get("http://hub:8081/hub/api/proxy", token),
+    "other_server_no_token": get(f"http://{other_ip}:8888/user/{other}/api/contents"),
+    "other_server_own_token": get(f"http://{other_ip}:8888/user/{other}/api/contents", token),
+}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s07_user_container_reaches_only_its_own() -> Result<()> {
+    let (_guard, setup, artifacts) = cases::prepare("security", "s07-isolation").await?;
+    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
+    let result = async {
+        let (_, gina, _) = cases::new_user(&stack, "gina").await?;
+        let (_, hank, _) = cases::new_user(&stack, "hank").await?;
+        gina.spawn("gina", IMAGE).await?;
+        hank.spawn("hank", IMAGE).await?;
+        let gina_container = docker::running_user_container(&setup.docker, &stack.project, "gina").await?;
+        let hank_container = docker::running_user_container(&setup.docker, &stack.project, "hank").await?;
+        let hank_ip = hank_container
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .and_then(|mut networks| networks.remove(&stack.network))
+            .and_then(|network| network.ip_address)
+            .ok_or_else(|| anyhow!("hank's container has no address on {}", stack.network))?;
+        let id = gina_container.id.unwrap_or_default();
+        let (code, output) = docker::exec(&setup.docker, &id, &["python3", "-c", REACH_PROBE, "hank", &hank_ip], None).await?;
+        ensure!(code == 0, "the probe failed in gina's container: {output}");
+        let seen: Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
+        progress!("from gina's container: {seen}");
+        let mut problems = Vec::new();
+        if seen["docker_socket"] != json!(false) {
+            problems.push("the Docker socket is present".to_string());
+        }
+        if seen["proxy_api_tcp"] == json!("open") {
+            problems
+                .push(format!("the proxy's API port 8001 is reachable (GET /api/routes without its token: {})", seen["proxy_api_routes"]));
+        }
+        if seen["hub_own_user"] != json!(200) {
+            problems.push(format!("the server's own token cannot read its user (what a server needs): {}", seen["hub_own_user"]));
+        }
+        for key in ["hub_users_list", "hub_other_user", "hub_proxy_api"] {
+            if !matches!(seen[key].as_u64(), Some(403 | 404)) {
+                problems.push(format!("{key} answered {} to the server's token (expected 403/404)", seen[key]));
+            }
+        }
+        for key in ["other_server_no_token", "other_server_own_token"] {
+            if !matches!(seen[key].as_u64(), Some(401 | 403)) {
+                problems.push(format!("hank's server answered {} to gina's container ({key}); expected 401/403", seen[key]));
+            }
+        }
+        ensure!(problems.is_empty(), "a user's container reaches too much: {}", problems.join("; "));
+        Ok(())
+    }
+    .await;
+    cases::finish("s07-isolation", &setup, &stack, &artifacts, &[], result).await
 }

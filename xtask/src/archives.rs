@@ -10,10 +10,7 @@ use crate::stack::Settings;
 use crate::ui::{self, UserError};
 use crate::{engine, stack};
 
-use crate::stack::ARCHIVED_USER_LABEL;
-
-const STACK_LABEL: &str = "io.jhub-docker.stack";
-const ARCHIVED_AT_LABEL: &str = "io.jhub-docker.archived-at";
+use jhub_docker::contract::{self, ARCHIVED_AT_LABEL, ARCHIVED_USER_LABEL, STACK_LABEL};
 
 /// What to purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +58,8 @@ pub fn chosen<'a>(archives: &'a [Archive], purge: &Purge) -> Result<Vec<&'a Arch
 }
 
 pub fn run(purge: Purge, yes: bool) -> anyhow::Result<()> {
-    let settings = Settings::load(&stack::stack_dir().join(".env"));
-    let stack_name = settings.get("JHUB_STACK_NAME", "jhub");
+    let settings = Settings::load(&stack::default_env_file());
+    let stack_name = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
     let labels = [format!("{STACK_LABEL}={stack_name}"), ARCHIVED_USER_LABEL.to_string()];
@@ -131,7 +128,7 @@ mod tests {
 
     #[test]
     fn only_volumes_with_the_archive_label_are_archives() {
-        let labels = std::collections::HashMap::from([("io.jhub-docker.stack".to_string(), "jhub".to_string())]);
+        let labels = std::collections::HashMap::from([(jhub_docker::contract::STACK_LABEL.to_string(), "jhub".to_string())]);
         assert_eq!(Archive::from_labels("jupyterhub-user-bob".into(), &labels), None);
     }
 }

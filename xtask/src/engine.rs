@@ -68,7 +68,7 @@ pub async fn run_in_container(docker: &Docker, image: &str, argv: &[String], tim
         entrypoint: Some(argv[..1].to_vec()),
         cmd: Some(argv[1..].to_vec()),
         network_disabled: Some(true),
-        labels: Some([("io.jhub-docker.purpose".to_string(), "smoke-check".to_string())].into()),
+        labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), "smoke-check".to_string())].into()),
         ..Default::default()
     };
     run_configured(docker, config, timeout).await

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use jhub_docker::compose::{self, Compose};
-use jhub_docker::contract::{self, STACK_LABEL};
+use jhub_docker::contract::{self, ARCHIVED_USER_LABEL, STACK_LABEL};
 use jhub_docker::lock::Lock;
 
 use crate::ui::{self, UserError};
@@ -23,9 +23,6 @@ use crate::{build, engine, tls};
 
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The label of an archive of a deleted user's files (the hub makes them; `xtask archives` purges them).
-pub(crate) const ARCHIVED_USER_LABEL: &str = "io.jhub-docker.archived-user";
 
 /// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
 pub(crate) struct Settings {
@@ -87,7 +84,7 @@ fn hub_view_path() -> PathBuf {
 
 fn compose_for(settings: &Settings, hub_image: &str) -> Result<Compose, UserError> {
     let cli = compose::detect_cli()?;
-    let project = settings.get("JHUB_STACK_NAME", "jhub");
+    let project = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
     Ok(Compose::new(cli, &stack_dir().join("docker-compose.yml"), &project)
         .with_env("JHUB_HUB_IMAGE", hub_image)
         .with_env("JHUB_HUB_VIEW", &hub_view_path().to_string_lossy()))

@@ -273,7 +273,7 @@ async fn test_nginx_config(docker: &Docker, image: &str, cert: &Path, key: &Path
         image: Some(image.to_string()),
         cmd: Some(vec!["test".to_string()]),
         network_disabled: Some(true),
-        labels: Some([("io.jhub-docker.purpose".to_string(), "nginx-config-test".to_string())].into()),
+        labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), "nginx-config-test".to_string())].into()),
         host_config: Some(HostConfig {
             binds: Some(vec![
                 format!("{}:/etc/jhub-tls/server.crt:ro", cert.display()),

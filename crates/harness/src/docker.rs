@@ -11,6 +11,7 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder, RestartContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use jhub_docker::contract::{STACK_LABEL, USER_LABEL};
 
 use crate::wait;
 
@@ -32,7 +33,7 @@ pub async fn service_container(docker: &Docker, project: &str, service: &str) ->
 }
 
 fn user_labels(stack: &str, user: &str) -> [String; 2] {
-    [format!("io.jhub-docker.stack={stack}"), format!("io.jhub-docker.user={user}")]
+    [format!("{STACK_LABEL}={stack}"), format!("{USER_LABEL}={user}")]
 }
 
 /// The user's containers in the stack, running or not.
@@ -137,7 +138,7 @@ pub async fn logs(docker: &Docker, id: &str) -> String {
 /// Every container of the stack, compose services and user containers: (name, id).
 pub async fn stack_containers(docker: &Docker, project: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    for label in [format!("com.docker.compose.project={project}"), format!("io.jhub-docker.stack={project}")] {
+    for label in [format!("com.docker.compose.project={project}"), format!("{STACK_LABEL}={project}")] {
         for container in containers_with_labels(docker, &[label], true).await.unwrap_or_default() {
             let name = container.names.as_ref().and_then(|names| names.first()).cloned().unwrap_or_default();
             let id = container.id.clone().unwrap_or_default();
@@ -145,4 +146,43 @@ pub async fn stack_containers(docker: &Docker, project: &str) -> Vec<(String, St
         }
     }
     found
+}
+
+/// The names of the volumes that start with `prefix` (a stack's user volumes).
+pub async fn user_volume_names(docker: &Docker, prefix: &str) -> Result<Vec<String>> {
+    let volumes = docker.list_volumes(Some(bollard::query_parameters::ListVolumesOptionsBuilder::default().build())).await?;
+    Ok(volumes.volumes.unwrap_or_default().into_iter().map(|volume| volume.name).filter(|name| name.starts_with(prefix)).collect())
+}
+
+/// The tree sum (`jhub_docker::tree_sum`) of `volume`, computed in a throwaway container of
+/// `image` (one with python3: the hub's).
+pub async fn volume_tree_sum(docker: &Docker, image: &str, volume: &str) -> Result<String> {
+    let script = jhub_docker::tree_sum::print_tree_sum_script();
+    let config = bollard::models::ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec!["python3".to_string()]),
+        cmd: Some(vec!["-c".to_string(), script, "/volume".to_string()]),
+        user: Some("0:0".to_string()),
+        network_disabled: Some(true),
+        labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), "test-tree-sum".to_string())].into()),
+        host_config: Some(bollard::models::HostConfig { binds: Some(vec![format!("{volume}:/volume:ro")]), ..Default::default() }),
+        ..Default::default()
+    };
+    let id = docker.create_container(None::<bollard::query_parameters::CreateContainerOptions>, config).await?.id;
+    let outcome = async {
+        docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await?;
+        let code = match docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>).next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            other => anyhow::bail!("waiting for the tree sum of {volume}: {other:?}"),
+        };
+        let logs = logs(docker, &id).await;
+        anyhow::ensure!(code == 0, "the tree sum of {volume} failed ({code}): {logs}");
+        // The log lines carry the engine's timestamps: the sum is the last word.
+        logs.lines().last().and_then(|line| line.split_whitespace().last()).map(str::to_string).context("the tree sum printed nothing")
+    }
+    .await;
+    let _ =
+        docker.remove_container(&id, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build())).await;
+    outcome
 }

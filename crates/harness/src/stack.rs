@@ -132,6 +132,11 @@ impl Stack {
         }
     }
 
+    /// The settings file the stack runs with (in its artifacts folder): what `--env-file` gives the xtask.
+    pub fn env_file(&self) -> &Path {
+        &self.env_file
+    }
+
     /// Runs the compose CLI with this stack's file, project and environment (and nothing else's).
     pub fn compose(&self, args: &[&str]) -> Result<String> {
         let mut full_args = vec!["--env-file", self.env_file.to_str().expect("a UTF-8 temp path")];

@@ -5,6 +5,7 @@
 //! This is the ONE place that knows how the hub is given its images: the resolved view (as `up` resolves
 //! it) in a file of the stack's own, mounted by the compose file through JHUB_HUB_VIEW.
 
+use jhub_docker::contract::{STACK_LABEL, USER_LABEL};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -188,15 +189,14 @@ impl BenchStack {
 
     /// The id of `user`'s running container, found by the labels the hub's spawner sets.
     pub async fn user_container(&self, docker: &Docker, user: &str) -> anyhow::Result<String> {
-        let filters =
-            HashMap::from([("label", vec![format!("io.jhub-docker.stack={}", self.project), format!("io.jhub-docker.user={user}")])]);
+        let filters = HashMap::from([("label", vec![format!("{STACK_LABEL}={}", self.project), format!("{USER_LABEL}={user}")])]);
         let found = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
         found.into_iter().find_map(|container| container.id).ok_or_else(|| anyhow::anyhow!("no running container labelled for `{user}`"))
     }
 
     /// Every user container of this stack, running or not.
     pub async fn user_containers(&self, docker: &Docker) -> anyhow::Result<Vec<String>> {
-        let filters = HashMap::from([("label", vec![format!("io.jhub-docker.stack={}", self.project)])]);
+        let filters = HashMap::from([("label", vec![format!("{STACK_LABEL}={}", self.project)])]);
         let found = docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build())).await?;
         Ok(found.into_iter().filter_map(|container| container.id).collect())
     }
