@@ -614,3 +614,177 @@ fn memory_sizes_read_like_docker() {
     assert_eq!(memory_bytes("512M").unwrap(), 512 * 1024 * 1024);
     assert!(memory_bytes("2X").is_err());
 }
+
+/// The port mallory's own web server listens on inside her container (on 127.0.0.1; jupyter-server-proxy
+/// reaches it at `/user/mallory/proxy/<port>/`).
+const MALLORY_PORT: u16 = 8765;
+
+/// The page mallory serves: its script tries, with the browser's cookies, to read a hub page as whoever
+/// opens it (the `_xsrf` token the hub puts in `window.jhdata`, only if the page is a logged-in admin's
+/// `/hub/home`) and to list the hub's users through `/hub/api/users`, on its own origin and on the hub's
+/// (`HUB_ORIGIN`, replaced by the test). What it managed, and every answer it got, go into
+/// `#jhub-attack-result` as JSON once it is done.
+const EVIL_PAGE: &str = r#"<!doctype html>
+<html><head><title>mallory's page</title></head><body>
+<p>Nothing to see here.</p>
+<pre id="jhub-attack-result">running</pre>
+<script>
+(async () => {
+  const result = { origin: location.origin, xsrf: null, users: null, tries: [] };
+  for (const base of [...new Set([location.origin, 'HUB_ORIGIN'])]) {
+    try {
+      const page = await fetch(base + '/hub/home', { credentials: 'include' });
+      const text = await page.text();
+      const user = (text.match(/user:\s*"([^"]*)"/) || [])[1];
+      const xsrf = (text.match(/xsrf_token:\s*"([^"]+)"/) || [])[1];
+      result.tries.push(`GET ${base}/hub/home: ${page.status} at ${page.url}, jhdata.user=${user}, xsrf_token ${xsrf ? 'read' : 'absent'}`);
+      if (user === 'admin' && xsrf && new URL(page.url).pathname.endsWith('/hub/home')) { result.xsrf = xsrf; }
+    } catch (err) {
+      result.tries.push(`GET ${base}/hub/home: ${err}`);
+    }
+    try {
+      const headers = result.xsrf ? { 'X-XSRFToken': result.xsrf } : {};
+      const api = await fetch(base + '/hub/api/users', { credentials: 'include', headers });
+      const body = await api.text();
+      result.tries.push(`GET ${base}/hub/api/users: ${api.status} ${body.slice(0, 120)}`);
+      const users = api.ok ? JSON.parse(body) : null;
+      if (Array.isArray(users)) { result.users = users.map(u => u.name); }
+    } catch (err) {
+      result.tries.push(`GET ${base}/hub/api/users: ${err}`);
+    }
+  }
+  const out = document.getElementById('jhub-attack-result');
+  out.textContent = JSON.stringify(result);
+  out.setAttribute('data-done', 'yes');
+})();
+</script>
+</body></html>
+"#;
+
+/// Attack: a page a user serves from her own server, opened by the admin, acts as the admin on the hub
+/// (issue 14, item 4: one origin for the hub and every user's server). mallory writes `evil.html` into
+/// her home through the contents API and serves her home with `python3 -m http.server` inside her
+/// container, reached at `/user/mallory/proxy/8765/evil.html` through jupyter-server-proxy (any user can
+/// run a process in her server, and she owns its Python; jupyter_server's own `/files/` answers with
+/// `Content-Security-Policy: sandbox allow-scripts`, which already gives its pages an opaque origin). The
+/// admin, logged in to the hub, opens the link. Its script tries to read the admin's `/hub/home` (and its
+/// `_xsrf` token) and to list the users through `/hub/api/users` with the admin's cookies. Both must
+/// fail: the page must not run on the hub's origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_user_page_cannot_act_as_admin() -> Result<(), Failure> {
+    let _one = ONE_STACK_AT_A_TIME.lock().await;
+    Ok(user_page_attack("security_user_page_cannot_act_as_admin").await?)
+}
+
+async fn user_page_attack(test: &str) -> Result<()> {
+    let test_started = Instant::now();
+    let admin_password = fresh_password();
+    let settings = [
+        ("AUTH_STRATEGY", "native"),
+        ("OPEN_SIGNUP", "true"),
+        ("ADMIN_PASSWORD", admin_password.as_str()),
+        ("SPAWNER", "dockerspawner"),
+        ("IDLE_CULL_TIMEOUT", "0"),
+    ];
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, true).await?;
+    let run = Run::new(&setup, &stack, &artifacts);
+    let admin = run.session(&driver, "admin").await?;
+    let mallory = run.session(&driver, "mallory").await?;
+    let mallory_password = fresh_password();
+    if stack::keeps() {
+        progress!("passwords (JHUB_ACCEPTANCE_KEEP): admin={admin_password} mallory={mallory_password}");
+    }
+    run.step("s1.admin-logs-in", "admin", hub::log_in(&admin, &stack, "admin", &admin_password)).await?;
+    let page = run.step("s2.mallory-serves-a-page", "mallory", serve_evil_page(&run, &mallory, &mallory_password)).await?;
+    let result = run.step("s3.admin-opens-it", "admin", open_evil_page(&admin, &page)).await?;
+    run.step("s4.page-read-nothing", "admin", async {
+        let tries = result["tries"].as_array().cloned().unwrap_or_default();
+        let tries: Vec<&str> = tries.iter().filter_map(|line| line.as_str()).collect();
+        progress!("the page ran on {} and tried:\n  {}", result["origin"], tries.join("\n  "));
+        // Two attempts per origin it tried (its own, and the hub's when they differ): the script ran them all.
+        ensure!(tries.len() >= 2, "the page's script reported {} attempts, expected at least 2: {result}", tries.len());
+        let mut managed = Vec::new();
+        if let Some(xsrf) = result["xsrf"].as_str() {
+            managed.push(format!("read the admin's /hub/home and its _xsrf token {xsrf}"));
+        }
+        if let Some(users) = result["users"].as_array() {
+            managed.push(format!("listed the hub's users {users:?} through /hub/api/users with the admin's cookies"));
+        }
+        ensure!(managed.is_empty(), "the page mallory serves ({page}) runs with the hub's privileges: it {}", managed.join("; and it "));
+        Ok(())
+    })
+    .await?;
+    report_timings(test, &artifacts, &[], test_started)?;
+    let _ = admin.close().await;
+    let _ = mallory.close().await;
+    Ok(())
+}
+
+/// mallory signs up, starts the default image, writes `evil.html` (with the hub's origin in it) into her
+/// home through the contents API and serves her home on 127.0.0.1:MALLORY_PORT from a terminal. Returns
+/// the page's URL once her own browser loads it through the proxy.
+async fn serve_evil_page(run: &Run<'_>, mallory: &Browser, password: &str) -> Result<String> {
+    let stack = run.stack;
+    let signed_up = hub::sign_up(mallory, stack, "mallory", password).await?;
+    ensure!(signed_up.class == "alert-success", "signing up `mallory` gave ({}) {}", signed_up.class, signed_up.message);
+    hub::log_in(mallory, stack, "mallory", password).await?;
+    start_image(run, mallory, "datascience").await?;
+    lab::wait_ready(mallory, "mallory", wait::SPAWN).await?;
+    lab::settled_launcher_cards(mallory).await?;
+    let hub_origin = stack.url("");
+    let html = EVIL_PAGE.replace("HUB_ORIGIN", &hub_origin);
+    let answer = mallory
+        .js(
+            r#"
+            const html = arguments[0];
+            return (async () => {
+            const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            const base = location.pathname.replace(/\/lab.*$/, '/');
+            const headers = { 'Content-Type': 'application/json' };
+            if (cookie) { headers['X-XSRFToken'] = cookie.slice('_xsrf='.length); }
+            const put = await fetch(`${base}api/contents/evil.html`, {
+                method: 'PUT', headers, body: JSON.stringify({ type: 'file', format: 'text', content: html }),
+            });
+            return { status: put.status, body: (await put.text()).slice(0, 300) };
+            })();
+            "#,
+            vec![json!(html)],
+        )
+        .await?;
+    let status = answer["status"].as_u64().unwrap_or_default();
+    ensure!(status == 201 || status == 200, "writing evil.html through the contents API answered {status}: {}", answer["body"]);
+    lab::run_in_new_terminal(mallory, &format!("cd ~ && (python3 -m http.server {MALLORY_PORT} --bind 127.0.0.1 >/dev/null 2>&1 &)"))
+        .await?;
+    let path = format!("/user/mallory/proxy/{MALLORY_PORT}/evil.html");
+    wait::until("mallory's web server to serve evil.html through the proxy", wait::DEFAULT, || async {
+        let status = mallory
+            .js("return fetch(arguments[0]).then(r => r.text().then(t => r.status === 200 && t.includes('jhub-attack-result')));", vec![json!(path)])
+            .await?;
+        Ok((status == json!(true)).then_some(()))
+    })
+    .await?;
+    let url = stack.user_url("mallory", &path);
+    progress!("mallory serves {url}");
+    Ok(url)
+}
+
+/// The admin opens `url` (approving the hub's "Authorize access" page for mallory's server, as an admin
+/// following the link would) and waits for the page's script to report. Returns its report.
+async fn open_evil_page(admin: &Browser, url: &str) -> Result<serde_json::Value> {
+    admin.goto(url).await?;
+    let report = wait::until("the page mallory serves to report what its script read", wait::DEFAULT, || async {
+        let current = admin.client.current_url().await?;
+        if current.path().ends_with("/hub/api/oauth2/authorize") {
+            admin.click("form button[type=submit]", wait::DEFAULT).await?;
+            return Ok(None);
+        }
+        let done = admin
+            .js("const r = document.querySelector('#jhub-attack-result[data-done]'); return r ? r.textContent : null;", vec![])
+            .await?;
+        Ok(done.as_str().map(str::to_string))
+    })
+    .await?;
+    let opened = admin.url().await?;
+    progress!("the admin's browser opened {opened}");
+    Ok(serde_json::from_str(&report)?)
+}

@@ -133,6 +133,12 @@ impl Stack {
         }
     }
 
+    /// The URL of `path` (which starts with `/user/<user>/`) on `user`'s server, as that user's browser
+    /// reaches it.
+    pub fn user_url(&self, _user: &str, path: &str) -> String {
+        self.url(path)
+    }
+
     /// Runs the compose CLI with this stack's file, project and environment (and nothing else's).
     pub fn compose(&self, args: &[&str]) -> Result<String> {
         let mut full_args = vec!["--env-file", self.env_file.to_str().expect("a UTF-8 temp path")];
