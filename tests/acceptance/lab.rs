@@ -10,12 +10,19 @@ use fantoccini::wd::WindowHandle;
 use serde_json::json;
 
 use crate::browser::Browser;
+use crate::stack::Stack;
 use crate::wait;
 
-/// Waits until `user`'s JupyterLab has loaded: on `/user/<user>/lab`, the splash gone, the shell shown.
-pub async fn wait_ready(browser: &Browser, user: &str, timeout: Duration) -> Result<()> {
-    browser.path_starts_with(&format!("/user/{user}/lab"), timeout).await?;
-    browser.visible("#main.jp-LabShell, .jp-LabShell", timeout).await?;
+/// Waits until `user`'s JupyterLab has loaded: on `/user/<user>/lab` of the user's origin (the hub's, or
+/// the user's own with per-user origins), the splash gone, the shell shown. Lab's page loads many script
+/// chunks right after a spawn, when the engine changes the host's network interfaces (this stack's new
+/// container, or another stack's on the shared engine) and Chromium aborts them
+/// (`net::ERR_NETWORK_CHANGED`, seen: a blank page for good): the page is reloaded then, as for the apps
+/// (`apps::land_in`), counting that error from a few minutes back (the spawn began before this wait).
+pub async fn wait_ready(browser: &Browser, stack: &Stack, user: &str, timeout: Duration) -> Result<()> {
+    let since = std::time::SystemTime::now() - Duration::from_secs(300);
+    browser.url_starts_with(&stack.user_url(user, &format!("/user/{user}/lab")), timeout).await?;
+    crate::apps::land_in(browser, "#main.jp-LabShell, .jp-LabShell", since).await?;
     browser.gone("#jupyterlab-splash", timeout).await?;
     Ok(())
 }
