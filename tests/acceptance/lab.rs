@@ -148,6 +148,7 @@ pub async fn open_proxied_app(browser: &Browser, wanted: &str, rendered: &str) -
     let known = browser.windows().await?;
     let frames = ".jp-MainAreaWidget iframe";
     let frames_before = browser.client.find_all(Locator::Css(frames)).await?.len();
+    let opening = std::time::SystemTime::now();
     click_card(browser, wanted).await?;
     let opened = wait::until(&format!("`{wanted}` to open in a new tab or a Lab panel"), wait::DEFAULT, || async {
         let windows = browser.windows().await?;
@@ -170,7 +171,8 @@ pub async fn open_proxied_app(browser: &Browser, wanted: &str, rendered: &str) -
             AppView::Frame
         }
     };
-    let shown = browser.visible(rendered, wait::APP).await;
+    // A network change on the Docker host can abort the app's page loads as it opens: reloaded as in land_in.
+    let shown = crate::apps::land_in(browser, rendered, opening).await;
     let url = browser.url().await.unwrap_or_default();
     shown.map_err(|err| anyhow!("`{wanted}` opened {url} but did not render `{rendered}`: {err:#}"))?;
     Ok((view, url))
