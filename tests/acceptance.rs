@@ -792,9 +792,30 @@ async fn user_page_attack(test: &str) -> Result<()> {
         Ok(())
     })
     .await?;
+    if stack.tls.as_ref().is_some_and(|front| front.subdomain_host.is_some()) {
+        run.step("s5.hub-pages-only-on-the-hubs-name", "admin", hub_pages_leave_user_names(&stack, &admin)).await?;
+    }
     report_timings(test, &artifacts, &[], test_started)?;
     let _ = admin.close().await;
     let _ = mallory.close().await;
+    Ok(())
+}
+
+/// s5. The same attack through the hub's own login page: mallory sends the admin
+/// `https://mallory.HOST/hub/login?next=<her page>`. The proxy sends every path it has no route for to the
+/// hub, whatever the name, so the hub would show its real login page on mallory's origin, and set its
+/// login cookie there once the admin signs in; her script could then call the API on its own origin. The
+/// hub's pages must be served on the hub's name only: the admin's browser ends on the hub's origin.
+/// (The lure here has no `next`: the admin's browser, logged in on the hub's origin, then rests on a hub
+/// page of whichever origin served the login page, which is what this step checks.)
+async fn hub_pages_leave_user_names(stack: &Stack, admin: &Browser) -> Result<()> {
+    let lure = stack.user_url("mallory", "/hub/login");
+    admin.goto(&lure).await?;
+    let hub_pages = stack.url("/hub/");
+    let landed = admin.url_starts_with(&hub_pages, wait::DEFAULT).await;
+    let url = admin.url().await?;
+    landed.map_err(|_| anyhow!("{lure} left the admin's browser on {url}: the hub's login page is served on mallory's origin"))?;
+    progress!("{lure} → {url}");
     Ok(())
 }
 
