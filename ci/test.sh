@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
+# The tree is tidy before anything is built: formatted, and clippy-clean with warnings as errors (ruff and
+# the hub's pytest run inside the hub image's build).
+echo "ci: cargo fmt --check, cargo clippy -D warnings" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 echo "ci: cargo xtask build-images --locked" >&2
 cargo xtask build-images --locked
 built=$(date +%s)

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 pub const STACK_LABEL: &str = "io.jhub-docker.stack";
 /// On user containers and user volumes: the JupyterHub user name, as the hub's database spells it.
 pub const USER_LABEL: &str = "io.jhub-docker.user";
+/// On user volumes: when the account the volume was made for was created (the hub's `users.created`, as
+/// Python's `isoformat()` writes it), so a volume of an earlier account of the same name is never mounted.
+pub const ACCOUNT_LABEL: &str = "io.jhub-docker.account-created";
 /// On user containers: the catalog image the server runs.
 pub const IMAGE_LABEL: &str = "io.jhub-docker.image";
 /// On throwaway containers and volumes the xtask makes, so a leftover one is recognisable.
@@ -24,9 +27,14 @@ pub const DATA_VOLUME_KEY: &str = "jupyterhub_data";
 
 /// The labels the hub's spawner gives a user's volume when it creates it (`JhubDockerSpawner.user_volume`):
 /// whatever else creates such a volume (a restore, an adoption) gives exactly these, so `down --volumes`,
-/// backups and every other reader find it as one of the stack's.
-pub fn user_volume_labels(stack: &str, user: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(STACK_LABEL.to_string(), stack.to_string()), (USER_LABEL.to_string(), user.to_string())])
+/// backups and every other reader find it as one of the stack's, and the hub mounts it for that account.
+/// `account_created` is empty for a user the hub's database does not know.
+pub fn user_volume_labels(stack: &str, user: &str, account_created: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([(STACK_LABEL.to_string(), stack.to_string()), (USER_LABEL.to_string(), user.to_string())]);
+    if !account_created.is_empty() {
+        labels.insert(ACCOUNT_LABEL.to_string(), account_created.to_string());
+    }
+    labels
 }
 
 /// The user volume of `user` (an escaped name, as DockerSpawner forms it) under `prefix`.
@@ -105,10 +113,11 @@ mod tests {
 
     #[test]
     fn user_volume_labels_name_the_stack_and_the_user() {
-        let labels = user_volume_labels("jhub", "alice-2");
+        let labels = user_volume_labels("jhub", "alice-2", "2026-12-05T07:10:11.123456");
         assert_eq!(labels.get(STACK_LABEL).map(String::as_str), Some("jhub"));
         assert_eq!(labels.get(USER_LABEL).map(String::as_str), Some("alice-2"));
-        assert_eq!(labels.len(), 2);
+        assert_eq!(labels.get(ACCOUNT_LABEL).map(String::as_str), Some("2026-12-05T07:10:11.123456"));
+        assert_eq!(user_volume_labels("jhub", "x", "").len(), 2);
         assert_eq!(data_volume_name("jhub"), "jhub_jupyterhub_data");
         assert_eq!(data_volume_labels("jhub", "2.26.1").get("com.docker.compose.project").map(String::as_str), Some("jhub"));
     }

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod compose;
 pub mod contract;
 pub mod lock;
+pub mod tree_sum;
 pub mod view;
 
 use std::fmt;

@@ -247,12 +247,11 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
     let platform_labels = volume_labels(setup, stack).await?;
     for (user, escaped) in [("alice", "alice"), ("carol-2", "carol-2d2")] {
         let volume = contract::user_volume_name(&stack.volume_prefix, escaped);
-        let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, user).into_iter().collect();
-        ensure!(
-            platform_labels.get(&volume) == Some(&wanted),
-            "the hub labelled {volume} {:?}, expected {wanted:?}",
-            platform_labels.get(&volume)
-        );
+        let labels = platform_labels.get(&volume).with_context(|| format!("{volume} does not exist"))?;
+        let created = labels.get(contract::ACCOUNT_LABEL).cloned().unwrap_or_default();
+        ensure!(!created.is_empty(), "the hub did not label {volume} with its account's creation time: {labels:?}");
+        let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, user, &created).into_iter().collect();
+        ensure!(*labels == wanted, "the hub labelled {volume} {labels:?}, expected {wanted:?}");
     }
 
     let env = env_file(artifacts);
@@ -959,9 +958,12 @@ async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> R
 
     let (ok, text) = xtask(&["adopt-volumes", "--yes", "--env-file", env_arg], &[])?;
     ensure!(ok && text.contains("adopted 1 volume"), "adopt-volumes --yes failed:\n{text}");
-    let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, "dave").into_iter().collect();
+    // The account's creation time comes from the hub's database; the spawn below refuses (409) a volume whose
+    // label names another account, so it proves the value.
     let adopted = labels_of(dave_volume.clone()).await?;
-    ensure!(adopted == wanted, "{dave_volume} is labelled {adopted:?} after adopt-volumes, expected {wanted:?}");
+    let created = adopted.get(contract::ACCOUNT_LABEL).cloned().unwrap_or_default();
+    let wanted: HashMap<String, String> = contract::user_volume_labels(&stack.project, "dave", &created).into_iter().collect();
+    ensure!(!created.is_empty() && adopted == wanted, "{dave_volume} is labelled {adopted:?} after adopt-volumes, expected {wanted:?}");
     ensure!(labels_of(stranger_volume.clone()).await?.is_empty(), "{stranger_volume} (no such user) was changed");
     let volumes = setup.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?.volumes.unwrap_or_default();
     let copies: Vec<String> = volumes.into_iter().map(|volume| volume.name).filter(|name| name.ends_with(".adopting")).collect();
@@ -980,6 +982,169 @@ async fn adopt_volumes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> R
     progress!("adopted {dave_volume}: labelled {adopted:?}, dave's file byte-identical; {stranger_volume} left alone");
     setup.docker.remove_volume(&stranger_volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_restore_odd_homes_all_or_nothing() -> Result<()> {
+    let (_guard, setup, artifacts) = prepare("c13-restore-odd-homes").await?;
+    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
+    let result = restore_odd_homes(&setup, &stack, &artifacts).await;
+    finish("c13-restore-odd-homes", &setup, &stack, &artifacts, result).await
+}
+
+/// What a home may hold that a restore must carry through: a folder named like the restore's own staging
+/// folder, names with a newline, unicode and a leading dash, absolute, relative and dangling symlinks, a
+/// file its owner cannot read, a fifo, a socket (skipped, as Docker's archive skips sockets), 100 000
+/// small files. Written by the user herself, in her running server.
+const ODD_HOME_SCRIPT: &str = r#"
+import os, socket
+home = os.path.expanduser("~")
+os.makedirs(home + "/.jhub-staging/deeper")
+open(home + "/.jhub-staging/inside.txt", "w").write("mine")
+open(home + "/weird name\nwith newline", "w").write("newline")
+open(home + "/ünïcödé ✓", "w").write("unicode")
+open(home + "/-dash", "w").write("dash")
+os.symlink("/etc/passwd", home + "/absolute-link")
+os.symlink(".jhub-staging/inside.txt", home + "/relative-link")
+os.symlink("nowhere", home + "/dangling-link")
+open(home + "/unreadable.bin", "wb").write(os.urandom(4096))
+os.chmod(home + "/unreadable.bin", 0)
+os.mkfifo(home + "/pipe")
+socket.socket(socket.AF_UNIX).bind(home + "/socket")
+for folder in range(100):
+    os.makedirs(f"{home}/many/{folder:03}")
+    for number in range(1000):
+        with open(f"{home}/many/{folder:03}/{number:04}", "w") as handle:
+            handle.write(str(folder * 1000 + number))
+print("odd home written")
+"#;
+
+async fn restore_odd_homes(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> Result<()> {
+    let (_, eve_api, eve_password) = new_user(stack, "eve").await?;
+    eve_api.spawn("eve", IMAGE).await?;
+    let eve_container = docker::running_user_container(&setup.docker, &stack.project, "eve").await?.id.unwrap_or_default();
+    let (code, output) = exec(&setup.docker, &eve_container, &["python3", "-c", ODD_HOME_SCRIPT], None).await?;
+    ensure!(code == 0 && output.contains("odd home written"), "writing eve's odd home failed ({code}): {output}");
+    eve_api.stop("eve").await?;
+    let (_, frank_api, _) = new_user(stack, "frank").await?;
+    frank_api.spawn("frank", IMAGE).await?;
+    frank_api.put_file("frank", "frank.bin", &random_bytes(256 << 10)).await?;
+    frank_api.stop("frank").await?;
+    let eve_volume = contract::user_volume_name(&stack.volume_prefix, "eve");
+    let before = volume_tree_sum(setup, &eve_volume).await?;
+
+    let env = env_file(artifacts);
+    let env_arg = env.to_str().expect("a UTF-8 path");
+    let backup = artifacts.dir.join("backup");
+    let backup_arg = backup.to_str().expect("UTF-8");
+    let (ok, text) = xtask(&["backup", backup_arg, "--env-file", env_arg], &[])?;
+    ensure!(ok && text.contains("2 user volume"), "cargo xtask backup failed:\n{text}");
+    let (ok, text) = xtask(&["down", "--volumes", "--env-file", env_arg], &[])?;
+    ensure!(ok, "cargo xtask down --volumes failed:\n{text}");
+    let data_volume = contract::data_volume_name(&stack.project);
+    let nothing_restored = || async {
+        let volumes = user_volume_names(&setup.docker, &stack.volume_prefix).await?;
+        ensure!(volumes.is_empty(), "user volumes exist after a refused or failed restore: {volumes:?}");
+        ensure!(setup.docker.inspect_volume(&data_volume).await.is_err(), "{data_volume} exists after a refused or failed restore");
+        Ok::<_, anyhow::Error>(())
+    };
+
+    // Settings that name another stack are refused: the backup restores into its own stack.
+    let other_env = artifacts.dir.join("other-stack.env");
+    std::fs::write(
+        &other_env,
+        std::fs::read_to_string(&env)?.replace(&format!("JHUB_STACK_NAME={}", stack.project), "JHUB_STACK_NAME=another"),
+    )?;
+    let (ok, text) = xtask(&["restore", backup_arg, "--env-file", other_env.to_str().expect("UTF-8")], &[])?;
+    ensure!(
+        !ok && text.contains("the backup is of stack") && text.contains("hint:"),
+        "settings of another stack should be refused:\n{text}"
+    );
+    nothing_restored().await?;
+
+    // All or nothing: frank's tar cut in half (the manifest made to agree, so the sums pass) fails while
+    // it is staged, after eve's volume was staged whole; the stack is left as it was.
+    let cut = artifacts.dir.join("backup-cut");
+    Command::new("cp").args(["-a", backup_arg, cut.to_str().expect("UTF-8")]).status()?;
+    let frank_tar = cut.join("users/frank.tar");
+    let bytes = std::fs::read(&frank_tar)?;
+    let half = bytes[..bytes.len() / 2].to_vec();
+    std::fs::write(&frank_tar, &half)?;
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(cut.join("manifest.json"))?)?;
+    for file in manifest["files"].as_array_mut().context("the manifest lists no files")? {
+        if file["path"] == "users/frank.tar" {
+            file["bytes"] = json!(half.len());
+            file["sha256"] = json!(sha256_hex(&half));
+        }
+    }
+    std::fs::write(cut.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    let fresh_env = artifacts.dir.join("fresh-checkout").join("stack.env");
+    std::fs::create_dir_all(fresh_env.parent().expect("a folder"))?;
+    let fresh_arg = fresh_env.to_str().expect("UTF-8");
+    let (ok, text) = xtask(&["restore", cut.to_str().expect("UTF-8"), "--env-file", fresh_arg], &[])?;
+    ensure!(!ok && text.contains("nothing was restored"), "a restore whose second tar is cut should fail whole:\n{text}");
+    nothing_restored().await?;
+    ensure!(!fresh_env.exists(), "a failed restore wrote the settings {}", fresh_env.display());
+
+    // Into a checkout without settings (a new machine): the backup's stack, prefix and settings.
+    let (ok, text) = xtask(&["restore", backup_arg, "--env-file", fresh_arg], &[])?;
+    ensure!(ok, "cargo xtask restore into a fresh checkout failed:\n{text}");
+    ensure!(std::fs::read(&fresh_env)? == std::fs::read(&env)?, "the restored settings differ from the backup's");
+    let after = volume_tree_sum(setup, &eve_volume).await?;
+    ensure!(after == before, "eve's home differs after the round trip (tree sum {after}, {before} before)");
+    progress!("eve's odd home (100 000 small files, links, a fifo, a folder named .jhub-staging) came back identical");
+
+    stack.compose(&["up", "-d", "--no-build"])?;
+    stack.wait_healthy().await?;
+    let eve = Session::new(stack, "eve")?;
+    eve.must_log_in(&eve_password).await?;
+    let eve_api = eve.api_token().await?;
+    eve_api.spawn("eve", IMAGE).await?;
+    // Jupyter's files handler hides dot folders: eve reads it in her server, as she would in a terminal.
+    let eve_container = docker::running_user_container(&setup.docker, &stack.project, "eve").await?.id.unwrap_or_default();
+    let (code, inside) = exec(&setup.docker, &eve_container, &["sh", "-c", "cat \"$HOME/.jhub-staging/inside.txt\""], None).await?;
+    ensure!(code == 0 && inside == "mine", "eve's .jhub-staging/inside.txt reads {inside:?} ({code}) after the restore");
+    Ok(())
+}
+
+/// sha256 of `bytes`, hex, as the backup's manifest writes it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", sha2::Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect::<String>())
+}
+
+/// The tree sum (`jhub_docker::tree_sum`) of `volume`, computed in a throwaway container of the hub image.
+async fn volume_tree_sum(setup: &Setup, volume: &str) -> Result<String> {
+    let script = jhub_docker::tree_sum::print_tree_sum_script();
+    let config = bollard::models::ContainerCreateBody {
+        image: Some(setup.hub_image().to_string()),
+        entrypoint: Some(vec!["python3".to_string()]),
+        cmd: Some(vec!["-c".to_string(), script, "/volume".to_string()]),
+        user: Some("0:0".to_string()),
+        network_disabled: Some(true),
+        labels: Some([(contract::PURPOSE_LABEL.to_string(), "resilience-tree-sum".to_string())].into()),
+        host_config: Some(bollard::models::HostConfig { binds: Some(vec![format!("{volume}:/volume:ro")]), ..Default::default() }),
+        ..Default::default()
+    };
+    let id = setup.docker.create_container(None::<bollard::query_parameters::CreateContainerOptions>, config).await?.id;
+    let outcome = async {
+        setup.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await?;
+        let code = match setup.docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>).next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            other => bail!("waiting for the tree sum of {volume}: {other:?}"),
+        };
+        let logs = docker::logs(&setup.docker, &id).await;
+        ensure!(code == 0, "the tree sum of {volume} failed ({code}): {logs}");
+        // The log lines carry the engine's timestamps: the sum is the last word.
+        logs.lines().last().and_then(|line| line.split_whitespace().last()).map(str::to_string).context("the tree sum printed nothing")
+    }
+    .await;
+    let _ = setup
+        .docker
+        .remove_container(&id, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build()))
+        .await;
+    outcome
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ import sys
 
 from jupyterhub.auth import DummyAuthenticator
 
-from jhub_hub import ConfigError, config, xheaders
-from jhub_hub.auth import JhubNativeAuthenticator
+from jhub_hub import ConfigError, accounts, config, xheaders
+from jhub_hub.auth import TEMPLATE_DIR, JhubNativeAuthenticator
 from jhub_hub.settings import ADMIN_NAME, MIN_PASSWORD_LENGTH, warnings_for
 from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profiles_config
 
@@ -37,6 +37,8 @@ c.JhubDockerSpawner.jhub_view = view
 c.JhubDockerSpawner.jhub_stack_name = settings.stack_name
 # Each user's named volume, mounted at the chosen image's home; it survives the container.
 c.JhubDockerSpawner.jhub_user_volume_prefix = settings.user_volume_prefix
+# Deleting a user copies their volume into an archive volume (a container of the hub's image), then removes it.
+c.JhubDockerSpawner.jhub_archive_image = settings.hub_image
 # The stack's network; the hub reaches each server by its internal IP there.
 c.DockerSpawner.network_name = settings.network
 c.DockerSpawner.use_internal_ip = True
@@ -84,6 +86,10 @@ if settings.auth_strategy == "native":
     # Both have no effective default in NativeAuthenticator 1.3.0 (0 = no lockout): set them.
     c.NativeAuthenticator.allowed_failed_logins = 5
     c.NativeAuthenticator.seconds_before_next_try = 600
+    # `cargo xtask unlock` / `reset-password` leave their requests here, on the hub's data volume.
+    c.JhubNativeAuthenticator.account_requests_dir = accounts.requests_dir(settings.data_dir)
+    # The authorization area with buttons that POST (NativeAuthenticator's links changed accounts on a GET).
+    c.JupyterHub.template_paths = [TEMPLATE_DIR]
 else:
     # One shared password for every name: a test setup. No admin, not even one from an earlier run.
     c.JupyterHub.authenticator_class = DummyAuthenticator
@@ -116,15 +122,13 @@ if settings.subdomain_host:
     c.JupyterHub.subdomain_host = settings.subdomain_host
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
-# X-Forwarded-* headers count only on connections from the proxy (both its names): a user's container,
-# which reaches this port directly, cannot forge the client address the hub logs or the scheme it sees.
-xheaders.trust_only(xheaders.TrustedPeers(["proxy", "proxy-api"]))
-if settings.trust_xheaders:
-    # The hub skips trusted entries of X-Forwarded-For from the right: nginx sends "client", CHP appends
-    # nginx's address, so trusting both (JHUB_TRUSTED_PROXIES; the TLS overlay sets "proxy nginx") makes
-    # the hub log the client's address instead of the front proxy's.
-    trusted = {address for name in settings.trusted_proxies for address in config.proxy_addresses(name)}
-    c.JupyterHub.trusted_downstream_ips = sorted(trusted)
+# Forwarded headers count only as the stack's proxies write them: on connections from the proxy, whose
+# own X-Forwarded-For entry names the client, or, with TRUST_XHEADERS, the entry before it when that one is
+# a front named in JHUB_TRUSTED_PROXIES (the TLS overlay: nginx, which overwrites them). X-Real-Ip and
+# X-Scheme never count: a user's container cannot forge the address the hub logs nor the scheme it sees.
+xheaders.install(xheaders.Peers(front_names=settings.trusted_proxies if settings.trust_xheaders else ()))
+# SameSite=Lax on every hub cookie (`_xsrf` too), and Secure behind the TLS front door.
+c.JupyterHub.tornado_settings = {"cookie_options": config.cookie_options(settings)}
 
 # ---- Services and roles
 

@@ -58,7 +58,8 @@ pub async fn log_in(browser: &Browser, stack: &Stack, user: &str, password: &str
     Ok(())
 }
 
-/// Authorizes `user` in NativeAuthenticator's authorization area by clicking its Authorize button.
+/// Authorizes `user` in NativeAuthenticator's authorization area by clicking its Authorize button (a form
+/// that POSTs with `_xsrf`: a GET changes no account).
 pub async fn authorize(admin: &Browser, stack: &Stack, user: &str) -> Result<()> {
     admin.goto(&stack.url("/hub/authorize")).await?;
     let row = format!("tr[id='{user}']");
@@ -67,7 +68,7 @@ pub async fn authorize(admin: &Browser, stack: &Stack, user: &str) -> Result<()>
         state.iter().any(|cell| cell == "No"),
         "the authorization area does not list `{user}` as waiting for approval (row cells: {state:?})"
     );
-    admin.click(&format!("{row} a[href$='/authorize/{user}']"), wait::DEFAULT).await?;
+    admin.click(&format!("{row} form[action$='/authorize/{user}'] button"), wait::DEFAULT).await?;
     admin.visible(&format!("{row}.success"), wait::DEFAULT).await?;
     Ok(())
 }

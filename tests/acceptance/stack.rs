@@ -238,10 +238,12 @@ impl Stack {
         if let Err(err) = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]) {
             progress!("stack {}: cleanup: {err:#}", self.project);
         }
-        let volumes: Vec<String> = docker_lines(&["volume", "ls", "-q", "--filter", &format!("name={}", self.volume_prefix)])
+        let mut volumes: Vec<String> = docker_lines(&["volume", "ls", "-q", "--filter", &format!("name={}", self.volume_prefix)])
             .into_iter()
             .filter(|name| name.starts_with(&self.volume_prefix))
             .collect();
+        // Archives of deleted users carry the stack's label, not the user-volume prefix.
+        volumes.extend(docker_lines(&["volume", "ls", "-q", "--filter", &label]));
         if !volumes.is_empty() {
             let mut args = vec!["volume", "rm", "-f"];
             args.extend(volumes.iter().map(String::as_str));

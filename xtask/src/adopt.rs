@@ -5,7 +5,7 @@
 //! labels, filled from the copy, compared again, and only then the copy removed. Only volumes of users the
 //! hub's database knows are adopted; others are listed and left alone. A dry run unless `--yes`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bollard::Docker;
@@ -13,7 +13,7 @@ use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveVolumeOptions};
 use jhub_docker::contract::{self, PURPOSE_LABEL, STACK_LABEL};
 
-use crate::backup::{Target, create_helper, engine_failed, helper_image, remove_container, run_helper, stack_is_running};
+use crate::backup::{AccountsFrom, Target, engine_failed, helper_image, read_accounts, refuse_while_running, run_helper_once};
 use crate::engine;
 use crate::ui::{self, UserError};
 
@@ -25,51 +25,22 @@ pub struct AdoptOptions {
     pub yes: bool,
 }
 
-/// The names of the hub's users, one JSON list, read from its database (a plain connection: a journal a
-/// killed hub left behind is rolled back first, as the hub would at its next start).
-const HUB_USERS_SCRIPT: &str = "\
-import json, os, sqlite3, sys
-path = sys.argv[1]
-if not os.path.exists(path):
-    sys.exit(f'no database at {path}')
-print(json.dumps([name for (name,) in sqlite3.connect(path).execute('SELECT name FROM users')]))
-";
-
-/// Copies /from into /to (everything: owners, modes, times, links, special files), then prints one checksum
-/// line per tree: every entry's path, type, mode, owner and times, and each file's content or link target.
-const COPY_AND_SUM_SCRIPT: &str = r#"
-import hashlib, os, stat, subprocess, sys
-
-def tree_sum(root):
-    digest = hashlib.sha256()
-    def entry(path, relative):
-        info = os.lstat(path)
-        digest.update(b"%s\0%o\0%d\0%d\0" % (relative, info.st_mode, info.st_uid, info.st_gid))
-        if relative != b".":
-            digest.update(b"%d\0" % info.st_mtime_ns)
-        if stat.S_ISREG(info.st_mode):
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        elif stat.S_ISLNK(info.st_mode):
-            digest.update(os.readlink(path))
-        elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
-            digest.update(b"%d" % info.st_rdev)
-        digest.update(b"\0\0")
-    entry(root, b".")
-    for folder, folders, files in os.walk(root):
-        folders.sort()
-        for name in sorted(folders + files):
-            path = os.path.join(folder, name)
-            entry(path, os.path.relpath(path, root))
-    return digest.hexdigest()
-
+/// Copies /from into /to (everything: owners, modes, times, links, special files), then prints each tree's
+/// checksum (`jhub_docker::tree_sum`).
+fn copy_and_sum_script() -> String {
+    format!(
+        "{}\n{}",
+        jhub_docker::tree_sum::TREE_SUM_PY,
+        r#"
+import subprocess, sys
 copy = subprocess.run(["cp", "-a", "/from/.", "/to/"], capture_output=True, text=True)
 if copy.returncode != 0:
     sys.exit("cp -a failed: " + copy.stderr.strip())
 print("from", tree_sum(b"/from"))
 print("to", tree_sum(b"/to"))
-"#;
+"#
+    )
+}
 
 /// One volume to adopt: its name, the user it belongs to, and whether an earlier run already removed the
 /// original and left the data in the temporary copy.
@@ -93,15 +64,9 @@ pub fn run(options: &AdoptOptions) -> anyhow::Result<()> {
 
 async fn adopt(target: &Target, options: &AdoptOptions) -> anyhow::Result<()> {
     let docker = engine::connect().await?;
-    if stack_is_running(&docker, &target.stack).await? {
-        return Err(UserError::new(
-            format!("stack `{}` is running; adopting its volumes needs it stopped", target.stack),
-            "stop it with `cargo xtask down` (it keeps volumes), adopt, then `cargo xtask up`",
-        )
-        .into());
-    }
+    refuse_while_running(&docker, &target.stack, "adopting its volumes").await?;
     let helper_image = helper_image(&docker).await?;
-    let known = hub_users(&docker, target, &helper_image).await?;
+    let accounts = hub_accounts(&docker, target, &helper_image).await?;
 
     let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?.volumes.unwrap_or_default();
     let labels_of: HashMap<&str, &HashMap<String, String>> = volumes.iter().map(|volume| (volume.name.as_str(), &volume.labels)).collect();
@@ -110,7 +75,7 @@ async fn adopt(target: &Target, options: &AdoptOptions) -> anyhow::Result<()> {
     for volume in &volumes {
         let escaped = volume.name.strip_prefix(&target.user_volume_prefix);
         let (Some(user), None) = (escaped.and_then(contract::user_of_escaped_name), volume.labels.get(STACK_LABEL)) else { continue };
-        if known.contains(&user) {
+        if accounts.contains_key(&user) {
             adoptions.push(Adoption { volume: volume.name.clone(), user, resume_from_copy: false });
         } else {
             unknown.push(volume.name.clone());
@@ -149,7 +114,7 @@ async fn adopt(target: &Target, options: &AdoptOptions) -> anyhow::Result<()> {
     let mut done = Vec::new();
     for adoption in &adoptions {
         ui::note(&format!("adopting {} (user {})", adoption.volume, adoption.user));
-        if let Err(err) = adopt_volume(&docker, &helper_image, target, adoption).await {
+        if let Err(err) = adopt_volume(&docker, &helper_image, target, &accounts, adoption).await {
             if !done.is_empty() {
                 eprintln!("adopted before the failure: {}", done.join(", "));
             }
@@ -161,8 +126,8 @@ async fn adopt(target: &Target, options: &AdoptOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The user names in the hub's database, read in a throwaway container on the (stopped) hub's data volume.
-async fn hub_users(docker: &Docker, target: &Target, helper_image: &str) -> anyhow::Result<BTreeSet<String>> {
+/// Every account of the hub's database with its creation time, read on the (stopped) hub's data volume.
+async fn hub_accounts(docker: &Docker, target: &Target, helper_image: &str) -> anyhow::Result<HashMap<String, String>> {
     let data_volume = target.data_volume();
     if docker.inspect_volume(&data_volume).await.is_err() {
         return Err(UserError::new(
@@ -171,27 +136,20 @@ async fn hub_users(docker: &Docker, target: &Target, helper_image: &str) -> anyh
         )
         .into());
     }
-    let database = "/srv/jupyterhub/data/jupyterhub.sqlite";
-    let binds = vec![format!("{data_volume}:/srv/jupyterhub/data")];
-    let container = create_helper(docker, helper_image, binds, &["python3", "-c", HUB_USERS_SCRIPT, database], "adopt-read-users").await?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome?;
-    let last_line = output.lines().last().unwrap_or_default();
-    if code != 0 {
-        return Err(UserError::new(
-            format!("cannot read the users of the hub's database: {last_line}"),
-            "check the hub's data volume with `cargo xtask up` and `cargo xtask logs hub`",
-        )
-        .into());
-    }
-    Ok(serde_json::from_str::<Vec<String>>(last_line)?.into_iter().collect())
+    read_accounts(docker, helper_image, AccountsFrom::DataVolume(&data_volume)).await
 }
 
 /// original → labelled copy (sums compared) → original removed → original made anew with the labels →
 /// filled from the copy (sums compared) → copy removed. At every step one whole copy of the data exists.
-async fn adopt_volume(docker: &Docker, helper_image: &str, target: &Target, adoption: &Adoption) -> anyhow::Result<()> {
-    let labels: HashMap<String, String> = contract::user_volume_labels(&target.stack, &adoption.user).into_iter().collect();
+async fn adopt_volume(
+    docker: &Docker,
+    helper_image: &str,
+    target: &Target,
+    accounts: &HashMap<String, String>,
+    adoption: &Adoption,
+) -> anyhow::Result<()> {
+    let created = accounts.get(&adoption.user).map(String::as_str).unwrap_or_default();
+    let labels: HashMap<String, String> = contract::user_volume_labels(&target.stack, &adoption.user, created).into_iter().collect();
     let copy = copy_name(&adoption.volume);
     if !adoption.resume_from_copy {
         if docker.inspect_volume(&copy).await.is_ok() {
@@ -215,10 +173,8 @@ async fn adopt_volume(docker: &Docker, helper_image: &str, target: &Target, adop
 /// Copies volume `from` into the empty volume `to` and fails unless both trees have the same checksum.
 async fn copy_and_compare(docker: &Docker, helper_image: &str, from: &str, to: &str) -> anyhow::Result<()> {
     let binds = vec![format!("{from}:/from:ro"), format!("{to}:/to")];
-    let container = create_helper(docker, helper_image, binds, &["python3", "-c", COPY_AND_SUM_SCRIPT], "adopt-copy").await?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome?;
+    let script = copy_and_sum_script();
+    let (code, output) = run_helper_once(docker, helper_image, binds, &["python3", "-c", &script], "adopt-copy").await?;
     let sum_of =
         |tree: &str| output.lines().find_map(|line| line.strip_prefix(tree).and_then(|rest| rest.strip_prefix(' '))).map(str::to_string);
     match (code, sum_of("from"), sum_of("to")) {

@@ -3,9 +3,11 @@
 //! every user's volume streamed as tar through the Engine API), with a manifest of sha256 sums.
 //!
 //! A backup is written to a hidden sibling folder and renamed to DIR once its manifest is complete, so DIR
-//! never holds half a backup. A restore checks every sum before it writes anything, refuses to overwrite a
-//! stack's data without `--force`, extracts each volume into a staging folder inside that volume and moves
-//! the entries into place only once the whole tar arrived, and names what it wrote when it stops half way.
+//! never holds half a backup. A restore checks every sum before it writes anything, restores into the
+//! backup's own stack (refusing settings that name another without `--force`), refuses to overwrite a
+//! stack's data without `--force`, labels every volume it creates as the platform does, and is
+//! all-or-nothing up to the last step: every volume's tar is first extracted into a stage of its own inside
+//! that volume, and only once all arrived are the stages moved into place (renames), users first.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -37,8 +39,7 @@ const DATA_DIR: &str = "/srv/jupyterhub/data";
 const DATABASE: &str = "jupyterhub.sqlite";
 const COOKIE_SECRET: &str = "jupyterhub_cookie_secret";
 /// Where a user's volume is mounted while it is saved, hence the top folder of every user's tar; a restore
-/// extracts that tar into the target volume, where this folder is the staging area, then moves its entries
-/// up one level.
+/// extracts that tar into its stage inside the target volume, then moves this folder's entries to the top.
 const STAGING: &str = ".jhub-staging";
 
 /// Copies the live database with sqlite's online backup API (consistent even while the hub writes) and
@@ -59,17 +60,29 @@ if verdict != 'ok':
     sys.exit(f'integrity_check of the copy: {verdict}')
 ";
 
-/// Runs in a throwaway container with the target volume at /target once the tar is extracted into
-/// /target/.jhub-staging: with `force`, removes what the volume held; gives the volume's root the owner
-/// and mode the backup recorded; moves the staged entries into place; removes the staging folder.
+/// Where a restore stages a volume's tar inside that volume (`<prefix><nonce>/.jhub-staging/…`), so the
+/// final moves are renames within one filesystem. A nonce per restore, so no name a home may hold (a
+/// user's own `.jhub-staging` folder, say) is ever taken for the staging area.
+const RESTORE_STAGE_PREFIX: &str = ".jhub-restore-";
+
+/// Runs in one throwaway container with every target volume at /target/<n> once each tar is staged in
+/// /target/<n>/<stage>/.jhub-staging: for each volume, with `force`, removes what it held; gives its root
+/// the owner and mode the backup recorded; moves the staged entries into place; removes the stage; says
+/// which volume is done. Arguments: the stage's name, then `force` or `keep`, then the volume numbers in
+/// the order to finish them.
 const FINISH_SCRIPT: &str = "\
 set -eu
-cd /target
-if [ \"$1\" = force ]; then find . -mindepth 1 -maxdepth 1 ! -name .jhub-staging -exec rm -rf {} +; fi
-chown --reference=.jhub-staging .
-chmod --reference=.jhub-staging .
-find .jhub-staging -mindepth 1 -maxdepth 1 -exec mv -t . {} +
-rmdir .jhub-staging
+stage=$1 mode=$2
+shift 2
+for number in \"$@\"; do
+  cd \"/target/$number\"
+  if [ \"$mode\" = force ]; then find . -mindepth 1 -maxdepth 1 ! -name \"$stage\" -exec rm -rf {} +; fi
+  chown --reference=\"$stage/.jhub-staging\" .
+  chmod --reference=\"$stage/.jhub-staging\" .
+  find \"$stage/.jhub-staging\" -mindepth 1 -maxdepth 1 -exec mv -t . {} +
+  rm -rf \"$stage\"
+  echo \"finished $number\"
+done
 ";
 
 /// `cargo xtask backup` options (plain, so a CLI parser can wrap them).
@@ -150,9 +163,11 @@ impl Target {
 
     /// The labels the hub gives the volume of `escaped_user` (see `contract::user_volume_labels`); a name
     /// the spawner could not have made (an old backup's) is labelled as it is spelled.
-    fn user_volume_labels(&self, escaped_user: &str) -> HashMap<String, String> {
+    /// `accounts` (`read_accounts`) gives the account's creation time.
+    fn user_volume_labels(&self, escaped_user: &str, accounts: &HashMap<String, String>) -> HashMap<String, String> {
         let user = contract::user_of_escaped_name(escaped_user).unwrap_or_else(|| escaped_user.to_string());
-        contract::user_volume_labels(&self.stack, &user).into_iter().collect()
+        let created = accounts.get(&user).map(String::as_str).unwrap_or_default();
+        contract::user_volume_labels(&self.stack, &user, created).into_iter().collect()
     }
 }
 
@@ -350,6 +365,67 @@ async fn running_service(docker: &Docker, stack: &str, service: &str) -> anyhow:
     Ok(containers.into_iter().find_map(|container| container.id))
 }
 
+/// Prints every user of the hub's database with the creation time of the account, one JSON object, as the
+/// hub's spawner writes it into a volume's label (`user.created.isoformat()`: SQLAlchemy stores the naive
+/// UTC time as text, which `fromisoformat` reads back exactly). A plain connection: a journal a killed hub
+/// left behind is rolled back first, as the hub would at its next start.
+const ACCOUNTS_SCRIPT: &str = "\
+import datetime, json, os, sqlite3, sys
+path = sys.argv[1]
+if not os.path.exists(path):
+    sys.exit(f'no database at {path}')
+rows = sqlite3.connect(path).execute('SELECT name, created FROM users')
+print(json.dumps({name: datetime.datetime.fromisoformat(created).isoformat() if created else '' for name, created in rows}))
+";
+
+/// Where `read_accounts` finds the hub's database.
+pub(crate) enum AccountsFrom<'a> {
+    /// The hub's data volume of a stopped stack.
+    DataVolume(&'a str),
+    /// A copy of the database (a backup's).
+    Copy(&'a [u8]),
+}
+
+/// Every user of the hub's database with the creation time of the account (see ACCOUNTS_SCRIPT), read in a
+/// throwaway container of the hub image.
+pub(crate) async fn read_accounts(docker: &Docker, helper_image: &str, from: AccountsFrom<'_>) -> anyhow::Result<HashMap<String, String>> {
+    let database = format!("{DATA_DIR}/{DATABASE}");
+    let argv = ["python3", "-c", ACCOUNTS_SCRIPT, database.as_str()];
+    let (code, output) = match from {
+        AccountsFrom::DataVolume(volume) => {
+            run_helper_once(docker, helper_image, vec![format!("{volume}:{DATA_DIR}")], &argv, "read-accounts").await?
+        }
+        AccountsFrom::Copy(bytes) => {
+            let container = create_helper(docker, helper_image, Vec::new(), &argv, "read-accounts").await?;
+            let outcome = async {
+                let mut builder = tar::Builder::new(Vec::new());
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o600);
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, format!("{}/{DATABASE}", DATA_DIR.trim_start_matches('/')), bytes)?;
+                let options = UploadToContainerOptions { path: "/".to_string(), ..Default::default() };
+                docker
+                    .upload_to_container(&container, Some(options), bollard::body_full(builder.into_inner()?.into()))
+                    .await
+                    .map_err(|err| engine_failed("copying the hub's database into a helper container", err))?;
+                run_helper(docker, &container).await
+            }
+            .await;
+            remove_container(docker, &container).await;
+            outcome?
+        }
+    };
+    let last_line = output.lines().last().unwrap_or_default();
+    if code != 0 {
+        return Err(UserError::new(
+            format!("cannot read the users of the hub's database: {last_line}"),
+            "check the hub's data (`cargo xtask logs hub`, or the backup's hub/jupyterhub.sqlite)",
+        )
+        .into());
+    }
+    Ok(serde_json::from_str(last_line)?)
+}
+
 /// The database (copied by sqlite's online backup) and the cookie secret: inside the running hub through
 /// an exec, or, when the hub is down, in a throwaway container of the hub image mounting its data volume.
 async fn copy_hub_data(docker: &Docker, target: &Target, helper_image: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
@@ -482,6 +558,33 @@ pub(crate) async fn create_helper(
     Ok(docker.create_container(None, config).await.map_err(|err| engine_failed("creating a helper container", err))?.id)
 }
 
+/// Runs `argv` in a throwaway helper container (see `create_helper`) to its end and removes it; returns
+/// its exit code and output.
+pub(crate) async fn run_helper_once(
+    docker: &Docker,
+    image: &str,
+    binds: Vec<String>,
+    argv: &[&str],
+    purpose: &str,
+) -> anyhow::Result<(i64, String)> {
+    let container = create_helper(docker, image, binds, argv, purpose).await?;
+    let outcome = run_helper(docker, &container).await;
+    remove_container(docker, &container).await;
+    outcome
+}
+
+/// Refuses to go on while the stack's hub or any of its user servers runs: `doing` needs it stopped.
+pub(crate) async fn refuse_while_running(docker: &Docker, stack: &str, doing: &str) -> anyhow::Result<()> {
+    if stack_is_running(docker, stack).await? {
+        return Err(UserError::new(
+            format!("stack `{stack}` is running; {doing} needs it stopped"),
+            "stop it with `cargo xtask down` (it keeps volumes), then run this again and `cargo xtask up`",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Starts a helper, waits for it to exit (at most ten minutes) and returns its exit code and output.
 pub(crate) async fn run_helper(docker: &Docker, container: &str) -> anyhow::Result<(i64, String)> {
     docker.start_container(container, None).await.map_err(|err| engine_failed("starting a helper container", err))?;
@@ -540,7 +643,7 @@ pub fn run_restore(options: &RestoreOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let manifest = read_manifest(&options.dir)?;
     verify(&options.dir, &manifest)?;
-    let target = Target::from_env_file(&options.env_file);
+    let target = restore_target(&manifest, options)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let mut written = Written { done: Vec::new(), pending: Vec::new() };
     let outcome = runtime.block_on(write_restore(&target, options, &manifest, &mut written));
@@ -571,6 +674,58 @@ pub fn run_restore(options: &RestoreOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stack a restore writes into: the backup's own (its name and user-volume prefix), whatever the
+/// settings file says, since the backup's settings go back there too. Settings that name another stack
+/// are refused unless `--force` replaces them with the backup's; a backup without settings (its stack ran
+/// on defaults) cannot replace them, so a clash is refused even with `--force`.
+fn restore_target(manifest: &Manifest, options: &RestoreOptions) -> anyhow::Result<Target> {
+    let backup = Target { stack: manifest.stack.clone(), user_volume_prefix: manifest.user_volume_prefix.clone() };
+    // A checkout without settings (a new machine) takes the backup's, unless the shell names a stack.
+    let named_elsewhere = ["JHUB_STACK_NAME", "JHUB_USER_VOLUME_PREFIX"].iter().any(|key| std::env::var_os(key).is_some());
+    if !options.env_file.exists() && !named_elsewhere {
+        return Ok(backup);
+    }
+    let current = Target::from_env_file(&options.env_file);
+    if current.stack == backup.stack && current.user_volume_prefix == backup.user_volume_prefix {
+        return Ok(backup);
+    }
+    let has_settings = manifest.files.iter().any(|file| file.kind == FileKind::Env);
+    if options.force && has_settings {
+        ui::note(&format!(
+            "the settings in {} name stack `{}`; restoring the backup's stack `{}` and its settings (--force)",
+            options.env_file.display(),
+            current.stack,
+            backup.stack
+        ));
+        return Ok(backup);
+    }
+    let hint = if has_settings {
+        "restore into a checkout whose settings name the backup's stack (or have none; --env-file FILE), or pass \
+         --force to replace the settings with the backup's"
+            .to_string()
+    } else {
+        format!(
+            "the backup holds no settings (its stack ran on defaults): set JHUB_STACK_NAME={} and \
+             JHUB_USER_VOLUME_PREFIX={} in {} (or remove them), then restore",
+            backup.stack,
+            backup.user_volume_prefix,
+            options.env_file.display()
+        )
+    };
+    Err(UserError::new(
+        format!(
+            "the backup is of stack `{}` (user volumes `{}…`), the settings in {} name stack `{}` (`{}…`)",
+            backup.stack,
+            backup.user_volume_prefix,
+            options.env_file.display(),
+            current.stack,
+            current.user_volume_prefix
+        ),
+        hint,
+    )
+    .into())
+}
+
 fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
     let path = dir.join(MANIFEST);
     let text = std::fs::read(&path).map_err(|err| {
@@ -586,6 +741,13 @@ fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
         return Err(UserError::new(
             format!("{} has format {}, this xtask reads format {FORMAT}", path.display(), manifest.format),
             "restore it with the checkout that made it",
+        )
+        .into());
+    }
+    if !valid_volume_part(&manifest.stack) || !valid_volume_part(&manifest.user_volume_prefix) {
+        return Err(UserError::new(
+            format!("{} names an unsafe stack `{}` or volume prefix `{}`", path.display(), manifest.stack, manifest.user_volume_prefix),
+            "use the folder as backup wrote it",
         )
         .into());
     }
@@ -666,15 +828,16 @@ enum TarSource {
 
 async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Manifest, written: &mut Written) -> anyhow::Result<()> {
     let docker = engine::connect().await?;
-    if stack_is_running(&docker, &target.stack).await? {
-        return Err(UserError::new(
-            format!("stack `{}` is running; a restore needs it stopped", target.stack),
-            "stop it with `cargo xtask down` (it keeps volumes), restore, then `cargo xtask up`",
-        )
-        .into());
-    }
+    refuse_while_running(&docker, &target.stack, "a restore").await?;
     let helper_image = helper_image(&docker).await?;
     let file_of = |kind: FileKind| manifest.files.iter().find(|file| file.kind == kind);
+
+    let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
+        return Err(UserError::new("the backup has no hub database or cookie secret", "use a folder `cargo xtask backup` wrote").into());
+    };
+    let database_bytes = std::fs::read(options.dir.join(&database.path))?;
+    // Each account's creation time, for the label the hub checks before it mounts a volume.
+    let accounts = read_accounts(&docker, &helper_image, AccountsFrom::Copy(&database_bytes)).await?;
 
     // The volumes, users first and the hub's data last: a restore that stops half way then leaves a hub
     // that does not know the restored users yet, rather than users whose files are missing.
@@ -685,13 +848,10 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
             volume: target.user_volume(&user),
             what: format!("files of {user}"),
             tar: TarSource::File(options.dir.join(&file.path), file.bytes),
-            labels: target.user_volume_labels(&user),
+            labels: target.user_volume_labels(&user, &accounts),
         });
     }
-    let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
-        return Err(UserError::new("the backup has no hub database or cookie secret", "use a folder `cargo xtask backup` wrote").into());
-    };
-    let hub_tar = hub_data_tar(&std::fs::read(options.dir.join(&database.path))?, &std::fs::read(options.dir.join(&secret.path))?)?;
+    let hub_tar = hub_data_tar(&database_bytes, &std::fs::read(options.dir.join(&secret.path))?)?;
     jobs.push(VolumeJob {
         volume: target.data_volume(),
         what: "the hub's database and cookie secret".to_string(),
@@ -724,15 +884,10 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
         .into());
     }
 
-    written.pending = jobs.iter().map(|job| format!("{} (volume {})", job.what, job.volume)).collect();
-    if settings_file.is_some() {
-        written.pending.push(format!("settings ({})", options.env_file.display()));
-    }
-    if lock_bytes.is_some() {
-        written.pending.push("images.lock".to_string());
-    }
-    prepare_volumes(&docker, &helper_image, &jobs).await?;
-
+    // Stage every volume's tar inside that volume, next to what it holds. Until all are staged nothing of
+    // the stack has changed: a failure removes the stages and the volumes this restore created.
+    let stage = format!("{RESTORE_STAGE_PREFIX}{}", random_hex());
+    let created = prepare_volumes(&docker, &helper_image, &jobs, &stage).await?;
     let total: u64 = jobs
         .iter()
         .map(|job| match &job.tar {
@@ -742,12 +897,39 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
         .sum();
     let bar = bar(total, "restore");
     for job in &jobs {
-        say(&bar, &format!("restoring {} into volume {}", job.what, job.volume));
-        restore_volume(&docker, &helper_image, job, options.force, &bar).await?;
+        say(&bar, &format!("staging {} in volume {}", job.what, job.volume));
+        if let Err(err) = stage_volume(&docker, &helper_image, job, &stage, &bar).await {
+            bar.finish_and_clear();
+            undo_stages(&docker, &helper_image, &jobs, &stage, &created).await;
+            return Err(UserError::new(
+                format!("nothing was restored: staging the {} in volume {} failed: {err:#}", job.what, job.volume),
+                "check the engine's free disk space (`docker system df`) and the backup's files, then run the restore again",
+            )
+            .into());
+        }
+    }
+    bar.finish_and_clear();
+
+    // Everything arrived: move each stage into place, users first and the hub's data last (renames within
+    // each volume; a stop here leaves a hub that does not know the restored users yet, never the reverse).
+    written.pending = jobs.iter().map(|job| format!("{} (volume {})", job.what, job.volume)).collect();
+    if settings_file.is_some() {
+        written.pending.push(format!("settings ({})", options.env_file.display()));
+    }
+    if lock_bytes.is_some() {
+        written.pending.push("images.lock".to_string());
+    }
+    let finished = finish_volumes(&docker, &helper_image, &jobs, &stage, options.force).await;
+    let count = match &finished {
+        Ok(count) | Err((count, _)) => *count,
+    };
+    for _ in 0..count {
         let item = written.pending.remove(0);
         written.done.push(item);
     }
-    bar.finish_and_clear();
+    if let Err((_, err)) = finished {
+        return Err(err);
+    }
     if let Some(text) = settings_file {
         write_atomically(&options.env_file, &text)?;
         written.done.push(written.pending.remove(0));
@@ -757,6 +939,12 @@ async fn write_restore(target: &Target, options: &RestoreOptions, manifest: &Man
         written.done.push(written.pending.remove(0));
     }
     Ok(())
+}
+
+/// 16 random hex digits, for names no one else picks.
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
 }
 
 /// The version this host's compose writes into its labels (a restored data volume carries it, as one
@@ -790,7 +978,7 @@ fn hub_data_tar(database: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(builder.into_inner()?)
 }
 
-/// The jobs whose volume exists and holds anything (a staging folder a failed restore left aside).
+/// The jobs whose volume exists and holds anything (the stage a stopped restore left aside).
 async fn occupied_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]) -> anyhow::Result<Vec<String>> {
     let mut binds = Vec::new();
     let mut checked = Vec::new();
@@ -803,11 +991,8 @@ async fn occupied_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob
     if checked.is_empty() {
         return Ok(Vec::new());
     }
-    let script = "for d in /check/*; do if ls -A \"$d\" | grep -qvx .jhub-staging; then basename \"$d\"; fi; done";
-    let container = create_helper(docker, helper_image, binds, &["sh", "-c", script], "restore-check").await?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome?;
+    let script = format!("for d in /check/*; do if ls -A \"$d\" | grep -qv '^{RESTORE_STAGE_PREFIX}'; then basename \"$d\"; fi; done");
+    let (code, output) = run_helper_once(docker, helper_image, binds, &["sh", "-c", &script], "restore-check").await?;
     anyhow::ensure!(code == 0, "the check of the target volumes failed: {}", output.trim());
     Ok(output
         .split_whitespace()
@@ -817,11 +1002,13 @@ async fn occupied_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob
         .collect())
 }
 
-/// Gives every job a volume with its labels and removes staging folders a failed restore left in the
-/// others. Docker cannot add labels to a volume, so an existing one that lacks them (an earlier restore's,
-/// before restores labelled) is removed and made anew: by now it is known to be empty or, with `--force`,
-/// to be replaced, and the backup holds everything that goes into it.
-async fn prepare_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]) -> anyhow::Result<()> {
+/// Gives every job a volume with its labels, removes the stages a stopped restore left and makes this
+/// restore's `stage` folder in each; returns the volumes it created. Docker cannot add labels to a volume,
+/// so an existing one that lacks them (an earlier restore's, before restores labelled) is removed and made
+/// anew: by now it is known to be empty or, with `--force`, to be replaced, and the backup holds
+/// everything that goes into it.
+async fn prepare_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob], stage: &str) -> anyhow::Result<Vec<String>> {
+    let mut created = Vec::new();
     for job in jobs {
         if let Ok(existing) = docker.inspect_volume(&job.volume).await {
             let labelled = job.labels.iter().all(|(key, value)| existing.labels.get(key) == Some(value));
@@ -834,24 +1021,29 @@ async fn prepare_volumes(docker: &Docker, helper_image: &str, jobs: &[VolumeJob]
                     format!("a container still uses it: `docker ps -a --filter volume={}` shows which", job.volume),
                 )
             })?;
+        } else {
+            created.push(job.volume.clone());
         }
         let request = VolumeCreateRequest { name: Some(job.volume.clone()), labels: Some(job.labels.clone()), ..Default::default() };
         docker.create_volume(request).await.map_err(|err| engine_failed(&format!("creating volume {}", job.volume), err))?;
     }
-    let binds: Vec<String> = jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect();
-    let container = create_helper(docker, helper_image, binds, &["sh", "-c", "rm -rf /target/*/.jhub-staging"], "restore-prepare").await?;
-    let outcome = run_helper(docker, &container).await;
-    remove_container(docker, &container).await;
-    let (code, output) = outcome?;
-    anyhow::ensure!(code == 0, "clearing old staging folders failed: {}", output.trim());
-    Ok(())
+    let binds = target_binds(jobs);
+    let script = format!("set -eu; rm -rf /target/*/{RESTORE_STAGE_PREFIX}*; for d in /target/*; do mkdir -m 700 \"$d/{stage}\"; done");
+    let (code, output) = run_helper_once(docker, helper_image, binds, &["sh", "-c", &script], "restore-prepare").await?;
+    anyhow::ensure!(code == 0, "preparing the volumes for the restore failed: {}", output.trim());
+    Ok(created)
 }
 
-/// Extracts the job's tar into the volume's staging folder, then moves it into place (see FINISH_SCRIPT).
-async fn restore_volume(docker: &Docker, helper_image: &str, job: &VolumeJob, force: bool, bar: &ProgressBar) -> anyhow::Result<()> {
-    let mode = if force { "force" } else { "keep" };
+/// Every job's volume at `/target/<its number>`, for the scripts that work on all of them at once.
+fn target_binds(jobs: &[VolumeJob]) -> Vec<String> {
+    jobs.iter().enumerate().map(|(index, job)| format!("{}:/target/{index}", job.volume)).collect()
+}
+
+/// Extracts the job's tar into `stage` inside its volume (the tar's own top folder is `.jhub-staging`).
+/// The throwaway container is created, never started: the engine writes into its mounts all the same.
+async fn stage_volume(docker: &Docker, helper_image: &str, job: &VolumeJob, stage: &str, bar: &ProgressBar) -> anyhow::Result<()> {
     let binds = vec![format!("{}:/target", job.volume)];
-    let container = create_helper(docker, helper_image, binds, &["sh", "-c", FINISH_SCRIPT, "finish", mode], "restore").await?;
+    let container = create_helper(docker, helper_image, binds, &["true"], "restore-stage").await?;
     let outcome = async {
         let body = match &job.tar {
             TarSource::Bytes(bytes) => {
@@ -860,18 +1052,48 @@ async fn restore_volume(docker: &Docker, helper_image: &str, job: &VolumeJob, fo
             }
             TarSource::File(path, _) => bollard::body_try_stream(file_chunks(path, bar.clone())?.map(|chunk| chunk.map(Into::into))),
         };
-        let options = UploadToContainerOptions { path: "/target".to_string(), ..Default::default() };
+        let options = UploadToContainerOptions { path: format!("/target/{stage}"), ..Default::default() };
         docker
             .upload_to_container(&container, Some(options), body)
             .await
-            .map_err(|err| engine_failed(&format!("writing volume {}", job.volume), err))?;
-        let (code, output) = run_helper(docker, &container).await?;
-        anyhow::ensure!(code == 0, "moving the {} into place in volume {} failed: {}", job.what, job.volume, output.trim());
-        Ok(())
+            .map_err(|err| engine_failed(&format!("writing volume {}", job.volume), err))
     }
     .await;
     remove_container(docker, &container).await;
     outcome
+}
+
+/// After a failed staging: removes every stage, and the volumes this restore created, so the stack is as
+/// it was. Best effort: what it cannot remove, the next restore's preparation does.
+async fn undo_stages(docker: &Docker, helper_image: &str, jobs: &[VolumeJob], stage: &str, created: &[String]) {
+    let _ = run_helper_once(docker, helper_image, target_binds(jobs), &["sh", "-c", &format!("rm -rf /target/*/{stage}")], "restore-undo")
+        .await;
+    for volume in created {
+        let _ = docker.remove_volume(volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+    }
+}
+
+/// Moves every staged volume into place (see FINISH_SCRIPT), in the jobs' order; returns how many were
+/// finished, with the error when not all were.
+async fn finish_volumes(
+    docker: &Docker,
+    helper_image: &str,
+    jobs: &[VolumeJob],
+    stage: &str,
+    force: bool,
+) -> Result<usize, (usize, anyhow::Error)> {
+    let binds = target_binds(jobs);
+    let mode = if force { "force" } else { "keep" };
+    let numbers: Vec<String> = (0..jobs.len()).map(|index| index.to_string()).collect();
+    let mut argv = vec!["sh", "-c", FINISH_SCRIPT, "finish", stage, mode];
+    argv.extend(numbers.iter().map(String::as_str));
+    let (code, output) = run_helper_once(docker, helper_image, binds, &argv, "restore-finish").await.map_err(|err| (0, err))?;
+    let finished = output.lines().filter(|line| line.starts_with("finished ")).count();
+    if code != 0 {
+        let job = &jobs[finished.min(jobs.len() - 1)];
+        return Err((finished, anyhow::anyhow!("moving the {} into place in volume {} failed: {}", job.what, job.volume, output.trim())));
+    }
+    Ok(finished)
 }
 
 /// The file as a stream of 1 MiB chunks, advancing `bar`.

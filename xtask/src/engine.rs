@@ -101,3 +101,40 @@ pub async fn run_configured(docker: &Docker, config: ContainerCreateBody, timeou
     let _ = docker.remove_container(&container, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
     outcome
 }
+
+/// What a command run in a running container (an exec) printed, and how it exited.
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `argv` in the running container `container` as its default user and collects its output.
+pub async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Result<ExecOutput> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let options =
+        CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+    let created = docker.create_exec(container, options).await?;
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
+        while let Some(chunk) = output.next().await {
+            match chunk? {
+                bollard::container::LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+                other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            }
+        }
+    }
+    let exit_code = docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(-1);
+    Ok(ExecOutput { exit_code, stdout, stderr })
+}
+
+/// The running container of compose service `service` in project `project`, or None.
+pub async fn service_container(docker: &Docker, project: &str, service: &str) -> anyhow::Result<Option<String>> {
+    use std::collections::HashMap;
+
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let labels = [format!("com.docker.compose.project={project}"), format!("com.docker.compose.service={service}")];
+    let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
+    let found = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+    Ok(found.into_iter().find_map(|container| container.id))
+}

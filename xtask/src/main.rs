@@ -1,7 +1,9 @@
 //! The project's verbs, reached as `cargo xtask <verb>`: build images, refresh pinned inputs, run the stack
 //! and check the host. `main` parses the command line (clap) and dispatches to one module per verb.
 
+mod accounts;
 mod adopt;
+mod archives;
 mod backup;
 mod base;
 mod bench;
@@ -63,6 +65,12 @@ enum Verb {
     /// Label this stack's unlabelled user volumes (an earlier restore's) as the hub labels its own; a dry
     /// run unless --yes
     AdoptVolumes(AdoptVolumesArgs),
+    /// List the archives of deleted users' files; purge them (a dry run unless --yes)
+    Archives(ArchivesArgs),
+    /// Lift the login lockouts of account NAME (every client address), in the running hub
+    Unlock(AccountArgs),
+    /// Give account NAME a new random password (printed once) and lift its lockouts
+    ResetPassword(AccountArgs),
     /// Load-test a stack of its own: spawn, burst, ramp or idle (`cargo xtask bench --help`)
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
@@ -104,6 +112,25 @@ struct AdoptVolumesArgs {
     /// The stack's settings [default: stack/.env]
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ArchivesArgs {
+    /// Delete the archive of this volume name, or every archive of this user name
+    #[arg(long, value_name = "NAME", conflicts_with = "purge_all")]
+    purge: Option<String>,
+    /// Delete every archive of the stack
+    #[arg(long)]
+    purge_all: bool,
+    /// Really delete (without it, a purge only says what it would delete)
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Args, Debug)]
+struct AccountArgs {
+    /// The account's user name
+    name: String,
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +254,20 @@ fn main() -> ExitCode {
         Verb::AdoptVolumes(args) => {
             adopt::run(&adopt::AdoptOptions { env_file: args.env_file.unwrap_or_else(stack::default_env_file), yes: args.yes })
         }
+        Verb::Archives(args) => {
+            let purge = match (args.purge, args.purge_all) {
+                (Some(name), _) => archives::Purge::Named(name),
+                (None, true) => archives::Purge::All,
+                (None, false) => archives::Purge::Nothing,
+            };
+            if args.yes && purge == archives::Purge::Nothing {
+                Err(ui::UserError::new("--yes confirms a purge, and none was asked for", "add --purge NAME or --purge-all").into())
+            } else {
+                archives::run(purge, args.yes)
+            }
+        }
+        Verb::Unlock(args) => accounts::run(accounts::Action::Unlock, &args.name),
+        Verb::ResetPassword(args) => accounts::run(accounts::Action::ResetPassword, &args.name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,6 +324,19 @@ mod tests {
         assert_eq!(args.display_name, None);
         assert!(Cli::try_parse_from(["xtask", "new-image", "team-demo", "--from", "singleuser-uv"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "new-image", "--from", "singleuser-uv", "--variant", "marimo"]).is_err());
+    }
+
+    #[test]
+    fn archives_purge_one_name_or_all_never_both() {
+        let cli = Cli::try_parse_from(["xtask", "archives", "--purge", "bob", "--yes"]).unwrap();
+        let Verb::Archives(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!((args.purge.as_deref(), args.purge_all, args.yes), (Some("bob"), false, true));
+        assert!(Cli::try_parse_from(["xtask", "archives", "--purge", "bob", "--purge-all"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "archives", "--purge"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "unlock"]).is_err(), "unlock needs a name");
+        let cli = Cli::try_parse_from(["xtask", "reset-password", "carol"]).unwrap();
+        let Verb::ResetPassword(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!(args.name, "carol");
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::{build, engine, tls};
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The label of an archive of a deleted user's files (the hub makes them; `xtask archives` purges them).
+pub(crate) const ARCHIVED_USER_LABEL: &str = "io.jhub-docker.archived-user";
+
 /// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
 pub(crate) struct Settings {
     values: BTreeMap<String, String>,
@@ -175,6 +178,9 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         println!("  (shown once; it is kept in stack/.env, mode 600)");
     }
     let settings = Settings::load(&env_file);
+    if let Some((message, hint)) = signup_exposure(&settings.get("JHUB_BIND_ADDRESS", "127.0.0.1"), &settings.get("OPEN_SIGNUP", "")) {
+        ui::warn(&message, &hint);
+    }
     let hub_image = locked_hub_image()?;
     let docker = runtime.block_on(engine::connect())?;
     // The hub reads its view once at start, and the view is replaced by rename, so a running container's
@@ -214,6 +220,29 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `address` (JHUB_BIND_ADDRESS) serves this machine only: 127.0.0.0/8, ::1 or localhost.
+pub(crate) fn is_loopback(address: &str) -> bool {
+    let address = address.trim().trim_start_matches('[').trim_end_matches(']');
+    address.eq_ignore_ascii_case("localhost") || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The warning `up` prints when OPEN_SIGNUP=true is set explicitly for a stack published beyond loopback
+/// (where the hub's default is signup with the admin's approval), as (message, hint).
+fn signup_exposure(bind_address: &str, open_signup: &str) -> Option<(String, String)> {
+    let open = matches!(open_signup.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+    (open && !is_loopback(bind_address)).then(|| {
+        (
+            format!(
+                "OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={bind_address}: anyone who reaches the port gets an approved account \
+                 and a shell in a container"
+            ),
+            "remove OPEN_SIGNUP from stack/.env (beyond loopback the default is approval by the admin at /hub/authorize), \
+             or bind to 127.0.0.1"
+                .to_string(),
+        )
+    })
+}
+
 /// Makes sure `stack/.env` (mode 600) names an admin password: creates the file with a generated one, or
 /// appends one to a file (such as a copy of .env.example) that has no `ADMIN_PASSWORD=` line at all. An
 /// explicit empty `ADMIN_PASSWORD=` is left alone: that admin chose the sign-up-as-admin path. Returns the
@@ -225,6 +254,9 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Err(UserError::new(format!("cannot read {}: {err}", env_file.display()), "check its permissions").into()),
     };
+    if existing.is_some() {
+        keep_private(env_file)?;
+    }
     let names_password = |text: &str| text.lines().any(|line| line.trim_start().starts_with("ADMIN_PASSWORD="));
     if existing.as_deref().is_some_and(names_password) || std::env::var_os("ADMIN_PASSWORD").is_some() {
         return Ok(None);
@@ -241,6 +273,19 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
     let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(env_file)?;
     file.write_all(text.as_bytes())?;
     Ok(Some(password))
+}
+
+/// Gives an existing settings file mode 600 when others could read it (a copy of `.env.example` keeps
+/// that file's 644, and appending the password does not change a mode), and says so.
+fn keep_private(env_file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env_file)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(env_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|err| UserError::new(format!("cannot make {} private: {err}", env_file.display()), "check who owns it"))?;
+        ui::note(&format!("{} was mode {mode:o}; made it 600: it holds the admin password", env_file.display()));
+    }
+    Ok(())
 }
 
 /// `compose up -d --wait`: compose waits for every healthcheck to pass. Meanwhile the engine's events say
@@ -394,6 +439,12 @@ pub fn down(remove_volumes: bool, force: bool, env_file: &Path) -> anyhow::Resul
         Ok::<_, anyhow::Error>(())
     })?;
     ui::note(&format!("removed the hub's data volume and {} user volume(s) of the stack `{stack}`", choice.remove.len()));
+    if !choice.archives.is_empty() {
+        ui::note(&format!(
+            "kept {} archive(s) of deleted users' files (`cargo xtask archives` lists them, `--purge-all --yes` deletes them)",
+            choice.archives.len()
+        ));
+    }
     if !choice.unlabelled.is_empty() {
         eprintln!(
             "warning: kept {} volume(s) named `{prefix}…` that carry no `{STACK_LABEL}` label, so may belong to another \
@@ -409,17 +460,20 @@ pub fn down(remove_volumes: bool, force: bool, env_file: &Path) -> anyhow::Resul
     Ok(())
 }
 
-/// Which volumes `down --volumes` deletes, and which unlabelled ones it keeps.
+/// Which volumes `down --volumes` deletes, which unlabelled ones it keeps, and which archives of deleted
+/// users it keeps.
 #[derive(Debug, PartialEq, Eq)]
 struct VolumeChoice {
     remove: Vec<String>,
     unlabelled: Vec<String>,
+    archives: Vec<String>,
 }
 
 /// The rule for user volumes, label first: a volume labelled `io.jhub-docker.stack=<stack>` is this
 /// stack's; one labelled for another stack never is, whatever its name. A volume without the label is this
 /// stack's when a container of this stack mounted it; other unlabelled volumes named `<prefix>…` are only
-/// deleted with `force` (the prefix alone does not say which deployment made them).
+/// deleted with `force` (the prefix alone does not say which deployment made them). Archives of deleted
+/// users (labelled `io.jhub-docker.archived-user`) are never deleted here: only `xtask archives --yes` does.
 fn choose_user_volumes(
     volumes: &[(String, HashMap<String, String>)],
     stack: &str,
@@ -427,8 +481,14 @@ fn choose_user_volumes(
     mounted: &BTreeSet<String>,
     force: bool,
 ) -> VolumeChoice {
-    let mut choice = VolumeChoice { remove: Vec::new(), unlabelled: Vec::new() };
+    let mut choice = VolumeChoice { remove: Vec::new(), unlabelled: Vec::new(), archives: Vec::new() };
     for (name, labels) in volumes {
+        if labels.contains_key(ARCHIVED_USER_LABEL) {
+            if labels.get(STACK_LABEL).is_some_and(|owner| owner == stack) {
+                choice.archives.push(name.clone());
+            }
+            continue;
+        }
         match labels.get(STACK_LABEL) {
             Some(owner) if owner == stack => choice.remove.push(name.clone()),
             Some(_) => {}
@@ -440,6 +500,7 @@ fn choose_user_volumes(
     }
     choice.remove.sort();
     choice.unlabelled.sort();
+    choice.archives.sort();
     choice
 }
 
@@ -464,7 +525,7 @@ pub fn logs(services: &[String]) -> anyhow::Result<()> {
 mod tests {
     use std::collections::{BTreeSet, HashMap};
 
-    use super::{VolumeChoice, choose_user_volumes, env_value, without_terminal_codes};
+    use super::{VolumeChoice, choose_user_volumes, env_value, keep_private, without_terminal_codes};
 
     #[test]
     fn terminal_codes_are_dropped_from_log_lines() {
@@ -481,6 +542,13 @@ mod tests {
             ("jupyterhub-user-dave".to_string(), HashMap::new()),
             ("unrelated".to_string(), HashMap::new()),
             ("custom-name".to_string(), labelled("jhub")),
+            (
+                "jhub-archive-erin-20261205T070000Z".to_string(),
+                HashMap::from([
+                    ("io.jhub-docker.stack".to_string(), "jhub".to_string()),
+                    ("io.jhub-docker.archived-user".to_string(), "erin".to_string()),
+                ]),
+            ),
         ];
         let mounted = BTreeSet::from(["jupyterhub-user-carol".to_string()]);
         assert_eq!(
@@ -488,12 +556,42 @@ mod tests {
             VolumeChoice {
                 remove: vec!["custom-name".into(), "jupyterhub-user-alice".into(), "jupyterhub-user-carol".into()],
                 unlabelled: vec!["jupyterhub-user-dave".into()],
+                archives: vec!["jhub-archive-erin-20261205T070000Z".into()],
             }
         );
         // --force takes the unlabelled ones with the prefix, never another stack's.
         let forced = choose_user_volumes(&volumes, "jhub", "jupyterhub-user-", &mounted, true);
         assert_eq!(forced.remove, ["custom-name", "jupyterhub-user-alice", "jupyterhub-user-carol", "jupyterhub-user-dave"]);
         assert!(forced.unlabelled.is_empty());
+    }
+
+    #[test]
+    fn a_settings_file_others_can_read_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("jhub-env-mode-{}", std::process::id()));
+        std::fs::write(&path, "ADMIN_PASSWORD=x\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        keep_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn open_signup_beyond_loopback_is_warned_about() {
+        for loopback in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"] {
+            assert!(super::is_loopback(loopback), "{loopback}");
+            assert_eq!(super::signup_exposure(loopback, "true"), None);
+        }
+        for exposed in ["0.0.0.0", "::", "192.168.1.20"] {
+            assert!(!super::is_loopback(exposed), "{exposed}");
+            let (message, hint) = super::signup_exposure(exposed, "True").expect("a warning");
+            assert!(message.starts_with(&format!("OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={exposed}: anyone")), "{message}");
+            assert!(hint.contains("approval by the admin"), "{hint}");
+            // Unset (the hub's default there is approval) or false: nothing to warn about.
+            assert_eq!(super::signup_exposure(exposed, ""), None);
+            assert_eq!(super::signup_exposure(exposed, "false"), None);
+        }
     }
 
     #[test]

@@ -1,24 +1,48 @@
-"""NativeAuthenticator for jhub-docker: the `admin` account from ADMIN_PASSWORD, and bcrypt off the event loop.
+"""NativeAuthenticator for jhub-docker: the `admin` account from ADMIN_PASSWORD, bcrypt off the event loop,
+a lockout per name and client address, and no account change by a GET.
 
 NativeAuthenticator 1.3.0 hashes with bcrypt (cost 12, about 0.3 CPU-s) inside `authenticate()`, in the
 login page's failure path and at signup, all on the hub's event loop, so one login stalls every other
 request meanwhile. Here every such hash runs in a worker thread (bcrypt >= 5 releases the GIL); what is
 checked, and in which order, stays NativeAuthenticator's: lockout after `allowed_failed_logins`
 failures, the authorization flag, the 2FA token, signup's password and name rules.
+
+Its lockout counts failures per name, so five wrong passwords from anyone locked `admin` for everyone;
+here it counts per (name, client address), and `cargo xtask unlock NAME` / `reset-password NAME` reach
+it through request files (jhub_hub/accounts.py) applied at the name's next login attempt.
+
+Its /hub/authorize/<name> and /hub/discard/<name> acted on a GET, so a link on any site opened by the
+admin approved, unapproved or discarded an account; here they act on a POST only (which JupyterHub checks
+for `_xsrf`), never on a cross-site one, and the authorization area's buttons post.
 """
 
 import asyncio
 import contextvars
+import datetime
+import os
 import re
 
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
-from nativeauthenticator.handlers import LoginHandler, SignUpHandler
+from nativeauthenticator.handlers import (
+    DiscardHandler,
+    LocalBase,
+    LoginHandler,
+    SignUpHandler,
+    ToggleAuthorizationHandler,
+    admin_users_scope,
+)
 from nativeauthenticator.orm import UserInfo
 from tornado import web
+from tornado.escape import url_escape
 from traitlets import Unicode
 
+from jhub_hub import accounts
 from jhub_hub.settings import ADMIN_NAME
+
+# Templates that replace NativeAuthenticator's (JupyterHub.template_paths): the authorization area with
+# buttons that POST.
+TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
 
 # The hash a signup request computed in a thread for its own password, read by create_user in the same
 # request (a context variable is per task, so concurrent signups never see each other's).
@@ -35,6 +59,18 @@ def password_matches(password, hashed):
     return bcrypt.checkpw(password.encode(), hashed)
 
 
+def client_address(handler):
+    """The client address a login comes from, as the hub's forwarded-header rules decide it ("" unknown)."""
+    request = getattr(handler, "request", None)
+    return getattr(request, "remote_ip", None) or ""
+
+
+def refuse_cross_site(handler):
+    """403 for a request the browser marks as sent from another site (a form or script of another page)."""
+    if handler.request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise web.HTTPError(403, "a page of another site cannot change accounts")
+
+
 class JhubNativeAuthenticator(NativeAuthenticator):
     """NativeAuthenticator that creates (or updates) the `admin` account from ADMIN_PASSWORD and hashes
     passwords in worker threads.
@@ -45,6 +81,38 @@ class JhubNativeAuthenticator(NativeAuthenticator):
     """
 
     bootstrap_admin_password = Unicode("", help="Password of the `admin` account (ADMIN_PASSWORD).").tag(config=True)
+    account_requests_dir = Unicode(
+        "", help="Folder of the requests `jhub-account` leaves (unlock, new password hash): jhub_hub/accounts.py."
+    ).tag(config=True)
+
+    # NativeAuthenticator keeps `login_attempts` in memory, keyed by what add_login_attempt, is_blocked and
+    # successful_login are given; here that key is (name, client address), so a stranger's failures lock
+    # only the stranger's address out.
+
+    def apply_account_requests(self, username):
+        """Apply what `jhub-account` asked for `username`: forget its lockouts, set the new password hash."""
+        if not self.account_requests_dir:
+            return
+        for name, kind, content in accounts.pending(self.account_requests_dir):
+            if name != username:
+                continue
+            if kind == accounts.PASSWORD:
+                info = UserInfo.find(self.db, username)
+                if info is not None and content:
+                    info.password = content
+                    self.db.commit()
+                    self.log.info("the password of %r was reset from the host", username)
+            else:
+                for key in [key for key in self.login_attempts if key[0] == username]:
+                    del self.login_attempts[key]
+                self.log.info("the lockouts of %r were lifted from the host", username)
+            accounts.remove_request(self.account_requests_dir, username, kind)
+
+    def forget_old_attempts(self):
+        """Drop failure counts older than the lockout period, so strangers' addresses do not pile up."""
+        horizon = datetime.datetime.now() - datetime.timedelta(seconds=max(self.seconds_before_next_try, 1))
+        for key in [key for key, value in self.login_attempts.items() if value["time"] < horizon]:
+            del self.login_attempts[key]
 
     def add_user(self, user):
         if user.name == ADMIN_NAME and self.bootstrap_admin_password:
@@ -78,7 +146,9 @@ class JhubNativeAuthenticator(NativeAuthenticator):
         if not user:
             return None
 
-        if self.allowed_failed_logins and self.is_blocked(username):
+        self.apply_account_requests(username)
+        key = (username, client_address(handler))
+        if self.allowed_failed_logins and self.is_blocked(key):
             return None
 
         validations = [user.is_authorized, await self.check_password(user, password)]
@@ -86,10 +156,11 @@ class JhubNativeAuthenticator(NativeAuthenticator):
             validations.append(user.is_valid_token(data.get("2fa")))
 
         if all(validations):
-            self.successful_login(username)
+            self.successful_login(key)
             return username
 
-        self.add_login_attempt(username)
+        self.forget_old_attempts()
+        self.add_login_attempt(key)
         return None
 
     def create_user(self, username, password, **kwargs):
@@ -141,7 +212,12 @@ class JhubNativeAuthenticator(NativeAuthenticator):
         return user_info
 
     def get_handlers(self, app):
-        replacements = {LoginHandler: JhubLoginHandler, SignUpHandler: JhubSignUpHandler}
+        replacements = {
+            LoginHandler: JhubLoginHandler,
+            SignUpHandler: JhubSignUpHandler,
+            ToggleAuthorizationHandler: JhubToggleAuthorizationHandler,
+            DiscardHandler: JhubDiscardHandler,
+        }
         return [(pattern, replacements.get(handler, handler)) for pattern, handler in super().get_handlers(app)]
 
 
@@ -190,3 +266,39 @@ class JhubSignUpHandler(SignUpHandler):
             await super().post()
         finally:
             _signup_hash.reset(token)
+
+
+class JhubToggleAuthorizationHandler(LocalBase):
+    """/hub/authorize/<name>: toggles the account's authorization on a POST from the authorization area's
+    button (JupyterHub checks its `_xsrf`); a GET (a link, from wherever) only shows the area."""
+
+    @admin_users_scope
+    async def get(self, slug):
+        self.redirect(self.hub.base_url + "authorize")
+
+    @admin_users_scope
+    async def post(self, slug):
+        refuse_cross_site(self)
+        if UserInfo.find(self.db, slug) is None:
+            raise web.HTTPError(404, f"no account {slug!r}")
+        UserInfo.change_authorization(self.db, slug)
+        self.redirect(self.hub.base_url + "authorize#" + url_escape(slug, plus=False))
+
+
+class JhubDiscardHandler(LocalBase):
+    """/hub/discard/<name>: deletes an account that was never authorized, on a POST only (as above)."""
+
+    @admin_users_scope
+    async def get(self, user_name):
+        self.redirect(self.hub.base_url + "authorize")
+
+    @admin_users_scope
+    async def post(self, user_name):
+        refuse_cross_site(self)
+        user = self.authenticator.get_user(user_name)
+        if user is not None and not user.is_authorized:
+            # NativeAuthenticator's DiscardHandler: its table's row, then the hub's user if there is one.
+            self.authenticator.delete_user(type("User", (), {"name": user_name}))
+            if self.users.get(user_name) is not None:
+                self.users.delete(user_name)
+        self.redirect(self.hub.base_url + "authorize")

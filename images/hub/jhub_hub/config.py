@@ -5,7 +5,6 @@ checks everything the hub needs at start, in the order an admin fixes problems.
 """
 
 import os
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -129,10 +128,15 @@ def roles(settings):
     return result
 
 
-def proxy_addresses(host="proxy", warn=sys.stderr):
-    """The addresses of the proxy service (for trusted_downstream_ips), or [] with a warning if unresolvable."""
-    try:
-        return sorted({a[4][0] for a in socket.getaddrinfo(host, None)})
-    except OSError:
-        print(f"warning: TRUST_XHEADERS: cannot resolve {host!r}; client addresses stay the proxy's peer", file=warn)
-        return []
+def cookie_options(settings):
+    """The hub's cookie attributes (`tornado_settings["cookie_options"]`; the `_xsrf` cookie takes them too).
+
+    SameSite=Lax: a page of another site cannot make the browser send the hub's cookies with a POST, a
+    frame or a script's request, only with a top-level link (and no GET changes state). Secure behind the
+    TLS front door: the browser then never sends them over plain HTTP (JupyterHub marks its own cookies
+    Secure for https requests by itself, but not `_xsrf`).
+    """
+    options = {"samesite": "Lax"}
+    if settings.tls_front:
+        options["secure"] = True
+    return options

@@ -4,6 +4,7 @@ stack/.env.example documents each variable for admins. A bad value raises `Confi
 variable, its value and what to write instead.
 """
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -37,12 +38,14 @@ class Settings:
     user_volume_prefix: str  # JHUB_USER_VOLUME_PREFIX: each user's volume is <prefix><user>
     auth_strategy: str  # AUTH_STRATEGY: "native" or "dummy"
     spawner: str  # SPAWNER: "dockerspawner" or "profiles"
-    open_signup: bool  # OPEN_SIGNUP
+    open_signup: bool  # OPEN_SIGNUP; unset: true only when JHUB_BIND_ADDRESS is loopback
+    bind_address: str  # JHUB_BIND_ADDRESS: where the stack's port is published (compose passes it on)
     admin_password: str  # ADMIN_PASSWORD: "" = no bootstrap of the admin account
     dummy_password: str  # DUMMY_PASSWORD: the shared password of AUTH_STRATEGY=dummy
     idle_cull_timeout: int  # IDLE_CULL_TIMEOUT: seconds; 0 = never cull
     trust_xheaders: bool  # TRUST_XHEADERS
-    trusted_proxies: tuple  # JHUB_TRUSTED_PROXIES: the services whose forwarded addresses count (TLS: proxy nginx)
+    trusted_proxies: tuple  # JHUB_TRUSTED_PROXIES: fronts before the proxy whose forwarded headers count
+    tls_front: bool  # JHUB_TLS_FRONT: nginx terminates TLS in front (the TLS overlay sets it): cookies get Secure
     mem_limit: str  # JHUB_MEM_LIMIT
     cpu_limit: float  # JHUB_CPU_LIMIT
     pids_limit: int  # JHUB_PIDS_LIMIT
@@ -50,24 +53,28 @@ class Settings:
     view_path: str  # JHUB_VIEW: the resolved view of the images, written by `cargo xtask up`
     data_dir: str  # JHUB_DATA_DIR: sqlite database, cookie secret, pid file
     proxy_token_file: str  # JHUB_PROXY_TOKEN_FILE: on the volume shared with the proxy only
+    hub_image: str  # JHUB_HUB_IMAGE: the hub's own image (compose runs it); archives of deleted users are copied in it
     subdomain_host: str  # JHUB_SUBDOMAIN_HOST: "" or https://HOST[:port], each user's server at <user>.HOST
 
 
 def from_environ(environ):
     """Parse a mapping like `os.environ` into `Settings`, or raise `ConfigError` for the first bad value."""
     env = _Environment(environ)
+    bind_address = env.text("JHUB_BIND_ADDRESS", "127.0.0.1")
     settings = Settings(
         stack_name=env.docker_name("JHUB_STACK_NAME", "jhub"),
         network=env.docker_name("JHUB_NETWORK", "jupyterhub-net"),
         user_volume_prefix=env.docker_name("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-"),
         auth_strategy=env.choice("AUTH_STRATEGY", "native", ("native", "dummy")),
         spawner=env.choice("SPAWNER", "dockerspawner", ("dockerspawner", "profiles")),
-        open_signup=env.boolean("OPEN_SIGNUP", True),
+        open_signup=env.boolean("OPEN_SIGNUP", is_loopback(bind_address)),
+        bind_address=bind_address,
         admin_password=environ.get("ADMIN_PASSWORD", ""),
         dummy_password=environ.get("DUMMY_PASSWORD", ""),
         idle_cull_timeout=env.integer("IDLE_CULL_TIMEOUT", 3600),
         trust_xheaders=env.boolean("TRUST_XHEADERS", False),
-        trusted_proxies=tuple(env.text("JHUB_TRUSTED_PROXIES", "proxy").split()),
+        trusted_proxies=tuple(env.text("JHUB_TRUSTED_PROXIES", "").split()),
+        tls_front=env.boolean("JHUB_TLS_FRONT", False),
         mem_limit=env.mem_size("JHUB_MEM_LIMIT", "4G", "set JHUB_MEM_LIMIT to e.g. 4G or 512M"),
         cpu_limit=env.cpus("JHUB_CPU_LIMIT", "2", "set JHUB_CPU_LIMIT to e.g. 2 or 0.5"),
         pids_limit=env.integer("JHUB_PIDS_LIMIT", 2048, minimum=64),
@@ -75,8 +82,15 @@ def from_environ(environ):
         view_path=env.text("JHUB_VIEW", DEFAULT_VIEW_PATH),
         data_dir=env.text("JHUB_DATA_DIR", "/srv/jupyterhub/data"),
         proxy_token_file=env.text("JHUB_PROXY_TOKEN_FILE", "/srv/jupyterhub/proxy/proxy_auth_token"),
+        hub_image=env.text("JHUB_HUB_IMAGE", ""),
         subdomain_host=env.origin("JHUB_SUBDOMAIN_HOST"),
     )
+    if f"{settings.stack_name}-archive-".startswith(settings.user_volume_prefix):
+        raise ConfigError(
+            f"JHUB_USER_VOLUME_PREFIX={settings.user_volume_prefix!r} would make the archives of deleted users "
+            f"({settings.stack_name}-archive-…) look like user volumes",
+            f"use a prefix that {settings.stack_name}-archive- does not start with (default: jupyterhub-user-)",
+        )
     if settings.auth_strategy == "native":
         if settings.admin_password and len(settings.admin_password) < MIN_PASSWORD_LENGTH:
             raise ConfigError(
@@ -93,10 +107,27 @@ def from_environ(environ):
 
 
 def warnings_for(settings):
-    """Settings that are valid but have no effect, as lines for stderr."""
+    """Settings that are valid but have no effect, or that open the hub to strangers, as lines for stderr."""
+    warnings = []
     if settings.auth_strategy == "dummy" and settings.admin_password:
-        return ["warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy"]
-    return []
+        warnings.append("warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy")
+    if settings.auth_strategy == "native" and settings.open_signup and not is_loopback(settings.bind_address):
+        warnings.append(
+            f"warning: OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={settings.bind_address}: anyone who reaches the port "
+            "gets an approved account and a shell in a container"
+        )
+    return warnings
+
+
+def is_loopback(address):
+    """Whether a bind address serves this machine only: 127.0.0.0/8, ::1 or localhost."""
+    address = address.strip().strip("[]").lower()
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def is_mem_size(value):

@@ -1,10 +1,13 @@
 """The spawners: one Docker container per user server, from an image (or a profile) of the resolved view.
 
 Both take the view through configuration (`c.JhubDockerSpawner.jhub_view = view`), never from a global,
-and refuse an unknown image or profile with a 400 before any container exists.
+and refuse an unknown image or profile with a 400 before any container exists. When a user is deleted,
+`delete_forever` moves their volume out of the way (into an archive volume), so a new account of the same
+name starts with an empty home; a volume labelled for another account of that name is never mounted.
 """
 
 import asyncio
+import datetime
 import html
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,6 +54,53 @@ def first_form_value(formdata, key):
     return values[0] if isinstance(values[0], str) else ""
 
 
+# Labels of the volumes: the account a user volume was made for (its creation time tells two accounts of
+# one name apart), and for an archive the deleted account and when it was archived.
+ACCOUNT_LABEL = "io.jhub-docker.account-created"
+ARCHIVED_USER_LABEL = "io.jhub-docker.archived-user"
+ARCHIVED_AT_LABEL = "io.jhub-docker.archived-at"
+
+# `python3 -c ARCHIVE_SCRIPT FROM TO`, run in a throwaway container with the user's volume at /from
+# (read-only) and the new archive at /to: copies everything (owners, modes, links, special files), then
+# compares both trees entry by entry (type, mode, owner, size and sha256 of each file, link targets) and
+# fails on any difference.
+ARCHIVE_SCRIPT = r"""
+import hashlib, os, stat, subprocess, sys
+
+source, target = sys.argv[1], sys.argv[2]
+subprocess.run(["cp", "-a", source + "/.", target + "/"], check=True)
+
+def tree(root):
+    entries = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders + files:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            entry = (stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+            if stat.S_ISREG(info.st_mode):
+                digest = hashlib.sha256()
+                with open(path, "rb") as file:
+                    for chunk in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(chunk)
+                entry += (info.st_size, digest.hexdigest())
+            elif stat.S_ISLNK(info.st_mode):
+                entry += (os.readlink(path),)
+            entries[os.path.relpath(path, root)] = entry
+    return entries
+
+original, copy = tree(source), tree(target)
+if original != copy:
+    differ = sorted(name for name in set(original) | set(copy) if original.get(name) != copy.get(name))
+    print(f"the copy differs in {len(differ)} entries, e.g. {differ[:5]}", file=sys.stderr)
+    sys.exit(1)
+print(f"archived and verified {len(original)} entries")
+"""
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.UTC)
+
+
 def escape_braces(text):
     """Double the braces of `text`: DockerSpawner formats every string of extra_create_kwargs with its
     template namespace, and a user name like "a{b}" must arrive unchanged."""
@@ -76,6 +126,12 @@ class JhubDockerSpawner(DockerSpawner):
         help="Docker API calls that may run at once, for all users together. DockerSpawner runs every call "
         "(create, start, each poll, stop, remove) on one shared thread, so under a burst a user's stop waits "
         "behind everybody's spawns; the engine itself serves calls in parallel.",
+    ).tag(config=True)
+
+    jhub_archive_image = Unicode(
+        "",
+        help="Image of the throwaway container that copies a deleted user's volume into its archive (the hub's "
+        "own image; its python3 and cp run as root there). Empty: the view's first image.",
     ).tag(config=True)
 
     ready_poll_interval = Float(
@@ -180,18 +236,100 @@ class JhubDockerSpawner(DockerSpawner):
         }
         self.extra_create_kwargs = extra
 
+    def account_id(self):
+        """What tells this account from an earlier one of the same name: its creation time in the hub."""
+        created = getattr(self.user, "created", None)
+        return created.isoformat() if created else ""
+
     def user_volume(self):
         """The user's named volume, as DockerSpawner names it for this spawn, and the labels it gets."""
         name = self.format_volume_name(f"{self.jhub_user_volume_prefix}{{username}}", self)
-        return name, {"io.jhub-docker.stack": self.jhub_stack_name, "io.jhub-docker.user": self.user.name}
+        labels = {"io.jhub-docker.stack": self.jhub_stack_name, "io.jhub-docker.user": self.user.name}
+        if self.account_id():
+            labels[ACCOUNT_LABEL] = self.account_id()
+        return name, labels
+
+    async def ensure_own_volume(self):
+        """Create the user's volume (labelled with the stack and the account), or check that the existing one
+        is this account's: one left by an earlier account of the same name (its archiving failed) is refused
+        rather than handed over."""
+        volume, labels = self.user_volume()
+        # Docker returns an existing volume as it is, labels included.
+        created = await self.docker("create_volume", name=volume, labels=labels)
+        owner = ((created or {}).get("Labels") or {}).get(ACCOUNT_LABEL)
+        if owner and self.account_id() and owner != self.account_id():
+            self.log.error("volume %s belongs to an earlier account %r (created %s)", volume, self.user.name, owner)
+            raise web.HTTPError(
+                409,
+                f"the volume {volume} holds the files of an earlier account named {self.user.name!r}: "
+                "ask the admin to archive it (`cargo xtask archives` lists archives)",
+            )
+        return volume
+
+    def archive_volume_name(self, stamp):
+        """The archive of this user's volume: named by the stack, never with the user-volume prefix."""
+        return f"{self.jhub_stack_name}-archive-{self.escaped_name}-{stamp}"
+
+    async def delete_forever(self):
+        """Called by JupyterHub for each of a deleted user's spawners (servers stopped), and for a named server
+        deleted on its own: for the default server's spawner (which a user's deletion always has: the API
+        handler touches it first), copy the user's volume into an archive volume, verify the copy, then
+        remove the volume. Named servers share that volume with the user's other servers, so deleting one
+        of them leaves it alone. An error is logged by JupyterHub and leaves the volume where it is, where
+        ensure_own_volume keeps it from a new account of the name."""
+        if self.name:
+            return
+        volume, _ = self.user_volume()
+        try:
+            await self.docker("inspect_volume", volume)
+        except docker.errors.NotFound:
+            return
+        now = utc_now()
+        archive = self.archive_volume_name(now.strftime("%Y%m%dT%H%M%SZ"))
+        labels = {
+            "io.jhub-docker.stack": self.jhub_stack_name,
+            ARCHIVED_USER_LABEL: self.user.name,
+            ARCHIVED_AT_LABEL: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "io.jhub-docker.archived-from": volume,
+        }
+        await self.docker("create_volume", name=archive, labels=labels)
+        await self.copy_into_archive(volume, archive)
+        await self.docker("remove_volume", volume)
+        self.log.info("deleted user %r: volume %s archived as %s, then removed", self.user.name, volume, archive)
+
+    async def copy_into_archive(self, volume, archive):
+        """Run ARCHIVE_SCRIPT in a throwaway container (no network); raise with its output if it failed."""
+        image = self.jhub_archive_image or self.view.images[0].image_id
+        host_config = self.client.create_host_config(
+            binds={volume: {"bind": "/from", "mode": "ro"}, archive: {"bind": "/to", "mode": "rw"}},
+            network_mode="none",
+            security_opt=["no-new-privileges:true"],
+        )
+        container = await self.docker(
+            "create_container",
+            image=image,
+            entrypoint=["python3", "-c", ARCHIVE_SCRIPT, "/from", "/to"],
+            user="0:0",
+            network_disabled=True,
+            labels={"io.jhub-docker.stack": self.jhub_stack_name, "io.jhub-docker.purpose": "archive"},
+            host_config=host_config,
+        )
+        try:
+            await self.docker("start", container["Id"])
+            result = await self.docker("wait", container["Id"], timeout=3600)
+            output = (await self.docker("logs", container["Id"])).decode(errors="replace").strip()
+        finally:
+            await self.docker("remove_container", container["Id"], force=True)
+        if result.get("StatusCode") != 0:
+            raise RuntimeError(f"copying volume {volume} into {archive} failed: {output}")
+        self.log.info("%s → %s: %s", volume, archive, output)
 
     async def start(self):
         image = self.catalog_image  # raises a 400 before any container exists
         self.apply_catalog_image(image)
         # Created here, labelled with the stack, so `xtask down --volumes` deletes this stack's volumes and
-        # never another deployment's; Docker returns an existing volume as it is.
-        volume, labels = self.user_volume()
-        await self.docker("create_volume", name=volume, labels=labels)
+        # never another deployment's, and with the account, so a namesake never gets an earlier one's.
+        await self.ensure_own_volume()
         self.log.info(
             "spawning %s with catalog image %r (%s), volume %s at %s",
             self._log_name,
@@ -342,3 +480,7 @@ class JhubProfilesSpawner(ProfilesSpawner):
         self.child_state = {}
         self.child_profile = ""
         return self.construct_child().start()
+
+    async def delete_forever(self):
+        # The user's volume is the same whatever the profile: the child archives it.
+        await self.construct_child().delete_forever()

@@ -2,14 +2,25 @@
 
 import asyncio
 import datetime
+import io
 import threading
+from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm
 from nativeauthenticator.orm import UserInfo
 
 import jhub_hub.auth
-from jhub_hub.auth import JhubLoginHandler, JhubNativeAuthenticator, JhubSignUpHandler, _signup_hash, hash_password
+from jhub_hub import ConfigError, accounts
+from jhub_hub.auth import (
+    JhubDiscardHandler,
+    JhubLoginHandler,
+    JhubNativeAuthenticator,
+    JhubSignUpHandler,
+    JhubToggleAuthorizationHandler,
+    _signup_hash,
+    hash_password,
+)
 
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -40,8 +51,10 @@ def start_hub(db_url, admin_password):
     return auth
 
 
-def login(auth, username, password):
-    return asyncio.run(auth.authenticate(None, {"username": username, "password": password}))
+def login(auth, username, password, address="172.20.0.1"):
+    """A login attempt as the login handler makes it, from the client `address`."""
+    handler = SimpleNamespace(request=SimpleNamespace(remote_ip=address))
+    return asyncio.run(auth.authenticate(handler, {"username": username, "password": password}))
 
 
 def test_admin_is_created_authorized_from_admin_password(db_url):
@@ -85,9 +98,84 @@ def test_login_lockout_after_five_failures_as_upstream(db_url):
         assert login(auth, "admin", "wrong password") is None
     # Blocked now, even with the right password, until seconds_before_next_try pass.
     assert login(auth, "admin", ADMIN_PASSWORD) is None
-    auth.login_attempts["admin"]["time"] -= datetime.timedelta(seconds=601)
+    auth.login_attempts[("admin", "172.20.0.1")]["time"] -= datetime.timedelta(seconds=601)
     assert login(auth, "admin", ADMIN_PASSWORD) == "admin"
-    assert "admin" not in auth.login_attempts
+    assert ("admin", "172.20.0.1") not in auth.login_attempts
+
+
+def test_a_strangers_failures_lock_only_the_strangers_address(db_url):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    for _ in range(5):
+        assert login(auth, "admin", "wrong password", address="172.20.0.66") is None
+    assert login(auth, "admin", ADMIN_PASSWORD, address="172.20.0.66") is None, "that address is locked"
+    assert login(auth, "admin", ADMIN_PASSWORD, address="172.20.0.1") == "admin", "the admin's address is not"
+    assert ("admin", "172.20.0.66") in auth.login_attempts, "a success elsewhere does not lift that lockout"
+
+
+def test_old_failures_of_other_addresses_are_forgotten(db_url):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    login(auth, "admin", "wrong password", address="10.0.0.1")
+    auth.login_attempts[("admin", "10.0.0.1")]["time"] -= datetime.timedelta(seconds=700)
+    login(auth, "admin", "wrong password", address="10.0.0.2")
+    assert list(auth.login_attempts) == [("admin", "10.0.0.2")]
+
+
+@pytest.fixture
+def hub_env(tmp_path, db_url):
+    """The environment `jhub-account` sees in the hub's container, with the hub's data folder."""
+    return {"JHUB_DATA_DIR": str(tmp_path), "ADMIN_PASSWORD": ADMIN_PASSWORD}
+
+
+def account_command(argv, env):
+    out = io.StringIO()
+    assert accounts.main(argv, env, out) == 0
+    return out.getvalue()
+
+
+def test_unlock_from_the_host_lifts_every_lockout_of_the_name(db_url, hub_env, tmp_path):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    auth.account_requests_dir = accounts.requests_dir(str(tmp_path))
+    for address in ("10.0.0.1", "10.0.0.2"):
+        for _ in range(5):
+            login(auth, "admin", "wrong password", address=address)
+    assert login(auth, "admin", ADMIN_PASSWORD, address="10.0.0.1") is None
+    assert "lifted" in account_command(["unlock", "admin"], hub_env)
+    assert login(auth, "admin", ADMIN_PASSWORD, address="10.0.0.1") == "admin"
+    assert login(auth, "admin", ADMIN_PASSWORD, address="10.0.0.2") == "admin"
+    assert accounts.pending(auth.account_requests_dir) == [], "a request is applied once"
+
+
+def test_reset_password_from_the_host(db_url, hub_env, tmp_path):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    auth.account_requests_dir = accounts.requests_dir(str(tmp_path))
+    auth.create_user("carol", "carols old password").is_authorized = True
+    auth.db.commit()
+    assert login(auth, "carol", "carols old password") == "carol"
+    for _ in range(5):
+        login(auth, "carol", "wrong password")
+    said = account_command(["reset-password", "carol"], hub_env)
+    new_password = said.split("new password: ")[1].split()[0]
+    assert login(auth, "carol", "carols old password") is None
+    assert login(auth, "carol", new_password) == "carol", "new password set, lockout lifted"
+    files = list((tmp_path / "account-requests").iterdir())
+    assert files == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "env_extra", "message"),
+    [
+        (["unlock", "nobody"], {}, "no account 'nobody'"),
+        (["reset-password", "admin"], {}, "the password of 'admin' comes from ADMIN_PASSWORD"),
+        (["unlock"], {}, "unknown command 'unlock'"),
+        (["unlock", "admin"], {"AUTH_STRATEGY": "dummy", "DUMMY_PASSWORD": "x"}, "AUTH_STRATEGY=dummy has no accounts"),
+    ],
+)
+def test_account_commands_refuse_bad_input_with_a_hint(db_url, hub_env, argv, env_extra, message):
+    start_hub(db_url, ADMIN_PASSWORD)
+    with pytest.raises(ConfigError) as refused:
+        accounts.main(argv, {**hub_env, **env_extra}, io.StringIO())
+    assert message in refused.value.message
+    assert refused.value.hint
 
 
 def test_unauthorized_users_cannot_log_in(db_url):
@@ -178,4 +266,6 @@ def test_the_login_and_signup_pages_are_ours(db_url):
     handlers = dict(authenticator(db_url).get_handlers(None))
     assert handlers["/login"] is JhubLoginHandler
     assert handlers["/signup"] is JhubSignUpHandler
+    assert handlers["/authorize/([^/]*)"] is JhubToggleAuthorizationHandler
+    assert handlers["/discard/([^/]*)"] is JhubDiscardHandler
     assert len(handlers) == 8

@@ -75,6 +75,9 @@ def test_the_config_loads_with_a_view(environment, tmp_path):
     assert c.JupyterHub.db_url == f"sqlite:///{tmp_path / 'data' / 'jupyterhub.sqlite'}"
     assert os.umask(0o077) == 0o077  # the hub's later files are private
     assert "trusted_downstream_ips" not in c.JupyterHub
+    assert c.JupyterHub.tornado_settings == {"cookie_options": {"samesite": "Lax"}}
+    assert c.JhubNativeAuthenticator.account_requests_dir == str(tmp_path / "data" / "account-requests")
+    assert Path(c.JupyterHub.template_paths[0], "authorization-area.html").is_file()
     (culler,) = c.JupyterHub.services
     assert culler["command"] == [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600", "--cull-every=600"]
     assert c.JupyterHub.load_roles == [
@@ -101,9 +104,15 @@ def test_profiles_dummy_auth_no_culler_and_trusted_proxy(environment, monkeypatc
     assert c.Authenticator.admin_users == set()
     assert c.JupyterHub.load_roles == [{"name": "admin", "users": []}]
     assert c.JupyterHub.services == []
-    # No "proxy" host here: the hub warns and trusts nobody rather than failing.
-    assert isinstance(c.JupyterHub.trusted_downstream_ips, list)
+    # Forwarded headers are read by jhub_hub.xheaders, not by tornado's trusted_downstream rules.
+    assert "trusted_downstream_ips" not in c.JupyterHub
     assert "warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy" in capsys.readouterr().err
+
+
+def test_behind_the_tls_front_cookies_are_secure(environment, monkeypatch):
+    monkeypatch.setenv("JHUB_TLS_FRONT", "true")
+    c = load_config()
+    assert c.JupyterHub.tornado_settings == {"cookie_options": {"samesite": "Lax", "secure": True}}
 
 
 def test_a_config_error_stops_the_hub_with_error_and_hint(environment, monkeypatch):

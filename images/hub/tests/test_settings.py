@@ -3,7 +3,7 @@
 import pytest
 
 from jhub_hub import ConfigError
-from jhub_hub.settings import from_environ, is_mem_size, warnings_for
+from jhub_hub.settings import from_environ, is_loopback, is_mem_size, warnings_for
 
 
 def test_defaults_from_an_empty_environment():
@@ -39,6 +39,37 @@ def test_values_are_parsed_and_blank_means_default():
     assert s.admin_password == " spaces kept "
 
 
+@pytest.mark.parametrize(
+    ("bind_address", "open_by_default"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.20", False),
+        ("hub.example.org", False),
+    ],
+)
+def test_signup_is_open_by_default_on_loopback_only(bind_address, open_by_default):
+    s = from_environ({"JHUB_BIND_ADDRESS": bind_address})
+    assert s.open_signup is open_by_default
+    assert is_loopback(bind_address) is open_by_default
+    # An explicit choice wins either way.
+    assert from_environ({"JHUB_BIND_ADDRESS": bind_address, "OPEN_SIGNUP": "true"}).open_signup is True
+    assert from_environ({"JHUB_BIND_ADDRESS": bind_address, "OPEN_SIGNUP": "false"}).open_signup is False
+
+
+def test_open_signup_on_the_network_is_warned_about():
+    exposed = from_environ({"JHUB_BIND_ADDRESS": "0.0.0.0", "OPEN_SIGNUP": "true"})
+    (warning,) = warnings_for(exposed)
+    assert warning.startswith("warning: OPEN_SIGNUP=true with JHUB_BIND_ADDRESS=0.0.0.0: anyone")
+    assert warnings_for(from_environ({"JHUB_BIND_ADDRESS": "0.0.0.0"})) == []
+    assert warnings_for(from_environ({"OPEN_SIGNUP": "true"})) == []
+
+
 def test_settings_are_frozen():
     s = from_environ({})
     with pytest.raises(AttributeError):
@@ -46,6 +77,12 @@ def test_settings_are_frozen():
 
 
 BAD_ENVIRONMENTS = [
+    (
+        {"JHUB_STACK_NAME": "jhub", "JHUB_USER_VOLUME_PREFIX": "jhub-"},
+        "JHUB_USER_VOLUME_PREFIX='jhub-' would make the archives of deleted users (jhub-archive-…) "
+        "look like user volumes",
+        "use a prefix that jhub-archive- does not start with (default: jupyterhub-user-)",
+    ),
     ({"OPEN_SIGNUP": "maybe"}, "OPEN_SIGNUP='maybe' is not a boolean", "set OPEN_SIGNUP to true or false"),
     ({"TRUST_XHEADERS": "2"}, "TRUST_XHEADERS='2' is not a boolean", "set TRUST_XHEADERS to true or false"),
     (

@@ -1,12 +1,16 @@
 """The spawners: the escaped form, refusal of unknown images and profiles, what a spawn resolves to."""
 
 import asyncio
+import os
+import subprocess
+import sys
 
+import docker.errors
 import pytest
 from tornado import web
 from traitlets.config import Config
 
-from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, form_html, profiles_config
+from jhub_hub.spawner import ARCHIVE_SCRIPT, JhubDockerSpawner, JhubProfilesSpawner, form_html, profiles_config
 from jhub_hub.view import parse
 
 from conftest import IMAGE_ID_A, IMAGE_ID_B
@@ -135,7 +139,11 @@ def test_the_user_volume_is_named_as_mounted_and_labelled_with_the_stack(docker_
     name, labels = docker_spawner.user_volume()
     assert name in docker_spawner.volume_binds, "the volume created is the volume mounted"
     assert name == "testvol-alice"
-    assert labels == {"io.jhub-docker.stack": "teststack", "io.jhub-docker.user": "alice"}
+    assert labels == {
+        "io.jhub-docker.stack": "teststack",
+        "io.jhub-docker.user": "alice",
+        "io.jhub-docker.account-created": docker_spawner.user.created.isoformat(),
+    }
 
 
 def test_labels_keep_braces_of_user_names(config, make_user):
@@ -297,3 +305,143 @@ def test_waiting_for_a_server_ends_when_its_container_exited(docker_spawner, mon
     listening, waited = asyncio.run(scenario())
     assert not listening
     assert waited < 2.0
+
+
+class RecordingClient:
+    """A stand-in for docker-py's APIClient that records the spawner's calls and answers as the engine
+    does; `volumes` maps the volumes that exist to their labels."""
+
+    def __init__(self, volumes, copy_status=0):
+        self.volumes = dict(volumes)
+        self.copy_status = copy_status
+        self.calls = []
+
+    def create_host_config(self, **kwargs):
+        return kwargs
+
+    def inspect_volume(self, name):
+        self.calls.append(("inspect_volume", name))
+        if name not in self.volumes:
+            raise docker.errors.NotFound(f"no such volume: {name}")
+        return {"Name": name, "Labels": self.volumes[name]}
+
+    def create_volume(self, name, labels=None):
+        self.calls.append(("create_volume", name))
+        self.volumes.setdefault(name, labels or {})
+        return {"Name": name, "Labels": self.volumes[name]}
+
+    def remove_volume(self, name):
+        self.calls.append(("remove_volume", name))
+        del self.volumes[name]
+
+    def create_container(self, **kwargs):
+        self.calls.append(("create_container", kwargs["host_config"]["binds"]))
+        return {"Id": "c0ffee"}
+
+    def start(self, container):
+        self.calls.append(("start", container))
+
+    def wait(self, container, timeout=None):
+        return {"StatusCode": self.copy_status}
+
+    def logs(self, container):
+        return b"archived and verified 3 entries" if self.copy_status == 0 else b"the copy differs"
+
+    def remove_container(self, container, force=False):
+        self.calls.append(("remove_container", container))
+
+
+@pytest.fixture
+def engine(docker_spawner):
+    def install(volumes, copy_status=0):
+        client = RecordingClient(volumes, copy_status)
+        JhubDockerSpawner._client = client
+        return client
+
+    yield install
+    JhubDockerSpawner._client = None
+
+
+def test_deleting_a_user_archives_then_removes_the_volume(docker_spawner, engine):
+    client = engine({"testvol-alice": {"io.jhub-docker.stack": "teststack"}})
+    asyncio.run(docker_spawner.delete_forever())
+    (archive,) = [name for name in client.volumes if name != "testvol-alice"]
+    assert "testvol-alice" not in client.volumes, "the user's volume is gone once the copy is verified"
+    assert archive.startswith("teststack-archive-alice-")
+    labels = client.volumes[archive]
+    assert labels["io.jhub-docker.stack"] == "teststack"
+    assert labels["io.jhub-docker.archived-user"] == "alice"
+    assert labels["io.jhub-docker.archived-at"].endswith("Z")
+    assert labels["io.jhub-docker.archived-from"] == "testvol-alice"
+    binds = {"testvol-alice": {"bind": "/from", "mode": "ro"}, archive: {"bind": "/to", "mode": "rw"}}
+    assert [call[0] for call in client.calls] == [
+        "inspect_volume",
+        "create_volume",
+        "create_container",
+        "start",
+        "remove_container",
+        "remove_volume",
+    ]
+    assert ("create_container", binds) in client.calls
+
+
+def test_a_failed_copy_keeps_the_volume(docker_spawner, engine):
+    client = engine({"testvol-alice": {}}, copy_status=1)
+    with pytest.raises(RuntimeError, match="the copy differs"):
+        asyncio.run(docker_spawner.delete_forever())
+    assert "testvol-alice" in client.volumes
+    assert ("remove_container", "c0ffee") in client.calls, "the throwaway container is removed either way"
+
+
+def test_deleting_a_named_server_keeps_the_shared_volume(docker_spawner, config, engine):
+    client = engine({"testvol-alice": {}})
+    user = docker_spawner.user
+    named = JhubDockerSpawner(user=user, config=config, orm_spawner=user._new_orm_spawner("lab"))
+    assert named.name == "lab"
+    asyncio.run(named.delete_forever())
+    assert client.calls == []
+    assert "testvol-alice" in client.volumes
+
+
+def test_a_user_without_a_volume_has_nothing_to_archive(docker_spawner, engine):
+    client = engine({})
+    asyncio.run(docker_spawner.delete_forever())
+    assert client.calls == [("inspect_volume", "testvol-alice")]
+
+
+def test_a_volume_of_an_earlier_account_of_the_name_is_refused(docker_spawner, engine):
+    engine({"testvol-alice": {"io.jhub-docker.account-created": "2020-01-01T00:00:00"}})
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(docker_spawner.ensure_own_volume())
+    assert refused.value.status_code == 409
+    assert "earlier account named 'alice'" in refused.value.log_message
+
+
+def test_the_accounts_own_volume_and_unlabelled_ones_are_used(docker_spawner, engine):
+    engine({"testvol-alice": {"io.jhub-docker.account-created": docker_spawner.user.created.isoformat()}})
+    assert asyncio.run(docker_spawner.ensure_own_volume()) == "testvol-alice"
+    engine({"testvol-alice": {"io.jhub-docker.stack": "teststack"}})  # made before accounts were labelled
+    assert asyncio.run(docker_spawner.ensure_own_volume()) == "testvol-alice"
+    client = engine({})
+    assert asyncio.run(docker_spawner.ensure_own_volume()) == "testvol-alice"
+    assert client.volumes["testvol-alice"]["io.jhub-docker.account-created"] == docker_spawner.user.created.isoformat()
+
+
+def test_the_archive_script_copies_and_verifies_a_home(tmp_path):
+    home, archive = tmp_path / "home", tmp_path / "archive"
+    (home / "sub").mkdir(parents=True)
+    archive.mkdir()
+    (home / "diary.txt").write_text("dear diary")
+    (home / "sub" / "data.bin").write_bytes(os.urandom(3000))
+    (home / "private").write_text("mine")
+    (home / "private").chmod(0o600)
+    (home / "link").symlink_to("sub/data.bin")
+    (home / "dangling").symlink_to("nowhere")
+    done = subprocess.run(
+        [sys.executable, "-c", ARCHIVE_SCRIPT, str(home), str(archive)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "archived and verified 6 entries"
+    assert (archive / "diary.txt").read_text() == "dear diary"
+    assert os.readlink(archive / "dangling") == "nowhere"
+    assert (archive / "private").stat().st_mode & 0o777 == 0o600
