@@ -708,7 +708,16 @@ const EVIL_PAGE: &str = r#"<!doctype html>
 <pre id="jhub-attack-result">running</pre>
 <script>
 (async () => {
-  const result = { origin: location.origin, xsrf: null, users: null, tries: [] };
+  const result = { origin: location.origin, xsrf: null, users: null, own: null, tries: [] };
+  // The control: the page can fetch from the server it is served by (the admin's access to mallory's
+  // server), so a failure below is the browser keeping the hub from it, not a page that cannot fetch.
+  try {
+    const xsrf = (document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '').slice('_xsrf='.length);
+    const own = await fetch(location.pathname.split('/').slice(0, 3).join('/') + '/api/status', { headers: { 'X-XSRFToken': xsrf } });
+    result.own = own.status;
+  } catch (err) {
+    result.own = `${err}`;
+  }
   for (const base of [...new Set([location.origin, 'HUB_ORIGIN'])]) {
     try {
       const page = await fetch(base + '/hub/home', { credentials: 'include' });
@@ -778,15 +787,22 @@ async fn user_page_attack(test: &str) -> Result<()> {
     run.step("s4.page-read-nothing", "admin", async {
         let tries = result["tries"].as_array().cloned().unwrap_or_default();
         let tries: Vec<&str> = tries.iter().filter_map(|line| line.as_str()).collect();
-        progress!("the page ran on {} and tried:\n  {}", result["origin"], tries.join("\n  "));
+        progress!(
+            "the page ran on {}, its own server's /api/status answered {}, and it tried:\n  {}",
+            result["origin"],
+            result["own"],
+            tries.join("\n  ")
+        );
         // Two attempts per origin it tried (its own, and the hub's when they differ): the script ran them all.
         ensure!(tries.len() >= 2, "the page's script reported {} attempts, expected at least 2: {result}", tries.len());
+        ensure!(result["own"] == json!(200), "the page could not even fetch its own server's /api/status: {result}");
         let mut managed = Vec::new();
         if let Some(xsrf) = result["xsrf"].as_str() {
             managed.push(format!("read the admin's /hub/home and its _xsrf token {xsrf}"));
         }
         if let Some(users) = result["users"].as_array() {
-            managed.push(format!("listed the hub's users {users:?} through /hub/api/users with the admin's cookies"));
+            let names: Vec<&str> = users.iter().filter_map(|name| name.as_str()).collect();
+            managed.push(format!("listed the hub's users {names:?} through /hub/api/users with the admin's cookies"));
         }
         ensure!(managed.is_empty(), "the page mallory serves ({page}) runs with the hub's privileges: it {}", managed.join("; and it "));
         Ok(())
@@ -829,12 +845,13 @@ async fn serve_evil_page(run: &Run<'_>, mallory: &Browser, password: &str) -> Re
     hub::log_in(mallory, stack, "mallory", password).await?;
     start_image(run, mallory, "datascience").await?;
     lab::wait_ready(mallory, run.stack, "mallory", wait::SPAWN).await?;
-    lab::settled_launcher_cards(mallory).await?;
     let hub_origin = stack.url("");
     let html = EVIL_PAGE.replace("HUB_ORIGIN", &hub_origin);
-    let answer = mallory
-        .js(
-            r#"
+    // Tried again while a network change on the Docker host fails the request (the write is idempotent).
+    let answer = wait::until("evil.html to be written through the contents API", wait::DEFAULT, || async {
+        let answer = mallory
+            .js(
+                r#"
             const html = arguments[0];
             return (async () => {
             const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
@@ -847,22 +864,55 @@ async fn serve_evil_page(run: &Run<'_>, mallory: &Browser, password: &str) -> Re
             return { status: put.status, body: (await put.text()).slice(0, 300) };
             })();
             "#,
-            vec![json!(html)],
-        )
-        .await?;
-    let status = answer["status"].as_u64().unwrap_or_default();
-    ensure!(status == 201 || status == 200, "writing evil.html through the contents API answered {status}: {}", answer["body"]);
-    lab::run_in_new_terminal(mallory, &format!("cd ~ && (python3 -m http.server {MALLORY_PORT} --bind 127.0.0.1 >/dev/null 2>&1 &)"))
-        .await?;
-    let path = format!("/user/mallory/proxy/{MALLORY_PORT}/evil.html");
-    wait::until("mallory's web server to serve evil.html through the proxy", wait::DEFAULT, || async {
-        let status = mallory
-            .js(
-                "return fetch(arguments[0]).then(r => r.text().then(t => r.status === 200 && t.includes('jhub-attack-result')));",
-                vec![json!(path)],
+                vec![json!(html)],
             )
             .await?;
-        Ok((status == json!(true)).then_some(()))
+        Ok(Some(answer))
+    })
+    .await?;
+    let status = answer["status"].as_u64().unwrap_or_default();
+    ensure!(status == 201 || status == 200, "writing evil.html through the contents API answered {status}: {}", answer["body"]);
+    // Her web server starts in a terminal of her server, through the terminals API and its websocket
+    // (what Lab's terminal uses), from her page: plain requests, which a network change on the Docker host
+    // merely fails (they are tried again), where Lab's terminal panel first loads script chunks that such
+    // a change can abort for good (seen). A second start finds the port taken and exits.
+    let command = format!("cd ~ && (nohup python3 -m http.server {MALLORY_PORT} --bind 127.0.0.1 >/dev/null 2>&1 &)");
+    let path = format!("/user/mallory/proxy/{MALLORY_PORT}/evil.html");
+    let mut polls = 0u32;
+    wait::until("mallory's web server to serve evil.html through the proxy", wait::DEFAULT, || {
+        let start = polls.is_multiple_of(20);
+        polls += 1;
+        let (path, command) = (path.as_str(), command.as_str());
+        async move {
+            let state = mallory
+                .js(
+                    r#"
+                    const [path, command, start] = arguments;
+                    return (async () => {
+                    const page = await fetch(path).catch(() => null);
+                    if (page && page.status === 200 && (await page.text()).includes('jhub-attack-result')) { return 'served'; }
+                    if (!start) { return 'waiting'; }
+                    const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+                    const headers = cookie ? { 'X-XSRFToken': cookie.slice('_xsrf='.length) } : {};
+                    const base = location.pathname.replace(/\/lab.*$/, '/');
+                    const terminal = await fetch(`${base}api/terminals`, { method: 'POST', headers }).then(r => r.json());
+                    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+                    await new Promise((resolve, reject) => {
+                        const ws = new WebSocket(`${scheme}//${location.host}${base}terminals/websocket/${terminal.name}`);
+                        ws.onopen = () => {
+                            ws.send(JSON.stringify(['stdin', command + '\r']));
+                            setTimeout(() => { ws.close(); resolve(); }, 1000);
+                        };
+                        ws.onerror = () => reject(new Error('the terminal websocket failed'));
+                    });
+                    return 'started';
+                    })();
+                    "#,
+                    vec![json!(path), json!(command), json!(start)],
+                )
+                .await?;
+            Ok((state == json!("served")).then_some(()))
+        }
     })
     .await?;
     let url = stack.user_url("mallory", &path);
