@@ -108,7 +108,8 @@ pub fn for_running_stack(setting: impl Fn(&str, &str) -> String) -> Plan {
 /// makes or renews the self-signed certificate; `Plan::test_nginx` runs `nginx -t` once images exist.
 pub fn prepare(setting: impl Fn(&str, &str) -> String) -> anyhow::Result<Plan> {
     let mode = mode(&setting("JHUB_TLS", "off"))?;
-    let public_hosts = certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))?;
+    // Read only with TLS on, as before per-user origins: a stack without TLS ignores the names.
+    let public_hosts = if mode == Mode::Off { Vec::new() } else { certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))? };
     let subdomain_host = subdomain_host(mode, &setting("JHUB_SUBDOMAINS", ""), &public_hosts)?;
     if let Some((message, hint)) = exposure_warning(&setting("JHUB_BIND_ADDRESS", "127.0.0.1"), mode, subdomain_host.is_some()) {
         ui::warn(&message, &hint);
