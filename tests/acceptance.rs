@@ -1,13 +1,16 @@
 //! Acceptance test of jhub-docker: real stacks (compose), real user containers, a real headless Chromium
 //! driven as a person would, and the catalog and images.lock as the expected truth.
 //!
-//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Three tests, run one after
+//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Four tests, run one after
 //! the other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a
 //! stack with closed signup, then spawns the rest of the image family one after the other (i1–i4:
 //! uv-lab, uv-code, uv-marimo, r-notebook), `profiles_limit_the_container` walks step g on a stack with
 //! `SPAWNER=profiles`, and `the_scenario_over_https` walks a–f again through the nginx front door
 //! (stack/docker-compose.tls.yml) with Chromium trusting only the test's server key, plus the front
 //! door's own checks (h: redirect, TLS versions, Secure cookies, a 50 MB upload, the client's address).
+//! `the_scenario_over_https_with_subdomains` walks the same with per-user origins (the hub at
+//! `hub.localhost`, alice at `alice.hub.localhost`; h4: the certificate names the users; j: an escaped
+//! user name).
 //!
 //! Environment: `JHUB_ACCEPTANCE_KEEP=1` leaves the stacks up (and prints their URL, the users'
 //! passwords and how to remove them); `JHUB_CHROMIUM` and `JHUB_CHROMEDRIVER` override the browser and
@@ -25,10 +28,10 @@ use jhub_docker::contract;
 use serde_json::json;
 
 use crate::artifacts::Artifacts;
-use crate::browser::{Browser, Chromedriver};
+use crate::browser::Browser;
 use crate::preflight::Setup;
 use crate::stack::Stack;
-use crate::steps::Run;
+use crate::steps::{Door, Failure, Run, display_name, start_image, start_scenario};
 
 /// One stack at a time: the machine has two cores, and each stack spawns Chromium and user containers.
 static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -94,46 +97,11 @@ async fn running_locked_image(setup: &Setup, project: &str, user: &str, image: &
     Ok(container)
 }
 
-fn display_name(setup: &Setup, image: &str) -> Result<String> {
-    let entry = setup.catalog.get(image).ok_or_else(|| anyhow!("the catalog has no image `{image}`"))?;
-    let single_user = entry.single_user.as_ref().ok_or_else(|| anyhow!("catalog image `{image}` is not single-user"))?;
-    Ok(single_user.display_name.clone())
-}
-
-/// A test's failure as the harness prints it: the message and its causes, without the backtrace anyhow
-/// adds under RUST_BACKTRACE=1 (the step name, user and URL say where it failed).
-struct Failure(anyhow::Error);
-
-impl std::fmt::Debug for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(err: anyhow::Error) -> Failure {
-        Failure(err)
-    }
-}
-
 /// The stack-1 scenario, steps a–f (a2: spawns naming an image the catalog does not offer are refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signup_spawn_switch_restart_stop() -> Result<(), Failure> {
     let _one = ONE_STACK_AT_A_TIME.lock().await;
     Ok(stack_one().await?)
-}
-
-/// What every scenario starts from: the preflight's findings, the test's artifacts folder, a stack of its
-/// own with `settings` (behind nginx with a fresh CA when `https`), and a chromedriver whose Chromium
-/// trusts that stack's server key only.
-async fn start_scenario(test: &str, settings: &[(&str, &str)], https: bool) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
-    let setup = preflight::check().await?;
-    let artifacts = Artifacts::for_test(&setup.root, test)?;
-    let front = if https { Some(tls::Front::make(&artifacts.dir)?) } else { None };
-    let chromium_args = front.as_ref().map(tls::Front::chromium_args).unwrap_or_default();
-    let stack = Stack::start_with(&setup, settings, &artifacts.dir, front).await?;
-    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?.with_args(chromium_args);
-    Ok((setup, artifacts, stack, driver))
 }
 
 /// Prints each spawn's duration and the test's total, and keeps them in `timings.txt` of its artifacts.
@@ -151,7 +119,7 @@ fn report_timings(test: &str, artifacts: &Artifacts, spawns: &[(String, f64)], t
 }
 
 async fn stack_one() -> Result<()> {
-    scenario_a_to_f("signup_spawn_switch_restart_stop", false).await
+    scenario_a_to_f("signup_spawn_switch_restart_stop", Door::Http).await
 }
 
 /// Steps a–f once more through https:// (nginx, TLS, wss:// for the kernel, terminal, VS Code and
@@ -159,15 +127,26 @@ async fn stack_one() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scenario_over_https() -> Result<(), Failure> {
     let _one = ONE_STACK_AT_A_TIME.lock().await;
-    Ok(scenario_a_to_f("the_scenario_over_https", true).await?)
+    Ok(scenario_a_to_f("the_scenario_over_https", Door::Https).await?)
 }
 
-/// Steps a–f on a stack with closed signup, served over plain HTTP or, with `https`, through nginx; over
-/// plain HTTP, then step i: the rest of the image family.
-async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
+/// Steps a–f through https:// with per-user origins (JHUB_SUBDOMAINS): the hub at
+/// `https://hub.localhost:<port>`, alice's Lab, terminal, VS Code and marimo at
+/// `https://alice.hub.localhost:<port>/user/alice/…` (every wait for her pages checks that origin), the
+/// front door's checks (h1–h3) plus the certificate for the users' names (h4), and a user whose name is
+/// no DNS label (j: `bob.smith`, at JupyterHub's escaped `u-bobsmith--<hash>.hub.localhost`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_over_https_with_subdomains() -> Result<(), Failure> {
+    let _one = ONE_STACK_AT_A_TIME.lock().await;
+    Ok(scenario_a_to_f("the_scenario_over_https_with_subdomains", Door::HttpsSubdomains).await?)
+}
+
+/// Steps a–f on a stack with closed signup, served over plain HTTP or through nginx (`door`); over plain
+/// HTTP, then step i: the rest of the image family; with per-user origins, then step j: an escaped name.
+async fn scenario_a_to_f(test: &str, door: Door) -> Result<()> {
     let test_started = Instant::now();
     let settings = [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "false"), ("SPAWNER", "dockerspawner"), ("IDLE_CULL_TIMEOUT", "0")];
-    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, https).await?;
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, door).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let admin = run.session(&driver, "admin").await?;
     let alice = run.session(&driver, "alice").await?;
@@ -187,6 +166,10 @@ async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     if let Some(front) = &stack.tls {
         run.step("h1.redirect-tls-versions-secure-cookies", "admin", step_h1(front, &admin, &stack)).await?;
         run.step("h2.upload-50mb", "alice", tls::upload_50mb(&alice)).await?;
+        if front.subdomain_host.is_some() {
+            let labels = [stack::user_label("alice"), stack::user_label(ESCAPED_USER)];
+            run.step("h4.certificate-names-users", "alice", async { tls::user_names_verify(front, &labels) }).await?;
+        }
     }
     let seconds = run.step("d.switch-to-minimal", "alice", step_d(&run, &alice, &nonce)).await?;
     spawns.push(("alice, minimal".to_string(), seconds));
@@ -194,6 +177,12 @@ async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     run.step("f.admin-stops-alice", "admin", step_f(&run, &admin)).await?;
     if stack.tls.is_some() {
         run.step("h3.hub-logs-client-address", "admin", tls::hub_logs_client_address(&stack)).await?;
+        if door == Door::HttpsSubdomains {
+            let bob = run.session(&driver, ESCAPED_USER).await?;
+            let seconds = run.step("j.escaped-name-own-origin", ESCAPED_USER, step_j(&run, &admin, &bob)).await?;
+            spawns.push((format!("{ESCAPED_USER}, minimal"), seconds));
+            let _ = bob.close().await;
+        }
     } else {
         // i. The rest of the image family, once (over plain HTTP): one server at a time, each stopped
         // before the next image starts.
@@ -211,6 +200,27 @@ async fn scenario_a_to_f(test: &str, https: bool) -> Result<()> {
     let _ = admin.close().await;
     let _ = alice.close().await;
     Ok(())
+}
+
+/// A user whose name is no DNS label: JupyterHub's subdomain hook escapes it (`stack::user_label`).
+const ESCAPED_USER: &str = "bob.smith";
+
+/// j. With per-user origins, `bob.smith` signs up, the admin authorizes him, he starts `minimal`, and his
+/// Lab loads at `https://u-bobsmith--<hash>.hub.localhost:<port>/user/bob.smith/lab`; then he stops it.
+async fn step_j(run: &Run<'_>, admin: &Browser, bob: &Browser) -> Result<f64> {
+    let stack = run.stack;
+    let password = fresh_password();
+    let signed_up = hub::sign_up(bob, stack, ESCAPED_USER, &password).await?;
+    ensure!(signed_up.class == "alert-info", "signing up `{ESCAPED_USER}` gave ({}) {}", signed_up.class, signed_up.message);
+    hub::authorize(admin, stack, ESCAPED_USER).await?;
+    hub::log_in(bob, stack, ESCAPED_USER, &password).await?;
+    let started = start_image(run, bob, "minimal").await?;
+    lab::wait_ready(bob, stack, ESCAPED_USER, wait::SPAWN).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let url = bob.url().await?;
+    progress!("spawn time: {ESCAPED_USER}, minimal: {seconds:.1} s, Lab at {url}");
+    stop_and_wait_gone(run, bob).await?;
+    Ok(seconds)
 }
 
 /// h1. Through the real nginx: port 80 redirects to https, TLS 1.1 is refused and 1.2 and 1.3 accepted
@@ -284,7 +294,7 @@ async fn step_b(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let catalog: Vec<String> = setup.catalog.single_user_images().map(|(_, single_user)| single_user.display_name.clone()).collect();
     ensure!(offered == catalog, "the image dropdown offers {offered:?}, the catalog's single-user images are {catalog:?}");
     let started = hub::choose_and_start(alice, "image", &display_name(setup, "datascience")?).await?;
-    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::wait_ready(alice, run.stack, "alice", wait::SPAWN).await?;
     lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: alice, datascience: {seconds:.1} s (form submitted → Lab ready)");
@@ -329,7 +339,7 @@ async fn step_d(run: &Run<'_>, alice: &Browser, nonce: &str) -> Result<f64> {
     docker::wait_user_container_gone(&setup.docker, &stack.project, "alice", Duration::from_secs(60)).await?;
     hub::start_from_home(alice, stack).await?;
     let started = hub::choose_and_start(alice, "image", &display_name(setup, "minimal")?).await?;
-    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::wait_ready(alice, run.stack, "alice", wait::SPAWN).await?;
     let cards = lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: alice, minimal: {seconds:.1} s (form submitted → Lab ready)");
@@ -371,13 +381,6 @@ async fn step_f(run: &Run<'_>, admin: &Browser) -> Result<()> {
     docker::wait_user_container_gone(&setup.docker, &stack.project, "alice", Duration::from_secs(60)).await
 }
 
-/// From the hub's home page with no server running: Start My Server, then `image` from the dropdown.
-/// Returns when the form was submitted (the spawn clock starts there).
-async fn start_image(run: &Run<'_>, browser: &Browser, image: &str) -> Result<Instant> {
-    hub::start_from_home(browser, run.stack).await?;
-    hub::choose_and_start(browser, "image", &display_name(run.setup, image)?).await
-}
-
 /// Stops the browser's user's server from the home page and waits until the container is removed.
 async fn stop_and_wait_gone(run: &Run<'_>, browser: &Browser) -> Result<()> {
     hub::stop_from_home(browser, run.stack).await?;
@@ -388,7 +391,7 @@ async fn stop_and_wait_gone(run: &Run<'_>, browser: &Browser) -> Result<()> {
 /// both apps open as in step c; the container runs the locked uv-lab image.
 async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-lab").await?;
-    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::wait_ready(alice, run.stack, "alice", wait::SPAWN).await?;
     lab::settle_restored_notebooks(alice).await?;
     let cards = lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -409,7 +412,7 @@ async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// locked uv-code image.
 async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-code").await?;
-    alice.path_starts_with("/user/alice/", wait::SPAWN).await?;
+    alice.url_starts_with(&run.stack.user_url("alice", "/user/alice/"), wait::SPAWN).await?;
     apps::land_in(alice, apps::VSCODE_RENDERED, SystemTime::now() - started.elapsed()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let url = alice.url().await?;
@@ -428,7 +431,7 @@ async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// `20 + 22` and shows 42; the container runs the locked uv-marimo image.
 async fn step_i_uv_marimo(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-marimo").await?;
-    alice.path_starts_with("/user/alice/", wait::SPAWN).await?;
+    alice.url_starts_with(&run.stack.user_url("alice", "/user/alice/"), wait::SPAWN).await?;
     apps::land_in(alice, apps::MARIMO_HOME_NEW_NOTEBOOK, SystemTime::now() - started.elapsed()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let url = alice.url().await?;
@@ -449,7 +452,7 @@ async fn step_i_uv_marimo(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// from IRkernel with an HTML form, `2`, which Lab renders in place of the plain-text `[1] 2`.)
 async fn step_i_r_notebook(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "r-notebook").await?;
-    lab::wait_ready(alice, "alice", wait::SPAWN).await?;
+    lab::wait_ready(alice, run.stack, "alice", wait::SPAWN).await?;
     lab::settle_restored_notebooks(alice).await?;
     lab::settled_launcher_cards(alice).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -479,7 +482,7 @@ async fn stack_two() -> Result<()> {
         ("SPAWNER", "profiles"),
         ("IDLE_CULL_TIMEOUT", "0"),
     ];
-    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, false).await?;
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, Door::Http).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let admin = run.session(&driver, "admin").await?;
     let bob = run.session(&driver, "bob").await?;
@@ -538,7 +541,7 @@ async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
     let catalog: Vec<String> = setup.catalog.profiles.iter().map(|profile| profile.display_name.clone()).collect();
     ensure!(offered == catalog, "the profile list offers {offered:?}, the catalog's profiles are {catalog:?}");
     let started = hub::choose_and_start(bob, "profile", &profile.display_name).await?;
-    lab::wait_ready(bob, "bob", wait::SPAWN).await?;
+    lab::wait_ready(bob, run.stack, "bob", wait::SPAWN).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress!("spawn time: bob, {}: {seconds:.1} s (form submitted → Lab ready)", profile.name);
     let container = running_locked_image(setup, &stack.project, "bob", &profile.image).await?;
@@ -570,6 +573,23 @@ async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
         profile.cpu_limit
     );
     Ok(seconds)
+}
+
+#[test]
+fn user_labels_follow_jupyterhubs_idna_hook() {
+    // Computed by JupyterHub 5.5.4's own `subdomain_hook_idna` in the hub image.
+    let expected = [
+        ("alice", "alice"),
+        ("Bob", "Bob"),
+        ("bob.smith", "u-bobsmith--365b77f"),
+        ("carol_x", "u-carolx--7b77967"),
+        ("a--b", "u-ab--90827a2"),
+        ("-x", "u-x--a420962"),
+        ("123", "u-123--a665a45"),
+    ];
+    for (user, label) in expected {
+        assert_eq!(stack::user_label(user), label, "{user}");
+    }
 }
 
 #[test]

@@ -4,16 +4,20 @@
 //! passwords that try to lock `admin` out, a home whose contents try to break a restore half way (a folder
 //! named like the restore's staging area, odd names and links, 100 000 files, a cut tar), and what a user's
 //! container can reach (the Docker socket, the proxy's API, the hub's API beyond its own user, another
-//! user's server). Each case asserts the attack fails and what still works.
+//! user's server), and a page a user serves, opened by the admin, that tries to read hub pages and call the
+//! hub's API with the admin's cookies (with per-user origins over https, in headless Chromium). Each case
+//! asserts the attack fails and what still works.
 //!
 //! Run with `cargo test --test security -- --test-threads=1` after `cargo xtask build-images`: one stack
 //! at a time. Artifacts of a failed case land in `target/acceptance-artifacts/security-<case>/`.
 
 // The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
-use jhub_harness::{browser, cases, client, docker, hub, preflight, progress, stack, tls, wait};
+use jhub_harness::{browser, cases, client, docker, hub, lab, preflight, progress, stack, steps, tls, wait};
+use steps::{Door, Failure, Run, start_image, start_scenario};
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use bollard::Docker;
@@ -417,7 +421,7 @@ async fn s03_forged_headers_without_tls() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s04_forged_headers_with_tls() -> Result<()> {
     let (_guard, setup, artifacts) = cases::prepare("security", "s04-forged-headers-tls").await?;
-    let front = Front::make(&artifacts.dir)?;
+    let front = Front::make(&artifacts.dir, false)?;
     let chromium_args = front.chromium_args();
     let stack = Stack::start_with(&setup, &settings(&[]), &artifacts.dir, Some(front)).await?;
     // The harness speaks no TLS itself: ivy signs up and starts her server in Chromium, over https.
@@ -763,4 +767,255 @@ async fn s07_user_container_reaches_only_its_own() -> Result<()> {
     }
     .await;
     cases::finish("s07-isolation", &setup, &stack, &artifacts, &[], result).await
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 8. A page a user serves, opened by the admin: with per-user origins it runs on the user's own origin.
+
+/// The port mallory's own web server listens on inside her container (on 127.0.0.1; jupyter-server-proxy
+/// reaches it at `/user/mallory/proxy/<port>/`).
+const MALLORY_PORT: u16 = 8765;
+
+/// The page mallory serves: its script tries, with the browser's cookies, to read a hub page as whoever
+/// opens it (the `_xsrf` token the hub puts in `window.jhdata`, only if the page is a logged-in admin's
+/// `/hub/home`) and to list the hub's users through `/hub/api/users`, on its own origin and on the hub's
+/// (`HUB_ORIGIN`, replaced by the test). What it managed, and every answer it got, go into
+/// `#jhub-attack-result` as JSON once it is done.
+const EVIL_PAGE: &str = r#"<!doctype html>
+<html><head><title>mallory's page</title></head><body>
+<p>Nothing to see here.</p>
+<pre id="jhub-attack-result">running</pre>
+<script>
+(async () => {
+  const result = { origin: location.origin, xsrf: null, users: null, own: null, tries: [] };
+  // The control: the page can fetch from the server it is served by (the admin's access to mallory's
+  // server), so a failure below is the browser keeping the hub from it, not a page that cannot fetch.
+  try {
+    const xsrf = (document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '').slice('_xsrf='.length);
+    const own = await fetch(location.pathname.split('/').slice(0, 3).join('/') + '/api/status', { headers: { 'X-XSRFToken': xsrf } });
+    result.own = own.status;
+  } catch (err) {
+    result.own = `${err}`;
+  }
+  for (const base of [...new Set([location.origin, 'HUB_ORIGIN'])]) {
+    try {
+      const page = await fetch(base + '/hub/home', { credentials: 'include' });
+      const text = await page.text();
+      const user = (text.match(/user:\s*"([^"]*)"/) || [])[1];
+      const xsrf = (text.match(/xsrf_token:\s*"([^"]+)"/) || [])[1];
+      result.tries.push(`GET ${base}/hub/home: ${page.status} at ${page.url}, jhdata.user=${user}, xsrf_token ${xsrf ? 'read' : 'absent'}`);
+      if (user === 'admin' && xsrf && new URL(page.url).pathname.endsWith('/hub/home')) { result.xsrf = xsrf; }
+    } catch (err) {
+      result.tries.push(`GET ${base}/hub/home: ${err}`);
+    }
+    try {
+      const headers = result.xsrf ? { 'X-XSRFToken': result.xsrf } : {};
+      const api = await fetch(base + '/hub/api/users', { credentials: 'include', headers });
+      const body = await api.text();
+      result.tries.push(`GET ${base}/hub/api/users: ${api.status} ${body.slice(0, 120)}`);
+      const users = api.ok ? JSON.parse(body) : null;
+      if (Array.isArray(users)) { result.users = users.map(u => u.name); }
+    } catch (err) {
+      result.tries.push(`GET ${base}/hub/api/users: ${err}`);
+    }
+  }
+  const out = document.getElementById('jhub-attack-result');
+  out.textContent = JSON.stringify(result);
+  out.setAttribute('data-done', 'yes');
+})();
+</script>
+</body></html>
+"#;
+
+/// Attack: a page a user serves from her own server, opened by the admin, acts as the admin on the hub
+/// (issue 14, item 4: one origin for the hub and every user's server). mallory writes `evil.html` into
+/// her home through the contents API and serves her home with `python3 -m http.server` inside her
+/// container, reached at `/user/mallory/proxy/8765/evil.html` through jupyter-server-proxy (any user can
+/// run a process in her server, and she owns its Python; jupyter_server's own `/files/` answers with
+/// `Content-Security-Policy: sandbox allow-scripts`, which already gives its pages an opaque origin). The
+/// admin, logged in to the hub, opens the link. Its script tries to read the admin's `/hub/home` (and its
+/// `_xsrf` token) and to list the users through `/hub/api/users` with the admin's cookies. Both must
+/// fail: the page must not run on the hub's origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s08_user_page_cannot_act_as_admin() -> Result<(), Failure> {
+    let _one = cases::one_stack_at_a_time().await;
+    Ok(user_page_attack("security-s08-user-page").await?)
+}
+
+async fn user_page_attack(test: &str) -> Result<()> {
+    let test_started = Instant::now();
+    let admin_password = cases::fresh_password("Sec");
+    let settings = [
+        ("AUTH_STRATEGY", "native"),
+        ("OPEN_SIGNUP", "true"),
+        ("ADMIN_PASSWORD", admin_password.as_str()),
+        ("SPAWNER", "dockerspawner"),
+        ("IDLE_CULL_TIMEOUT", "0"),
+    ];
+    let (setup, artifacts, stack, driver) = start_scenario(test, &settings, Door::HttpsSubdomains).await?;
+    let run = Run::new(&setup, &stack, &artifacts);
+    let admin = run.session(&driver, "admin").await?;
+    let mallory = run.session(&driver, "mallory").await?;
+    let mallory_password = cases::fresh_password("Sec");
+    if stack::keeps() {
+        progress!("passwords (JHUB_ACCEPTANCE_KEEP): admin={admin_password} mallory={mallory_password}");
+    }
+    run.step("s1.admin-logs-in", "admin", hub::log_in(&admin, &stack, "admin", &admin_password)).await?;
+    let page = run.step("s2.mallory-serves-a-page", "mallory", serve_evil_page(&run, &mallory, &mallory_password)).await?;
+    let result = run.step("s3.admin-opens-it", "admin", open_evil_page(&admin, &page)).await?;
+    run.step("s4.page-read-nothing", "admin", async {
+        let tries = result["tries"].as_array().cloned().unwrap_or_default();
+        let tries: Vec<&str> = tries.iter().filter_map(|line| line.as_str()).collect();
+        progress!(
+            "the page ran on {}, its own server's /api/status answered {}, and it tried:\n  {}",
+            result["origin"],
+            result["own"],
+            tries.join("\n  ")
+        );
+        // Two attempts per origin it tried (its own, and the hub's when they differ): the script ran them all.
+        ensure!(tries.len() >= 2, "the page's script reported {} attempts, expected at least 2: {result}", tries.len());
+        ensure!(result["own"] == json!(200), "the page could not even fetch its own server's /api/status: {result}");
+        let mut managed = Vec::new();
+        if let Some(xsrf) = result["xsrf"].as_str() {
+            managed.push(format!("read the admin's /hub/home and its _xsrf token {xsrf}"));
+        }
+        if let Some(users) = result["users"].as_array() {
+            let names: Vec<&str> = users.iter().filter_map(|name| name.as_str()).collect();
+            managed.push(format!("listed the hub's users {names:?} through /hub/api/users with the admin's cookies"));
+        }
+        ensure!(managed.is_empty(), "the page mallory serves ({page}) runs with the hub's privileges: it {}", managed.join("; and it "));
+        Ok(())
+    })
+    .await?;
+    if stack.tls.as_ref().is_some_and(|front| front.subdomain_host.is_some()) {
+        run.step("s5.hub-pages-only-on-the-hubs-name", "admin", hub_pages_leave_user_names(&stack, &admin)).await?;
+    }
+    progress!("{test}: {:.1} s", test_started.elapsed().as_secs_f64());
+    let _ = admin.close().await;
+    let _ = mallory.close().await;
+    Ok(())
+}
+
+/// s5. The same attack through the hub's own login page: mallory sends the admin
+/// `https://mallory.HOST/hub/login?next=<her page>`. The proxy sends every path it has no route for to the
+/// hub, whatever the name, so the hub would show its real login page on mallory's origin, and set its
+/// login cookie there once the admin signs in; her script could then call the API on its own origin. The
+/// hub's pages must be served on the hub's name only: the admin's browser ends on the hub's origin.
+/// (The lure here has no `next`: the admin's browser, logged in on the hub's origin, then rests on a hub
+/// page of whichever origin served the login page, which is what this step checks.)
+async fn hub_pages_leave_user_names(stack: &Stack, admin: &Browser) -> Result<()> {
+    let lure = stack.user_url("mallory", "/hub/login");
+    admin.goto(&lure).await?;
+    let hub_pages = stack.url("/hub/");
+    let landed = admin.url_starts_with(&hub_pages, wait::DEFAULT).await;
+    let url = admin.url().await?;
+    landed.map_err(|_| anyhow!("{lure} left the admin's browser on {url}: the hub's login page is served on mallory's origin"))?;
+    progress!("{lure} → {url}");
+    Ok(())
+}
+
+/// mallory signs up, starts the default image, writes `evil.html` (with the hub's origin in it) into her
+/// home through the contents API and serves her home on 127.0.0.1:MALLORY_PORT from a terminal. Returns
+/// the page's URL once her own browser loads it through the proxy.
+async fn serve_evil_page(run: &Run<'_>, mallory: &Browser, password: &str) -> Result<String> {
+    let stack = run.stack;
+    let signed_up = hub::sign_up(mallory, stack, "mallory", password).await?;
+    ensure!(signed_up.class == "alert-success", "signing up `mallory` gave ({}) {}", signed_up.class, signed_up.message);
+    hub::log_in(mallory, stack, "mallory", password).await?;
+    start_image(run, mallory, "datascience").await?;
+    lab::wait_ready(mallory, run.stack, "mallory", wait::SPAWN).await?;
+    let hub_origin = stack.url("");
+    let html = EVIL_PAGE.replace("HUB_ORIGIN", &hub_origin);
+    // Tried again while a network change on the Docker host fails the request (the write is idempotent).
+    let answer = wait::until("evil.html to be written through the contents API", wait::DEFAULT, || async {
+        let answer = mallory
+            .js(
+                r#"
+            const html = arguments[0];
+            return (async () => {
+            const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            const base = location.pathname.replace(/\/lab.*$/, '/');
+            const headers = { 'Content-Type': 'application/json' };
+            if (cookie) { headers['X-XSRFToken'] = cookie.slice('_xsrf='.length); }
+            const put = await fetch(`${base}api/contents/evil.html`, {
+                method: 'PUT', headers, body: JSON.stringify({ type: 'file', format: 'text', content: html }),
+            });
+            return { status: put.status, body: (await put.text()).slice(0, 300) };
+            })();
+            "#,
+                vec![json!(html)],
+            )
+            .await?;
+        Ok(Some(answer))
+    })
+    .await?;
+    let status = answer["status"].as_u64().unwrap_or_default();
+    ensure!(status == 201 || status == 200, "writing evil.html through the contents API answered {status}: {}", answer["body"]);
+    // Her web server starts in a terminal of her server, through the terminals API and its websocket
+    // (what Lab's terminal uses), from her page: plain requests, which a network change on the Docker host
+    // merely fails (they are tried again), where Lab's terminal panel first loads script chunks that such
+    // a change can abort for good (seen). A second start finds the port taken and exits.
+    let command = format!("cd ~ && (nohup python3 -m http.server {MALLORY_PORT} --bind 127.0.0.1 >/dev/null 2>&1 &)");
+    let path = format!("/user/mallory/proxy/{MALLORY_PORT}/evil.html");
+    let mut polls = 0u32;
+    wait::until("mallory's web server to serve evil.html through the proxy", wait::DEFAULT, || {
+        let start = polls.is_multiple_of(20);
+        polls += 1;
+        let (path, command) = (path.as_str(), command.as_str());
+        async move {
+            let state = mallory
+                .js(
+                    r#"
+                    const [path, command, start] = arguments;
+                    return (async () => {
+                    const page = await fetch(path).catch(() => null);
+                    if (page && page.status === 200 && (await page.text()).includes('jhub-attack-result')) { return 'served'; }
+                    if (!start) { return 'waiting'; }
+                    const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+                    const headers = cookie ? { 'X-XSRFToken': cookie.slice('_xsrf='.length) } : {};
+                    const base = location.pathname.replace(/\/lab.*$/, '/');
+                    const terminal = await fetch(`${base}api/terminals`, { method: 'POST', headers }).then(r => r.json());
+                    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+                    await new Promise((resolve, reject) => {
+                        const ws = new WebSocket(`${scheme}//${location.host}${base}terminals/websocket/${terminal.name}`);
+                        ws.onopen = () => {
+                            ws.send(JSON.stringify(['stdin', command + '\r']));
+                            setTimeout(() => { ws.close(); resolve(); }, 1000);
+                        };
+                        ws.onerror = () => reject(new Error('the terminal websocket failed'));
+                    });
+                    return 'started';
+                    })();
+                    "#,
+                    vec![json!(path), json!(command), json!(start)],
+                )
+                .await?;
+            Ok((state == json!("served")).then_some(()))
+        }
+    })
+    .await?;
+    let url = stack.user_url("mallory", &path);
+    progress!("mallory serves {url}");
+    Ok(url)
+}
+
+/// The admin opens `url` (approving the hub's "Authorize access" page for mallory's server, as an admin
+/// following the link would) and waits for the page's script to report. Returns its report.
+async fn open_evil_page(admin: &Browser, url: &str) -> Result<serde_json::Value> {
+    admin.goto(url).await?;
+    let report = wait::until("the page mallory serves to report what its script read", wait::DEFAULT, || async {
+        let current = admin.client.current_url().await?;
+        if current.path().ends_with("/hub/api/oauth2/authorize") {
+            admin.click("form button[type=submit]", wait::DEFAULT).await?;
+            return Ok(None);
+        }
+        let done = admin
+            .js("const r = document.querySelector('#jhub-attack-result[data-done]'); return r ? r.textContent : null;", vec![])
+            .await?;
+        Ok(done.as_str().map(str::to_string))
+    })
+    .await?;
+    let opened = admin.url().await?;
+    progress!("the admin's browser opened {opened}");
+    Ok(serde_json::from_str(&report)?)
 }

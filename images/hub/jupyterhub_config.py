@@ -116,6 +116,10 @@ c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
 c.ConfigurableHTTPProxy.auth_token = state.proxy_token  # on a volume shared with the proxy alone
 # A recreated proxy starts with no routes; the hub re-adds them in this periodic check (300 s by default).
 c.JupyterHub.last_activity_interval = 30
+# Per-user origins (JHUB_SUBDOMAINS): each user's server at https://<user>.HOST, so a page a user serves
+# cannot read hub pages or call the hub's API as whoever opens it; the proxy routes by host.
+if settings.subdomain_host:
+    c.JupyterHub.subdomain_host = settings.subdomain_host
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
 # Forwarded headers count only as the stack's proxies write them: on connections from the proxy, whose

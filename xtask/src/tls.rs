@@ -50,7 +50,7 @@ pub fn mode(value: &str) -> Result<Mode, UserError> {
 pub struct Plan {
     pub compose_files: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
-    /// `https://localhost[:port]` with TLS on.
+    /// `https://localhost[:port]` with TLS on (`https://HOST[:port]` with per-user origins).
     pub url: Option<String>,
     /// The certificate and key nginx gets (TLS on).
     pair: Option<(PathBuf, PathBuf)>,
@@ -108,16 +108,23 @@ pub fn for_running_stack(setting: impl Fn(&str, &str) -> String) -> Plan {
 /// makes or renews the self-signed certificate; `Plan::test_nginx` runs `nginx -t` once images exist.
 pub fn prepare(setting: impl Fn(&str, &str) -> String) -> anyhow::Result<Plan> {
     let mode = mode(&setting("JHUB_TLS", "off"))?;
+    // Read only with TLS on, as before per-user origins: a stack without TLS ignores the names.
+    let public_hosts = if mode == Mode::Off { Vec::new() } else { certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))? };
+    let subdomain_host = subdomain_host(mode, &setting("JHUB_SUBDOMAINS", ""), &public_hosts)?;
+    if let Some((message, hint)) = exposure_warning(&setting("JHUB_BIND_ADDRESS", "127.0.0.1"), mode, subdomain_host.is_some()) {
+        ui::warn(&message, &hint);
+    }
     if mode == Mode::Off {
         return Ok(Plan::default());
     }
-    let public_hosts = certs::parse_public_hosts(&setting("JHUB_PUBLIC_HOSTS", ""))?;
     require_compose_with_reset()?;
+    let wildcard = subdomain_host.as_ref().map(|host| Name::Dns(format!("*.{host}")));
     let now = OffsetDateTime::now_utc();
     let (cert, key) = match mode {
         Mode::SelfSigned => {
             let files = SelfSignedFiles { dir: stack_dir().join("tls") };
-            let names = certs::server_names(host_name().as_deref(), &public_hosts);
+            // The wildcard lies inside HOST's permitted subtree, so adding it keeps a CA made for HOST.
+            let names = certs::server_names(host_name().as_deref(), &public_hosts.iter().chain(&wildcard).cloned().collect::<Vec<_>>());
             let outcome = certs::ensure_self_signed(&files, &names, now)?;
             report_self_signed(&files, &names, &outcome);
             (files.server_cert(), files.server_key())
@@ -129,6 +136,9 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String) -> anyhow::Result<Plan> {
             let missing: Vec<String> = public_hosts.iter().filter(|name| !covers(&info.names, name)).map(Name::to_string).collect();
             if !missing.is_empty() {
                 ui::note(&format!("warning: {} does not name {} (JHUB_PUBLIC_HOSTS)", cert.display(), missing.join(", ")));
+            }
+            if let Some(host) = &subdomain_host {
+                require_wildcard(&info.names, host, &cert)?;
             }
             ui::note(&format!("TLS certificate {} (valid until {})", cert.display(), certs::date(info.not_after)));
             (cert, key)
@@ -142,20 +152,95 @@ pub fn prepare(setting: impl Fn(&str, &str) -> String) -> anyhow::Result<Plan> {
     pair.extend(std::fs::read(&key)?);
     let digest = crate::context::sha256_hex(&pair);
     let https_port = setting("JHUB_HTTPS_PORT", "443");
-    let url = match https_port.as_str() {
-        "443" => "https://localhost".to_string(),
-        port => format!("https://localhost:{port}"),
+    let port_suffix = if https_port == "443" { String::new() } else { format!(":{https_port}") };
+    let url = format!("https://{}{port_suffix}", subdomain_host.as_deref().unwrap_or("localhost"));
+    let mut env = vec![
+        ("JHUB_TLS_CERT_MOUNT".to_string(), cert.display().to_string()),
+        ("JHUB_TLS_KEY_MOUNT".to_string(), key.display().to_string()),
+        ("JHUB_TLS_DIGEST".to_string(), digest),
+    ];
+    if let Some(host) = &subdomain_host {
+        ui::note(&format!("per-user origins: the hub at {url}, each user's server at https://<user>.{host}{port_suffix}"));
+        // JupyterHub's subdomain_host: the hub's public URL, with the port browsers use.
+        env.push(("JHUB_SUBDOMAIN_HOST".to_string(), url.clone()));
+    }
+    Ok(Plan { compose_files: vec![stack_dir().join("docker-compose.tls.yml")], env, url: Some(url), pair: Some((cert, key)) })
+}
+
+/// With per-user origins, a given certificate must name `*.HOST` itself: a wildcard one level up
+/// (`*.example.org`) covers `HOST` but not `alice.HOST`.
+fn require_wildcard(names: &BTreeSet<Name>, host: &str, cert: &Path) -> Result<(), UserError> {
+    let wildcard = Name::Dns(format!("*.{host}"));
+    if names.contains(&wildcard) {
+        return Ok(());
+    }
+    Err(UserError::new(
+        format!("{} does not name {wildcard}, which per-user origins need (JHUB_SUBDOMAINS)", cert.display()),
+        format!(
+            "get a certificate that also names {wildcard} (Let's Encrypt: a DNS-01 challenge), or set JHUB_SUBDOMAINS=false to \
+             serve every user's server on the hub's origin"
+        ),
+    ))
+}
+
+/// The hub's host name when each user's server gets an origin of its own (`https://<user>.HOST`), from
+/// JHUB_SUBDOMAINS (true, false, or empty: on whenever it can be) and HOST, the first DNS name of
+/// JHUB_PUBLIC_HOSTS with at least two labels: a wildcard directly under one label (`*.localhost`,
+/// `*.myhost`) is refused by OpenSSL's and Chromium's name matching, and an IP address has no names
+/// under it. Needs TLS: the user's names are served by nginx with a certificate naming `*.HOST`.
+pub fn subdomain_host(mode: Mode, setting: &str, public_hosts: &[Name]) -> Result<Option<String>, UserError> {
+    let wanted = match setting.trim().to_ascii_lowercase().as_str() {
+        "" => None,
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        other => {
+            return Err(UserError::new(
+                format!("JHUB_SUBDOMAINS={other} is neither true nor false"),
+                "set JHUB_SUBDOMAINS=true, false, or leave it empty (on whenever JHUB_TLS is on and JHUB_PUBLIC_HOSTS names a host)",
+            ));
+        }
     };
-    Ok(Plan {
-        compose_files: vec![stack_dir().join("docker-compose.tls.yml")],
-        env: vec![
-            ("JHUB_TLS_CERT_MOUNT".to_string(), cert.display().to_string()),
-            ("JHUB_TLS_KEY_MOUNT".to_string(), key.display().to_string()),
-            ("JHUB_TLS_DIGEST".to_string(), digest),
-        ],
-        url: Some(url),
-        pair: Some((cert, key)),
-    })
+    let host = public_hosts.iter().find_map(|name| match name {
+        Name::Dns(dns) if !dns.starts_with("*.") && dns.contains('.') => Some(dns.clone()),
+        _ => None,
+    });
+    match (wanted, mode, host) {
+        (Some(false), _, _) | (None, Mode::Off, _) | (None, _, None) => Ok(None),
+        (Some(true), Mode::Off, _) => Err(UserError::new(
+            "JHUB_SUBDOMAINS=true needs JHUB_TLS (the users' names are served by nginx)",
+            "set JHUB_TLS=self-signed (or files) and JHUB_PUBLIC_HOSTS=hub.example.org in stack/.env",
+        )),
+        (Some(true), _, None) => Err(UserError::new(
+            "JHUB_SUBDOMAINS=true, but JHUB_PUBLIC_HOSTS names no host with a dot to put the users' names under",
+            "set JHUB_PUBLIC_HOSTS=hub.example.org (its first such name is the hub's; users get alice.hub.example.org), \
+             or hub.localhost on a single machine",
+        )),
+        (_, _, Some(host)) => Ok(Some(host)),
+    }
+}
+
+/// The warning `up` prints when the stack is served beyond this machine while every user's server shares
+/// the hub's origin: a page a user serves then runs with the hub's origin in an admin's browser.
+pub fn exposure_warning(bind_address: &str, mode: Mode, subdomains: bool) -> Option<(String, String)> {
+    let address = bind_address.trim().trim_start_matches('[').trim_end_matches(']');
+    let loopback = address == "localhost" || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback || subdomains {
+        return None;
+    }
+    let hint = if mode == Mode::Off {
+        "set JHUB_TLS=self-signed (or files) and JHUB_PUBLIC_HOSTS=hub.example.org, with a DNS record *.hub.example.org \
+         pointing here: each user's server then gets its own origin (README, \"Serving other machines with TLS\")"
+    } else {
+        "set JHUB_PUBLIC_HOSTS=hub.example.org (a name with a dot, DNS wildcard *.hub.example.org pointing here) and leave \
+         JHUB_SUBDOMAINS empty or true: each user's server then gets its own origin (README, \"Serving other machines with TLS\")"
+    };
+    Some((
+        format!(
+            "JHUB_BIND_ADDRESS={bind_address} serves other machines, and every user's server shares the hub's origin: a page a \
+             user serves can read hub pages and call the hub's API as any admin who opens it"
+        ),
+        hint.to_string(),
+    ))
 }
 
 /// The overlay closes the proxy's port with `ports: !reset []`, which Compose understands from v2.24.

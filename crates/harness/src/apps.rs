@@ -130,8 +130,10 @@ pub async fn vscode_lists(browser: &Browser, file: &str, timeout: Duration) -> R
 /// On marimo's home page: opens "Create a new notebook" (a new tab, which the browser switches to) and
 /// waits until its first cell's editor rendered. Returns the notebook's URL.
 pub async fn marimo_new_notebook(browser: &Browser) -> Result<String> {
+    let opening = SystemTime::now();
     let url = crate::lab::follow_into_new_tab(browser, MARIMO_HOME_NEW_NOTEBOOK).await?;
-    browser.visible(MARIMO_NOTEBOOK_RENDERED, wait::APP).await?;
+    // The new tab loads marimo's many script modules: reloaded if a network change aborted them.
+    land_in(browser, MARIMO_NOTEBOOK_RENDERED, opening).await?;
     Ok(url)
 }
 

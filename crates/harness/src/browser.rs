@@ -220,6 +220,15 @@ impl Browser {
         .await
     }
 
+    /// Waits until the page's whole URL starts with `prefix` (scheme, host and port included), returning it.
+    pub async fn url_starts_with(&self, prefix: &str, timeout: Duration) -> Result<String> {
+        wait::until(&format!("the page's URL to start with {prefix}"), timeout, || async {
+            let url = self.client.current_url().await?.to_string();
+            Ok(url.starts_with(prefix).then_some(url))
+        })
+        .await
+    }
+
     pub async fn windows(&self) -> Result<Vec<WindowHandle>> {
         Ok(self.client.windows().await?)
     }

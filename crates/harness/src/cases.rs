@@ -17,6 +17,11 @@ use crate::stack::Stack;
 /// One stack at a time in a test binary: two cores, and some cases touch every container.
 static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The serialisation guard alone, for a case that starts its stack another way (a browser scenario).
+pub async fn one_stack_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_STACK_AT_A_TIME.lock().await
+}
+
 /// The preflight, an artifacts folder `<binary>-<case>` and the serialisation guard.
 pub async fn prepare(binary: &str, case: &str) -> Result<(tokio::sync::MutexGuard<'static, ()>, Setup, Artifacts)> {
     let guard = ONE_STACK_AT_A_TIME.lock().await;

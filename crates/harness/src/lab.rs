@@ -10,12 +10,19 @@ use fantoccini::wd::WindowHandle;
 use serde_json::json;
 
 use crate::browser::Browser;
+use crate::stack::Stack;
 use crate::wait;
 
-/// Waits until `user`'s JupyterLab has loaded: on `/user/<user>/lab`, the splash gone, the shell shown.
-pub async fn wait_ready(browser: &Browser, user: &str, timeout: Duration) -> Result<()> {
-    browser.path_starts_with(&format!("/user/{user}/lab"), timeout).await?;
-    browser.visible("#main.jp-LabShell, .jp-LabShell", timeout).await?;
+/// Waits until `user`'s JupyterLab has loaded: on `/user/<user>/lab` of the user's origin (the hub's, or
+/// the user's own with per-user origins), the splash gone, the shell shown. Lab's page loads many script
+/// chunks right after a spawn, when the engine changes the host's network interfaces (this stack's new
+/// container, or another stack's on the shared engine) and Chromium aborts them
+/// (`net::ERR_NETWORK_CHANGED`, seen: a blank page for good): the page is reloaded then, as for the apps
+/// (`apps::land_in`), counting that error from a few minutes back (the spawn began before this wait).
+pub async fn wait_ready(browser: &Browser, stack: &Stack, user: &str, timeout: Duration) -> Result<()> {
+    let since = std::time::SystemTime::now() - Duration::from_secs(300);
+    browser.url_starts_with(&stack.user_url(user, &format!("/user/{user}/lab")), timeout).await?;
+    crate::apps::land_in(browser, "#main.jp-LabShell, .jp-LabShell", since).await?;
     browser.gone("#jupyterlab-splash", timeout).await?;
     Ok(())
 }
@@ -141,6 +148,7 @@ pub async fn open_proxied_app(browser: &Browser, wanted: &str, rendered: &str) -
     let known = browser.windows().await?;
     let frames = ".jp-MainAreaWidget iframe";
     let frames_before = browser.client.find_all(Locator::Css(frames)).await?.len();
+    let opening = std::time::SystemTime::now();
     click_card(browser, wanted).await?;
     let opened = wait::until(&format!("`{wanted}` to open in a new tab or a Lab panel"), wait::DEFAULT, || async {
         let windows = browser.windows().await?;
@@ -163,7 +171,8 @@ pub async fn open_proxied_app(browser: &Browser, wanted: &str, rendered: &str) -
             AppView::Frame
         }
     };
-    let shown = browser.visible(rendered, wait::APP).await;
+    // A network change on the Docker host can abort the app's page loads as it opens: reloaded as in land_in.
+    let shown = crate::apps::land_in(browser, rendered, opening).await;
     let url = browser.url().await.unwrap_or_default();
     shown.map_err(|err| anyhow!("`{wanted}` opened {url} but did not render `{rendered}`: {err:#}"))?;
     Ok((view, url))

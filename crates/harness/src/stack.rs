@@ -88,6 +88,10 @@ impl Stack {
                 ("JHUB_TLS_CERT_MOUNT".into(), front.files.server_cert().display().to_string()),
                 ("JHUB_TLS_KEY_MOUNT".into(), front.files.server_key().display().to_string()),
             ]);
+            if front.subdomain_host.is_some() {
+                // What `cargo xtask up` sets for JHUB_SUBDOMAINS: the hub's origin as browsers reach it.
+                env.push(("JHUB_SUBDOMAIN_HOST".into(), format!("https://{}", front.hub_authority())));
+            }
         }
         env.extend(settings.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
@@ -127,7 +131,7 @@ impl Stack {
 
     pub fn url(&self, path: &str) -> String {
         match &self.tls {
-            Some(front) => format!("https://localhost:{}{path}", front.https_port),
+            Some(front) => format!("https://{}{path}", front.hub_authority()),
             None => format!("http://127.0.0.1:{}{path}", self.port),
         }
     }
@@ -135,6 +139,15 @@ impl Stack {
     /// The settings file the stack runs with (in its artifacts folder): what `--env-file` gives the xtask.
     pub fn env_file(&self) -> &Path {
         &self.env_file
+    }
+
+    /// The URL of `path` (which starts with `/user/<user>/`) on `user`'s server, as that user's browser
+    /// reaches it: on the hub's origin, or with per-user origins on `https://<label>.HOST:<port>`.
+    pub fn user_url(&self, user: &str, path: &str) -> String {
+        match self.tls.as_ref().and_then(|front| front.subdomain_host.as_ref().map(|host| (front, host))) {
+            Some((front, host)) => format!("https://{}.{host}:{}{path}", user_label(user), front.https_port),
+            None => self.url(path),
+        }
     }
 
     /// Runs the compose CLI with this stack's file, project and environment (and nothing else's).
@@ -283,4 +296,25 @@ impl Drop for Stack {
 /// Whether `JHUB_ACCEPTANCE_KEEP` asks to leave the stacks up.
 pub fn keeps() -> bool {
     truthy("JHUB_ACCEPTANCE_KEEP")
+}
+
+/// The DNS label JupyterHub 5.5 gives `user`'s server with subdomain_host (its default `idna` subdomain
+/// hook, `jupyterhub.utils._strict_dns_safe_encode`), for ASCII names: a name that is a valid DNS label
+/// and holds no `--` is kept; any other (a `.`, a `_`, a leading `-`…) becomes `u-<up to 8 of its
+/// letters and digits, or x>--<first 7 hex digits of its sha256>`. (IDNA, which the hook tries for
+/// non-ASCII names, never helps an ASCII one: it keeps dots and refuses `_`.)
+pub fn user_label(user: &str) -> String {
+    assert!(user.is_ascii(), "user_label covers ASCII names only; `{user}` is not one");
+    let safe = (1..=63).contains(&user.len())
+        && !user.bytes().all(|byte| byte.is_ascii_digit())
+        && !user.starts_with('-')
+        && !user.ends_with('-')
+        && user.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
+    if safe && !user.contains("--") {
+        return user.to_string();
+    }
+    use sha2::Digest as _;
+    let hash: String = sha2::Sha256::digest(user.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+    let stub: String = user.to_ascii_lowercase().chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    format!("u-{}--{}", if stub.is_empty() { "x" } else { &stub }, &hash[..7])
 }

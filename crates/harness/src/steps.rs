@@ -9,8 +9,9 @@ use anyhow::{Result, anyhow};
 
 use crate::artifacts::Artifacts;
 use crate::browser::{Browser, Chromedriver};
-use crate::preflight::Setup;
+use crate::preflight::{self, Setup};
 use crate::stack::Stack;
+use crate::{hub, tls};
 
 pub struct Run<'a> {
     pub setup: &'a Setup,
@@ -55,4 +56,63 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// A test's failure as the harness prints it: the message and its causes, without the backtrace anyhow
+/// adds under RUST_BACKTRACE=1 (the step name, user and URL say where it failed).
+pub struct Failure(pub anyhow::Error);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Failure {
+        Failure(err)
+    }
+}
+
+/// How a scenario's stack is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// Plain HTTP from the proxy's published port.
+    Http,
+    /// Through nginx with a fresh CA; every user's server on the hub's origin.
+    Https,
+    /// Through nginx, the hub at `https://hub.localhost:<port>` and each user's server at
+    /// `https://<user>.hub.localhost:<port>` (JHUB_SUBDOMAINS).
+    HttpsSubdomains,
+}
+
+/// What every scenario starts from: the preflight's findings, the test's artifacts folder, a stack of its
+/// own with `settings` (behind nginx with a fresh CA unless `door` is plain HTTP), and a chromedriver
+/// whose Chromium trusts that stack's server key only.
+pub async fn start_scenario(test: &str, settings: &[(&str, &str)], door: Door) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
+    let setup = preflight::check().await?;
+    let artifacts = Artifacts::for_test(&setup.root, test)?;
+    let front = match door {
+        Door::Http => None,
+        Door::Https => Some(tls::Front::make(&artifacts.dir, false)?),
+        Door::HttpsSubdomains => Some(tls::Front::make(&artifacts.dir, true)?),
+    };
+    let chromium_args = front.as_ref().map(tls::Front::chromium_args).unwrap_or_default();
+    let stack = Stack::start_with(&setup, settings, &artifacts.dir, front).await?;
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?.with_args(chromium_args);
+    Ok((setup, artifacts, stack, driver))
+}
+
+/// What the spawn form shows for the catalog image `image` (its display name).
+pub fn display_name(setup: &Setup, image: &str) -> Result<String> {
+    let entry = setup.catalog.get(image).ok_or_else(|| anyhow!("the catalog has no image `{image}`"))?;
+    let single_user = entry.single_user.as_ref().ok_or_else(|| anyhow!("catalog image `{image}` is not single-user"))?;
+    Ok(single_user.display_name.clone())
+}
+
+/// From the hub's home page with no server running: Start My Server, then `image` from the dropdown.
+/// Returns when the form was submitted (the spawn clock starts there).
+pub async fn start_image(run: &Run<'_>, browser: &Browser, image: &str) -> Result<Instant> {
+    hub::start_from_home(browser, run.stack).await?;
+    hub::choose_and_start(browser, "image", &display_name(run.setup, image)?).await
 }

@@ -24,17 +24,40 @@ pub struct Front {
     /// base64 sha256 of the server certificate's SubjectPublicKeyInfo: the only key Chromium accepts
     /// without a chain to its own store (`--ignore-certificate-errors-spki-list`).
     pub spki_sha256: String,
+    /// With per-user origins, the hub's host name (SUBDOMAIN_HOST): the certificate also names it and
+    /// `*.` it, as `cargo xtask up` makes it for JHUB_SUBDOMAINS.
+    pub subdomain_host: Option<String>,
 }
 
+/// The hub's name in the per-user-origins set-up of the tests: Chromium and curl resolve every
+/// `*.localhost` name to loopback, so users' names need no DNS, and two labels leave room for the
+/// wildcard (`*.localhost` itself is refused by OpenSSL's and Chromium's name matching).
+pub const SUBDOMAIN_HOST: &str = "hub.localhost";
+
 impl Front {
-    /// A CA and server certificate (localhost, 127.0.0.1, ::1) under `folder/tls`, as `up` makes them.
-    pub fn make(folder: &Path) -> Result<Front> {
+    /// A CA and server certificate (localhost, 127.0.0.1, ::1, and with `subdomains` SUBDOMAIN_HOST and
+    /// `*.SUBDOMAIN_HOST`) under `folder/tls`, as `up` makes them.
+    pub fn make(folder: &Path, subdomains: bool) -> Result<Front> {
         let files = SelfSignedFiles { dir: folder.join("tls") };
-        let names: BTreeSet<_> = certs::server_names(None, &[]);
+        let subdomain_host = subdomains.then(|| SUBDOMAIN_HOST.to_string());
+        let extra: Vec<certs::Name> =
+            subdomain_host.iter().flat_map(|host| [certs::Name::Dns(host.clone()), certs::Name::Dns(format!("*.{host}"))]).collect();
+        let names: BTreeSet<_> = certs::server_names(None, &extra);
         let now = time::OffsetDateTime::now_utc();
         certs::ensure_self_signed(&files, &names, now).map_err(|err| anyhow!("{err}"))?;
         let info = certs::check_pair(&files.server_cert(), &files.server_key(), now).map_err(|err| anyhow!("{err}"))?;
-        Ok(Front { https_port: crate::stack::free_port()?, http_port: crate::stack::free_port()?, files, spki_sha256: info.spki_sha256 })
+        Ok(Front {
+            https_port: crate::stack::free_port()?,
+            http_port: crate::stack::free_port()?,
+            files,
+            spki_sha256: info.spki_sha256,
+            subdomain_host,
+        })
+    }
+
+    /// The host (and port) browsers reach the hub at: SUBDOMAIN_HOST with per-user origins, else localhost.
+    pub fn hub_authority(&self) -> String {
+        format!("{}:{}", self.subdomain_host.as_deref().unwrap_or("localhost"), self.https_port)
     }
 
     /// Chromium's flag that trusts this server key and nothing else beyond its own store; and HTTP/1.1
@@ -71,10 +94,15 @@ pub async fn redirects_to_https(front: &Front) -> Result<()> {
 
 /// `openssl s_client` against the front door with `args`; returns (succeeded, everything it printed).
 fn s_client(front: &Front, args: &[&str]) -> Result<(bool, String)> {
+    s_client_for(front, "localhost", args)
+}
+
+/// `openssl s_client` against the front door as a client of `name` (SNI); returns (succeeded, output).
+fn s_client_for(front: &Front, name: &str, args: &[&str]) -> Result<(bool, String)> {
     let connect = format!("127.0.0.1:{}", front.https_port);
     let ca = front.ca_cert();
     let output = Command::new("openssl")
-        .args(["s_client", "-connect", &connect, "-servername", "localhost", "-CAfile"])
+        .args(["s_client", "-connect", &connect, "-servername", name, "-CAfile"])
         .arg(&ca)
         .arg("-verify_return_error")
         .args(args)
@@ -103,6 +131,22 @@ pub fn tls_versions(front: &Front) -> Result<()> {
         );
         ensure!(said.contains("ALPN protocol: h2"), "nginx should offer HTTP/2 over {version}; openssl said:\n{said}");
         progress!("{version}: accepted, verified against the test CA alone, ALPN h2 ({session})");
+    }
+    Ok(())
+}
+
+/// With per-user origins: nginx's certificate verifies, against the test's CA alone (whose name
+/// constraints OpenSSL enforces), for the hub's name and for each user's name under it (`labels`).
+pub fn user_names_verify(front: &Front, labels: &[String]) -> Result<()> {
+    let host = front.subdomain_host.as_deref().ok_or_else(|| anyhow!("the front door has no per-user origins"))?;
+    let names = std::iter::once(host.to_string()).chain(labels.iter().map(|label| format!("{label}.{host}")));
+    for name in names {
+        let (ok, said) = s_client_for(front, &name, &["-verify_hostname", &name])?;
+        ensure!(
+            ok && said.contains("Verify return code: 0 (ok)"),
+            "the certificate should verify for {name} against the test CA; openssl said:\n{said}"
+        );
+        progress!("TLS for {name}: verified against the test CA alone");
     }
     Ok(())
 }

@@ -20,6 +20,10 @@ MEM_SIZE_RE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[KMGT]?$")
 # What Docker accepts inside a container, volume or network name.
 DOCKER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
+# JupyterHub's subdomain_host: the hub's public origin; users' servers get a label in front of its name,
+# so it is a DNS name of two labels or more, the last not all digits (that would be an IP address).
+ORIGIN_RE = re.compile(r"^https://([a-z0-9-]+\.)+[a-z0-9-]*[a-z][a-z0-9-]*(:[0-9]{1,5})?$")
+
 ADMIN_NAME = "admin"
 MIN_PASSWORD_LENGTH = 8
 DEFAULT_VIEW_PATH = "/srv/jhub/hub-view.json"
@@ -50,6 +54,7 @@ class Settings:
     data_dir: str  # JHUB_DATA_DIR: sqlite database, cookie secret, pid file
     proxy_token_file: str  # JHUB_PROXY_TOKEN_FILE: on the volume shared with the proxy only
     hub_image: str  # JHUB_HUB_IMAGE: the hub's own image (compose runs it); archives of deleted users are copied in it
+    subdomain_host: str  # JHUB_SUBDOMAIN_HOST: "" or https://HOST[:port], each user's server at <user>.HOST
 
 
 def from_environ(environ):
@@ -78,6 +83,7 @@ def from_environ(environ):
         data_dir=env.text("JHUB_DATA_DIR", "/srv/jupyterhub/data"),
         proxy_token_file=env.text("JHUB_PROXY_TOKEN_FILE", "/srv/jupyterhub/proxy/proxy_auth_token"),
         hub_image=env.text("JHUB_HUB_IMAGE", ""),
+        subdomain_host=env.origin("JHUB_SUBDOMAIN_HOST"),
     )
     if f"{settings.stack_name}-archive-".startswith(settings.user_volume_prefix):
         raise ConfigError(
@@ -184,6 +190,16 @@ class _Environment:
         if not (math.isfinite(cpus) and cpus > 0):
             raise ConfigError(f"{name} {value!r} is not a positive number of CPUs", hint)
         return cpus
+
+    def origin(self, name):
+        """An https origin with a DNS name of two labels or more (`https://hub.example.org[:port]`), or ""."""
+        value = self.raw(name)
+        if value and not ORIGIN_RE.match(value):
+            raise ConfigError(
+                f"{name}={value!r} is not an https origin with a host name",
+                f"set {name} to e.g. https://hub.example.org or https://hub.localhost:8443 (cargo xtask up sets it)",
+            )
+        return value
 
     def docker_name(self, name, default):
         value = self.text(name, default)

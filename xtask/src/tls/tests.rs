@@ -10,7 +10,7 @@ use std::process::Command;
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair, SanType};
 use time::{Duration, OffsetDateTime};
 
-use super::{Mode, compose_supports_reset, covers, mode};
+use super::{Mode, compose_supports_reset, covers, exposure_warning, mode, require_wildcard, subdomain_host};
 use jhub_docker::certs::{self, CaChange, Name, SelfSignedFiles, Subtree};
 
 /// A scratch folder removed at drop.
@@ -461,4 +461,80 @@ fn a_stolen_ca_key_cannot_sign_for_names_outside_the_stack() {
     let leaf = sign_with_the_ca(&files, &scratch.0, "subdomain-localhost", "*.localhost", Some(&Name::Dns("*.localhost".into())));
     let (ok, said) = openssl_verify(&files.ca_cert(), &leaf, None);
     assert!(ok, "a certificate for *.localhost must be within the constraints; openssl said: {said}");
+}
+
+fn hosts(list: &str) -> Vec<Name> {
+    certs::parse_public_hosts(list).unwrap()
+}
+
+#[test]
+fn subdomains_are_on_whenever_tls_has_a_host_with_a_dot() {
+    // The default: the first DNS name with a dot, skipping addresses, single labels and wildcards.
+    let chosen = subdomain_host(Mode::SelfSigned, "", &hosts("192.168.1.20,myhost,*.lab.example.org,hub.example.org,b.example.org"));
+    assert_eq!(chosen.unwrap().as_deref(), Some("hub.example.org"));
+    assert_eq!(subdomain_host(Mode::Files, "", &hosts("hub.localhost")).unwrap().as_deref(), Some("hub.localhost"));
+    assert_eq!(subdomain_host(Mode::SelfSigned, "true", &hosts("hub.localhost")).unwrap().as_deref(), Some("hub.localhost"));
+    // Off by default without TLS or without such a name; off when asked.
+    assert_eq!(subdomain_host(Mode::Off, "", &hosts("hub.example.org")).unwrap(), None);
+    assert_eq!(subdomain_host(Mode::SelfSigned, "", &hosts("192.168.1.20,myhost")).unwrap(), None);
+    assert_eq!(subdomain_host(Mode::SelfSigned, "false", &hosts("hub.example.org")).unwrap(), None);
+}
+
+#[test]
+fn subdomains_asked_for_without_tls_or_a_host_are_refused() {
+    let refused = [
+        (Mode::Off, "true", "hub.example.org", "needs JHUB_TLS"),
+        (Mode::SelfSigned, "true", "", "names no host with a dot"),
+        (Mode::SelfSigned, "yes", "myhost,10.0.0.1", "names no host with a dot"),
+        (Mode::SelfSigned, "maybe", "hub.example.org", "JHUB_SUBDOMAINS=maybe is neither true nor false"),
+    ];
+    for (tls, setting, public_hosts, said) in refused {
+        let err = subdomain_host(tls, setting, &hosts(public_hosts)).unwrap_err();
+        assert!(err.message.contains(said), "JHUB_SUBDOMAINS={setting} with {public_hosts:?}: {}", err.message);
+        assert!(!err.hint.is_empty());
+    }
+}
+
+#[test]
+fn exposure_beyond_loopback_without_subdomains_warns() {
+    for loopback in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"] {
+        assert_eq!(exposure_warning(loopback, Mode::Off, false), None, "{loopback}");
+    }
+    assert_eq!(exposure_warning("0.0.0.0", Mode::SelfSigned, true), None);
+    for (address, tls) in [("0.0.0.0", Mode::Off), ("192.168.1.20", Mode::SelfSigned), ("::", Mode::Files)] {
+        let (message, hint) = exposure_warning(address, tls, false).unwrap();
+        assert!(message.contains(address) && message.contains("as any admin who opens it"), "{message}");
+        assert!(hint.contains("*.hub.example.org"), "{hint}");
+    }
+}
+
+/// With per-user origins the server certificate also names `*.HOST`: a CA made for HOST alone is kept
+/// (the wildcard lies in HOST's subtree), and `openssl verify` accepts the certificate for a user's name
+/// and for an escaped one JupyterHub makes (`u-bobsmith--…`), but not for a name two labels down.
+#[test]
+fn the_wildcard_for_users_is_signed_by_the_ca_kept_for_host() {
+    let scratch = Scratch::new("wildcard");
+    let files = SelfSignedFiles { dir: scratch.0.join("tls") };
+    certs::ensure_self_signed(&files, &names(&["hub.localhost"]), now()).unwrap();
+    let outcome = certs::ensure_self_signed(&files, &names(&["hub.localhost", "*.hub.localhost"]), now()).unwrap();
+    assert_eq!(outcome.ca, CaChange::Kept);
+    assert!(outcome.new_server.as_deref().is_some_and(|why| why.contains("names changed")), "{:?}", outcome.new_server);
+    for user in ["alice.hub.localhost", "u-bobsmith--1a2b3c4.hub.localhost", "hub.localhost"] {
+        let (ok, said) = openssl_verify(&files.ca_cert(), &files.server_cert(), Some(&Name::Dns(user.into())));
+        assert!(ok, "{user}: {said}");
+    }
+    let (ok, said) = openssl_verify(&files.ca_cert(), &files.server_cert(), Some(&Name::Dns("a.b.hub.localhost".into())));
+    assert!(!ok, "a.b.hub.localhost: {said}");
+}
+
+#[test]
+fn files_for_per_user_origins_must_name_the_wildcard() {
+    let cert = Path::new("/etc/ssl/hub.pem");
+    let has = |list: &str| -> BTreeSet<Name> { hosts(list).into_iter().collect() };
+    assert!(require_wildcard(&has("hub.example.org,*.hub.example.org"), "hub.example.org", cert).is_ok());
+    for list in ["hub.example.org", "hub.example.org,*.example.org", "*.lab.hub.example.org"] {
+        let err = require_wildcard(&has(list), "hub.example.org", cert).unwrap_err();
+        assert_eq!(err.message, "/etc/ssl/hub.pem does not name *.hub.example.org, which per-user origins need (JHUB_SUBDOMAINS)");
+        assert!(err.hint.contains("JHUB_SUBDOMAINS=false"), "{}", err.hint);
+    }
 }
