@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{
     DownloadFromContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
@@ -354,15 +353,7 @@ async fn running_users(docker: &Docker, stack: &str) -> anyhow::Result<Vec<Strin
 
 /// Whether the stack's hub or any of its user servers runs.
 pub(crate) async fn stack_is_running(docker: &Docker, stack: &str) -> anyhow::Result<bool> {
-    Ok(running_service(docker, stack, "hub").await?.is_some() || !running_users(docker, stack).await?.is_empty())
-}
-
-/// The running container of compose service `service` in `stack`, if any.
-async fn running_service(docker: &Docker, stack: &str, service: &str) -> anyhow::Result<Option<String>> {
-    let filters =
-        HashMap::from([("label", vec![format!("com.docker.compose.project={stack}"), format!("com.docker.compose.service={service}")])]);
-    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
-    Ok(containers.into_iter().find_map(|container| container.id))
+    Ok(engine::service_container(docker, stack, "hub").await?.is_some() || !running_users(docker, stack).await?.is_empty())
 }
 
 /// Prints every user of the hub's database with the creation time of the account, one JSON object, as the
@@ -438,10 +429,11 @@ async fn copy_hub_data(docker: &Docker, target: &Target, helper_image: &str) -> 
             "check the hub with `cargo xtask logs hub`; a damaged database shows in `PRAGMA integrity_check`",
         )
     };
-    if let Some(hub) = running_service(docker, &target.stack, "hub").await? {
-        let (code, output) = exec(docker, &hub, &["python3", "-c", DATABASE_COPY_SCRIPT, &database, &copy]).await?;
+    if let Some(hub) = engine::service_container(docker, &target.stack, "hub").await? {
+        let copied = engine::exec(docker, &hub, &["python3", "-c", DATABASE_COPY_SCRIPT, &database, &copy]).await?;
+        let (code, output) = (copied.exit_code, format!("{}{}", copied.stdout, copied.stderr));
         let downloaded = if code == 0 { download_file(docker, &hub, &copy).await } else { Err(failed(&output).into()) };
-        let _ = exec(docker, &hub, &["rm", "-f", &copy]).await;
+        let _ = engine::exec(docker, &hub, &["rm", "-f", &copy]).await;
         let database_bytes = downloaded?;
         return Ok((database_bytes, download_file(docker, &hub, &secret).await?));
     }
@@ -518,22 +510,6 @@ pub(crate) fn engine_failed(doing: &str, err: impl std::fmt::Display) -> anyhow:
         "check `docker info` (is the engine up, is the disk full?) and run the command again",
     )
     .into()
-}
-
-/// Runs `argv` in the running container `container` through the Engine API's exec; returns its exit code
-/// and output.
-async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Result<(i64, String)> {
-    let options =
-        CreateExecOptions { cmd: Some(argv.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
-    let created = docker.create_exec(container, options).await?;
-    let mut text = String::new();
-    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
-        while let Some(chunk) = output.next().await {
-            text.push_str(&chunk?.to_string());
-        }
-    }
-    let inspected = docker.inspect_exec(&created.id).await?;
-    Ok((inspected.exit_code.unwrap_or(-1), text))
 }
 
 /// Creates (does not start) a throwaway root container of `image` with `binds`, no network, running `argv`.
