@@ -45,6 +45,27 @@ pub fn repo_root() -> PathBuf {
     }
 }
 
+/// Replaces `path` with `bytes` through a temporary file beside it (created with `mode`), flushed, then
+/// renamed over it: a reader sees the old file or the new one, never half of one, and a failure removes
+/// the temporary file and leaves `path` as it was. The one way this project writes a file it replaces
+/// (the lock, the hub's view, the catalog, restored settings).
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
 /// Where the catalog lives inside a checkout.
 pub fn catalog_path(root: &Path) -> PathBuf {
     root.join("images").join("catalog.toml")

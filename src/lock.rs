@@ -4,7 +4,6 @@
 //! engine through the content-keyed tag, so a newcomer's first build leaves the committed lock unchanged.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +64,12 @@ impl LockedImage {
 pub type LockError = crate::HintedError;
 
 impl Lock {
+    /// The content-keyed tag of the image `name` records (`jhub/hub:<key12>`), if it records one: how
+    /// compose runs the hub and nginx, and how every reader finds the id of what was built.
+    pub fn keyed_tag(&self, name: &str) -> Option<&str> {
+        self.image.get(name).and_then(LockedImage::keyed_tag)
+    }
+
     pub fn new() -> Lock {
         Lock { version: LOCK_VERSION, pinned: BTreeMap::new(), image: BTreeMap::new() }
     }
@@ -130,17 +135,7 @@ impl Lock {
     /// Writes the lock atomically: a temporary file beside it, flushed, then renamed over it, so an
     /// interrupted or failed run never leaves a half-written lock.
     pub fn write_atomically(&self, path: &Path) -> std::io::Result<()> {
-        let temporary = path.with_extension(format!("lock.tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(self.to_text().as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temporary);
-        }
-        result
+        crate::write_atomically(path, self.to_text().as_bytes(), 0o644)
     }
 }
 

@@ -4,7 +4,6 @@
 //! hub never re-validates what this view says.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
@@ -137,17 +136,7 @@ impl HubView {
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder).map_err(failed)?;
         }
-        let temporary = path.with_extension(format!("json.tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        })();
-        if let Err(err) = result {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(failed(err));
-        }
+        crate::write_atomically(path, text.as_bytes(), 0o644).map_err(failed)?;
         Ok(text)
     }
 }

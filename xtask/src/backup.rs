@@ -1095,13 +1095,7 @@ fn file_chunks(
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename (mode 600: the
 /// settings hold the admin password).
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("file");
-    let temporary = path.with_file_name(format!(".{name}.restoring"));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))?;
-    Ok(())
+    jhub_docker::write_atomically(path, bytes, 0o600).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -220,18 +220,8 @@ fn copy_tree(from: &Path, to: &Path, template: &str) -> Result<(), UserError> {
 
 /// Replaces `path` with `text` through a temporary file and a rename: the catalog is never half-written.
 fn write_atomically(path: &Path, text: &str) -> Result<(), UserError> {
-    use std::io::Write;
-    let temporary = path.with_extension(format!("toml.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    result.map_err(|err| {
-        let _ = std::fs::remove_file(&temporary);
-        UserError::new(format!("cannot write {}: {err}", path.display()), "check that images/ is writable")
-    })
+    jhub_docker::write_atomically(path, text.as_bytes(), 0o644)
+        .map_err(|err| UserError::new(format!("cannot write {}: {err}", path.display()), "check that images/ is writable"))
 }
 
 #[cfg(test)]
@@ -450,7 +440,7 @@ mem_limit = "1G"
     fn a_catalog_that_cannot_be_written_leaves_no_folder_behind() {
         let tree = Tree::new("readonly");
         // A folder where the temporary catalog file would go makes the write fail after the copy.
-        let blocker = tree.0.join(format!("images/catalog.toml.tmp-{}", std::process::id()));
+        let blocker = tree.0.join(format!("images/.catalog.toml.tmp-{}", std::process::id()));
         std::fs::create_dir_all(blocker.join("x")).unwrap();
         let err = create(&tree.0, &options("team-demo", "tmpl", "lab")).unwrap_err();
         assert!(err.message.starts_with("cannot write "), "{}", err.message);

@@ -93,9 +93,8 @@ fn compose_for(settings: &Settings, hub_image: &str) -> Result<Compose, UserErro
 /// The hub image the lock records, as its content-keyed tag.
 pub(crate) fn locked_hub_image() -> Result<String, UserError> {
     let lock = Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root()))?;
-    lock.image
-        .get("hub")
-        .and_then(|hub| hub.keyed_tag().map(str::to_string))
+    lock.keyed_tag("hub")
+        .map(str::to_string)
         .ok_or_else(|| UserError::new("images.lock has no hub image", "run `cargo xtask build-images`"))
 }
 

@@ -345,9 +345,8 @@ fn describe_permits(permits: &BTreeSet<certs::Subtree>) -> String {
 
 fn locked_nginx_image() -> Result<String, UserError> {
     let lock = Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root()))?;
-    lock.image
-        .get("nginx")
-        .and_then(|nginx| nginx.keyed_tag().map(str::to_string))
+    lock.keyed_tag("nginx")
+        .map(str::to_string)
         .ok_or_else(|| UserError::new("images.lock has no nginx image (needed with JHUB_TLS on)", "run `cargo xtask build-images nginx`"))
 }
 

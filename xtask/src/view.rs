@@ -24,7 +24,7 @@ pub async fn resolve(docker: &Docker, root: &Path) -> anyhow::Result<HubView> {
     let lock = Lock::load(&jhub_docker::lock_path(root))?;
     let mut image_ids = BTreeMap::new();
     for (entry, _) in catalog.single_user_images() {
-        let tag = lock.image.get(&entry.name).and_then(|locked| locked.keyed_tag());
+        let tag = lock.keyed_tag(&entry.name);
         if let Some(id) = match tag {
             Some(tag) => engine::image_id(docker, tag).await,
             None => None,

@@ -34,7 +34,7 @@ impl Setup {
 
     /// The hub image reference the stack runs: the lock's content-keyed tag for `hub`.
     pub fn hub_image(&self) -> &str {
-        self.lock.image["hub"].keyed_tag().expect("checked by preflight")
+        self.lock.keyed_tag("hub").expect("checked by preflight")
     }
 }
 

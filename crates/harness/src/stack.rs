@@ -79,7 +79,7 @@ impl Stack {
             ("JHUB_HTTP_PORT".into(), port.to_string()),
         ];
         if let Some(front) = &tls {
-            let nginx = setup.lock.image.get("nginx").and_then(|nginx| nginx.keyed_tag()).context("images.lock has no nginx image")?;
+            let nginx = setup.lock.keyed_tag("nginx").context("images.lock has no nginx image")?;
             env.retain(|(key, _)| key != "JHUB_HTTP_PORT");
             env.extend([
                 ("JHUB_NGINX_IMAGE".into(), nginx.to_string()),

@@ -38,9 +38,8 @@ pub struct BenchStack {
 /// The lock's hub image (its content-keyed tag), checked present in the engine.
 pub async fn hub_image(docker: &Docker, lock: &Lock) -> Result<String, UserError> {
     let image = lock
-        .image
-        .get("hub")
-        .and_then(|hub| hub.keyed_tag().map(str::to_string))
+        .keyed_tag("hub")
+        .map(str::to_string)
         .ok_or_else(|| UserError::new("images.lock has no hub image", "run `cargo xtask build-images`"))?;
     if !crate::engine::image_exists(docker, &image).await {
         return Err(UserError::new(
