@@ -4,9 +4,9 @@
 //! passwords that try to lock `admin` out, a home whose contents try to break a restore half way (a folder
 //! named like the restore's staging area, odd names and links, 100 000 files, a cut tar), and what a user's
 //! container can reach (the Docker socket, the proxy's API, the hub's API beyond its own user, another
-//! user's server), and a page a user serves, opened by the admin, that tries to read hub pages and call the
-//! hub's API with the admin's cookies (with per-user origins over https, in headless Chromium). Each case
-//! asserts the attack fails and what still works.
+//! user's server), a page a user serves, opened by the admin, that tries to read hub pages and call the
+//! hub's API with the admin's cookies (with per-user origins over https, in headless Chromium), and a spawn
+//! naming an image the catalog does not offer. Each case asserts the attack fails and what still works.
 //!
 //! Run with `cargo test --test security -- --test-threads=1` after `cargo xtask build-images`: one stack
 //! at a time. Artifacts of a failed case land in `target/acceptance-artifacts/security-<case>/`.
@@ -1018,4 +1018,30 @@ async fn open_evil_page(admin: &Browser, url: &str) -> Result<serde_json::Value>
     let opened = admin.url().await?;
     progress!("the admin's browser opened {opened}");
     Ok(serde_json::from_str(&report)?)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 9. A spawn that names an image the catalog does not offer.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s09_forged_image_is_refused() -> Result<()> {
+    let (_guard, setup, artifacts) = cases::prepare("security", "s09-forged-image").await?;
+    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
+    let result = forged_image(&setup, &stack).await;
+    cases::finish("s09-forged-image", &setup, &stack, &artifacts, &[], result).await
+}
+
+/// oscar asks the REST API for images the hub must never run for a user: the base image (root, no Jupyter),
+/// the hub's own image (which holds the proxy's code) and one the catalog never heard of. Each is refused
+/// with a 400 naming the image unknown, and no container of oscar's exists afterwards.
+async fn forged_image(setup: &Setup, stack: &Stack) -> Result<()> {
+    let (_, oscar, _) = cases::new_user(stack, "oscar").await?;
+    for image in [setup.image_id("base"), setup.hub_image(), "debian:trixie"] {
+        let (status, body) = oscar.try_spawn("oscar", json!({ "image": image })).await?;
+        ensure!(status == 400 && body.contains("unknown image"), "a spawn naming {image} answered {status}: {body}");
+    }
+    let containers = docker::user_containers(&setup.docker, &stack.project, "oscar").await?;
+    ensure!(containers.is_empty(), "refused spawns left {} container(s) of oscar's", containers.len());
+    progress!("the base image, the hub's image and debian:trixie were each refused with a 400; oscar has no container");
+    Ok(())
 }

@@ -175,11 +175,16 @@ impl Api {
 
     /// Asks for the default server with `options`; returns the status (201 ready, 202 pending).
     pub async fn request_spawn(&self, user: &str, options: Value) -> Result<StatusCode> {
-        let response = self.request(reqwest::Method::POST, &format!("/hub/api/users/{user}/server")).json(&options).send().await?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let (status, body) = self.try_spawn(user, options).await?;
         ensure!(status.is_success(), "spawn of {user} answered {status}: {body}");
         Ok(status)
+    }
+
+    /// Asks for the default server with `options` and returns the answer as it is, refusals included.
+    pub async fn try_spawn(&self, user: &str, options: Value) -> Result<(StatusCode, String)> {
+        let response = self.request(reqwest::Method::POST, &format!("/hub/api/users/{user}/server")).json(&options).send().await?;
+        let status = response.status();
+        Ok((status, response.text().await.unwrap_or_default()))
     }
 
     /// Spawns the default server with the catalog image `image` and waits until the hub calls it ready.
