@@ -29,6 +29,9 @@ pub struct SingleUser {
     pub description: String,
     pub home: String,
     pub default_url: String,
+    /// Swarm mode: the constraints a node must meet to run this image's servers (`node.labels.gpu==true`);
+    /// empty: any node. The single-host mode has one node and ignores them.
+    pub placement: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +106,7 @@ struct RawImage {
     description: Option<String>,
     home: Option<String>,
     default_url: Option<String>,
+    placement: Option<Vec<String>>,
 }
 
 impl Catalog {
@@ -329,17 +333,41 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
         if display_name.contains('\n') {
             return Err(error(format!("image `{name}`: display_name spans lines"), "a display_name is one line of the dropdown"));
         }
-        Some(SingleUser { display_name, description: raw.description.unwrap_or_default(), home, default_url })
+        let placement = raw.placement.unwrap_or_default();
+        for constraint in &placement {
+            if !is_placement_constraint(constraint) {
+                return Err(error(
+                    format!("image `{name}`: placement `{constraint}` is not a Swarm constraint"),
+                    "write `node.labels.<key>==<value>` (or `!=`; node.role, node.hostname, node.platform.os also work)",
+                ));
+            }
+        }
+        Some(SingleUser { display_name, description: raw.description.unwrap_or_default(), home, default_url, placement })
     } else {
-        if raw.display_name.is_some() || raw.home.is_some() || raw.default_url.is_some() {
+        if raw.display_name.is_some() || raw.home.is_some() || raw.default_url.is_some() || raw.placement.is_some() {
             return Err(error(
                 format!("image `{name}` has single-user fields but not single_user = true"),
-                "add single_user = true, or drop display_name / home / default_url",
+                "add single_user = true, or drop display_name / home / default_url / placement",
             ));
         }
         None
     };
     Ok(ImageEntry { name, folder, recipe, single_user })
+}
+
+/// Whether `text` is a Swarm placement constraint the engine accepts: `<attribute> == <value>` or `!=`,
+/// where the attribute is a node label (`node.labels.<key>`, `engine.labels.<key>`) or one of the node's
+/// fields, and neither side is empty or holds another operator.
+pub fn is_placement_constraint(text: &str) -> bool {
+    let Some((attribute, value)) = text.split_once("==").or_else(|| text.split_once("!=")) else {
+        return false;
+    };
+    let (attribute, value) = (attribute.trim(), value.trim());
+    let fields = ["node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch"];
+    let label_key = attribute.strip_prefix("node.labels.").or_else(|| attribute.strip_prefix("engine.labels."));
+    let known = fields.contains(&attribute)
+        || label_key.is_some_and(|key| !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+    known && !value.is_empty() && !value.contains(['=', '!', '\n', ',']) && !value.contains(char::is_whitespace)
 }
 
 /// An image or profile name: lowercase letters, digits and `-`, not starting with `-`. Public so that
@@ -386,6 +414,16 @@ pub fn memory_bytes(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_constraints_are_what_swarm_accepts() {
+        for good in ["node.labels.gpu==true", "node.labels.io.jhub-docker.users == yes", "node.role!=manager", "node.hostname==n1"] {
+            assert!(is_placement_constraint(good), "{good}");
+        }
+        for bad in ["gpu", "node.labels.==x", "node.labels.gpu==", "node.color==red", "node.labels.gpu==a,b", "node.labels.a b==c"] {
+            assert!(!is_placement_constraint(bad), "{bad}");
+        }
+    }
 
     const GOOD: &str = r#"
 [[image]]
@@ -442,6 +480,12 @@ mem_limit = "1G"
             "image `lab`: default_url `//evil.example/lab` is not a path inside the user's server",
         ),
         ("empty display_name", "display_name = \"Lab\"", "display_name = \" \"", "single-user image `lab` has no `display_name`"),
+        (
+            "placement that is no constraint",
+            "default_url = \"/lab\"",
+            "default_url = \"/lab\"\nplacement = [\"gpu\"]",
+            "image `lab`: placement `gpu` is not a Swarm constraint",
+        ),
         ("bad image name", "name = \"lab\"", "name = \"Lab!\"", "image name `Lab!` in images/catalog.toml is not valid"),
         ("image name ending in -", "name = \"lab\"", "name = \"lab-\"", "image name `lab-` in images/catalog.toml is not valid"),
         ("unknown field", "bootstrap", "bootstrapp", "images/catalog.toml is not a valid catalog: TOML parse error at line 4, column 1"),

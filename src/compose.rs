@@ -152,6 +152,65 @@ impl Compose {
     }
 }
 
+/// Where the hub reads its view, in the hub's container (the single-host stack bind-mounts the file there).
+pub const HUB_VIEW_TARGET: &str = "/srv/jhub/hub-view.json";
+
+/// Turns the merged compose file (`compose -f docker-compose.yml -f docker-compose.swarm.yml config
+/// --format json`, variables already filled in) into a stack file `docker stack deploy` takes: the
+/// Compose-only keys dropped (`name`, `depends_on`, `restart`, `security_opt`, nulls), each published port
+/// in host mode (this kernel kind has no IPVS for the ingress mesh; a swarm port binds every address of
+/// its node), and the hub's view, a bind mount of a file on one host, made a Swarm config named after its
+/// digest (configs cannot change, so a new view is a new config and the hub is redeployed with it).
+pub fn swarm_stack(merged: &serde_json::Value, view_file: &Path, view_digest: &str) -> Result<serde_json::Value, ComposeError> {
+    use serde_json::{Value, json};
+    let invalid = |what: &str| {
+        ComposeError::new(
+            format!("the merged compose file has no {what}"),
+            "check stack/docker-compose.yml and stack/docker-compose.swarm.yml (`docker compose config`)",
+        )
+    };
+    let mut stack = merged.clone();
+    let root = stack.as_object_mut().ok_or_else(|| invalid("top-level mapping"))?;
+    root.remove("name");
+    root.insert("version".into(), json!("3.9"));
+    let config_name = format!("hub_view_{}", &view_digest[..view_digest.len().min(12)]);
+    let services = root.get_mut("services").and_then(Value::as_object_mut).ok_or_else(|| invalid("services"))?;
+    let mut view_mounted = false;
+    for (name, service) in services.iter_mut() {
+        let service = service.as_object_mut().ok_or_else(|| invalid(&format!("mapping for the service {name}")))?;
+        service
+            .retain(|key, value| !value.is_null() && !["depends_on", "restart", "security_opt", "container_name"].contains(&key.as_str()));
+        if let Some(ports) = service.get_mut("ports").and_then(Value::as_array_mut) {
+            for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                port.remove("host_ip");
+                port.insert("mode".into(), json!("host"));
+                if let Some(published) = port.get("published").and_then(Value::as_str).and_then(|text| text.parse::<u64>().ok()) {
+                    port.insert("published".into(), json!(published));
+                }
+            }
+        }
+        if let Some(volumes) = service.get_mut("volumes").and_then(Value::as_array_mut) {
+            let before = volumes.len();
+            volumes.retain(|volume| volume.get("target").and_then(Value::as_str) != Some(HUB_VIEW_TARGET));
+            if volumes.len() < before {
+                view_mounted = true;
+                service.insert("configs".into(), json!([{"source": config_name, "target": HUB_VIEW_TARGET, "mode": 0o444}]));
+            }
+            if let Some(volumes) = service.get_mut("volumes").and_then(Value::as_array_mut) {
+                for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+                    // `create_host_path` is Compose's own; a swarm bind's source must exist on the node.
+                    volume.remove("bind");
+                }
+            }
+        }
+    }
+    if !view_mounted {
+        return Err(invalid(&format!("service mounting the hub's view at {HUB_VIEW_TARGET}")));
+    }
+    root.insert("configs".into(), json!({ config_name: { "file": view_file.to_string_lossy() } }));
+    Ok(stack)
+}
+
 /// The variables compose text reads (every `${NAME…}` in it), sorted, once each: what a stack of the
 /// harness or the bench must set or remove from the CLI's environment, so the caller's shell cannot leak
 /// into it. Read from the files themselves, so a variable added there is covered without a list to keep.

@@ -21,6 +21,16 @@ pub const ARCHIVED_AT_LABEL: &str = "io.jhub-docker.archived-at";
 /// On throwaway containers and volumes the xtask makes, so a leftover one is recognisable.
 pub const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
 
+/// Swarm mode, on a node: the one node that runs the hub, the proxy and their volumes (a manager).
+pub const HUB_NODE_LABEL: &str = "io.jhub-docker.hub";
+
+/// Swarm mode: the node label that pins a user to the node holding their home (a node-local volume), set
+/// by the hub's swarm spawner at the user's first start and moved by `cargo xtask move-home`. Exactly one
+/// node carries it, with the value `true`; the spawner adds `node.labels.<this>==true` to the service.
+pub fn home_node_label(stack: &str, escaped_user: &str) -> String {
+    format!("io.jhub-docker.home.{stack}.{escaped_user}")
+}
+
 /// `JHUB_STACK_NAME` when the settings name none (also compose's project name).
 pub const DEFAULT_STACK_NAME: &str = "jhub";
 /// `JHUB_USER_VOLUME_PREFIX` when the settings name none.

@@ -50,6 +50,18 @@ pub struct LockedImage {
     /// For a bootstrapped image, the Debian packages in its rootfs and their versions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub packages: BTreeMap<String, String>,
+    /// Where `cargo xtask push` put this build in the Swarm mode's registry: nodes pull it by this digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Pushed>,
+}
+
+/// One push of an image to the registry: the engine id that was pushed (a rebuilt image has another, so a
+/// stale record is seen) and the manifest digest the registry gave it, which every node pulls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pushed {
+    pub image_id: String,
+    pub digest: String,
 }
 
 impl LockedImage {

@@ -13,7 +13,7 @@ use crate::catalog::Catalog;
 use crate::lock::Lock;
 
 /// The view format's version; the hub refuses any other.
-pub const VIEW_VERSION: u32 = 1;
+pub const VIEW_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HubView {
@@ -30,8 +30,11 @@ pub struct ViewImage {
     pub description: String,
     pub home: String,
     pub default_url: String,
-    /// The engine's id for the image the lock's content key names: what the hub spawns.
+    /// What the hub spawns: on one host, the engine's id for the image the lock's content key names; in
+    /// the Swarm mode, the registry's reference pinned by the digest the lock records (nodes pull it).
     pub image_id: String,
+    /// Swarm mode: the constraints a node must meet to run it (the catalog's `placement`).
+    pub placement: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +51,41 @@ impl HubView {
     /// The view of `catalog`'s single-user images and profiles. `image_ids` maps image names to the ids
     /// this engine has for the lock's keyed tags (the caller asks the engine; this library does not).
     pub fn resolve(catalog: &Catalog, lock: &Lock, image_ids: &BTreeMap<String, String>) -> Result<HubView, HintedError> {
+        let ids = image_ids.iter().filter(|(_, id)| is_image_id(id)).map(|(name, id)| (name.clone(), id.clone())).collect();
+        Self::resolve_spawning(catalog, lock, &ids, |name, tag| {
+            HintedError::new(
+                format!("image `{name}` ({tag}) is not on this Docker engine"),
+                "run `cargo xtask build-images` (it builds what the lock records and this engine lacks)",
+            )
+        })
+    }
+
+    /// The view of the Swarm mode: every single-user image as the registry at `registry` has it, pinned
+    /// by the digest `cargo xtask push` recorded in the lock for exactly the build the lock names.
+    pub fn resolve_for_swarm(catalog: &Catalog, lock: &Lock, registry: &str) -> Result<HubView, HintedError> {
+        let references = lock
+            .image
+            .iter()
+            .filter_map(|(name, image)| {
+                image.registry.as_ref().map(|pushed| (name.clone(), format!("{registry}/jhub/{name}@{}", pushed.digest)))
+            })
+            .collect();
+        Self::resolve_spawning(catalog, lock, &references, |name, _| {
+            HintedError::new(
+                format!("images.lock records no push of the single-user image `{name}` to the registry"),
+                "run `cargo xtask push` (it pushes every image of the lock and records each digest)",
+            )
+        })
+    }
+
+    /// The view whose images spawn what `spawned` maps their names to; `missing(name, keyed tag)` is the
+    /// error for an image it lacks.
+    fn resolve_spawning(
+        catalog: &Catalog,
+        lock: &Lock,
+        spawned: &BTreeMap<String, String>,
+        missing: impl Fn(&str, &str) -> HintedError,
+    ) -> Result<HubView, HintedError> {
         let mut images = Vec::new();
         for (entry, single_user) in catalog.single_user_images() {
             let Some(locked) = lock.image.get(&entry.name) else {
@@ -57,11 +95,8 @@ impl HubView {
                 ));
             };
             let tag = locked.keyed_tag().unwrap_or_default();
-            let Some(image_id) = image_ids.get(&entry.name).filter(|id| is_image_id(id)) else {
-                return Err(HintedError::new(
-                    format!("image `{}` ({tag}) is not on this Docker engine", entry.name),
-                    "run `cargo xtask build-images` (it builds what the lock records and this engine lacks)",
-                ));
+            let Some(image_id) = spawned.get(&entry.name) else {
+                return Err(missing(&entry.name, tag));
             };
             images.push(ViewImage {
                 name: entry.name.clone(),
@@ -70,6 +105,7 @@ impl HubView {
                 home: single_user.home.clone(),
                 default_url: single_user.default_url.clone(),
                 image_id: image_id.clone(),
+                placement: single_user.placement.clone(),
             });
         }
         if images.is_empty() {
@@ -191,7 +227,7 @@ mem_limit = "1.5G"
         let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
         let view = HubView::resolve(&catalog, &lock(), &ids).unwrap();
         let json: serde_json::Value = serde_json::from_str(&view.to_json()).unwrap();
-        assert_eq!(json["version"], 1);
+        assert_eq!(json["version"], 2);
         assert_eq!(json["images"].as_array().unwrap().len(), 1, "base is not offered to users");
         assert_eq!(json["images"][0]["image_id"], ID);
         assert_eq!(json["images"][0]["display_name"], "Lab <b>", "escaping is the hub's job, at render time");
@@ -209,6 +245,21 @@ mem_limit = "1.5G"
         let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
         let err = HubView::resolve(&catalog, &unlocked, &ids).unwrap_err();
         assert_eq!(err.message, "images.lock has no entry for the single-user image `lab`");
+    }
+
+    #[test]
+    fn the_swarm_view_spawns_the_pushed_digest_with_the_placement() {
+        let catalog =
+            Catalog::parse(&CATALOG.replace("default_url = \"/lab\"", "default_url = \"/lab\"\nplacement = [\"node.labels.gpu==true\"]"))
+                .unwrap();
+        let missing = HubView::resolve_for_swarm(&catalog, &lock(), "node-1:5000").unwrap_err();
+        assert_eq!(missing.message, "images.lock records no push of the single-user image `lab` to the registry");
+        let mut pushed = lock();
+        let digest = format!("sha256:{}", "b".repeat(64));
+        pushed.image.get_mut("lab").unwrap().registry = Some(crate::lock::Pushed { image_id: ID.into(), digest: digest.clone() });
+        let view = HubView::resolve_for_swarm(&catalog, &pushed, "node-1:5000").unwrap();
+        assert_eq!(view.images[0].image_id, format!("node-1:5000/jhub/lab@{digest}"));
+        assert_eq!(view.images[0].placement, ["node.labels.gpu==true"]);
     }
 
     #[test]

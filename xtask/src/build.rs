@@ -249,6 +249,10 @@ async fn build_one(
     };
     let mut entry = recorded.cloned().unwrap_or_else(|| LockedImage { content_key: key.as_str().to_string(), ..LockedImage::default() });
     entry.files = context.file_hashes();
+    if built_now {
+        // A push records the id it pushed; this build is another image, to be pushed again.
+        entry.registry = None;
+    }
     let needs_checks = built_now || entry.checks_sha256 != checks_sha256;
     if needs_checks {
         let total = checks.count();

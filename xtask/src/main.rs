@@ -9,12 +9,15 @@ mod base;
 mod bench;
 mod build;
 mod checks;
+mod cluster;
 mod context;
 mod doctor;
 mod engine;
 mod new_image;
 mod pin;
+mod registry;
 mod stack;
+mod swarm;
 mod tls;
 mod ui;
 mod view;
@@ -57,7 +60,7 @@ enum Verb {
     /// Follow the stack's logs
     Logs(LogsArgs),
     /// Check the engine, mmdebstrap, disk space, Compose v2, chromium and chromedriver
-    Doctor,
+    Doctor(DoctorArgs),
     /// Save the hub's database, cookie secret, settings, images.lock and every user's files to DIR
     Backup(BackupArgs),
     /// Bring a backup back into a stopped stack (every sum is checked first)
@@ -71,9 +74,51 @@ enum Verb {
     Unlock(AccountArgs),
     /// Give account NAME a new random password (printed once) and lift its lockouts
     ResetPassword(AccountArgs),
+    /// Push every image of images.lock to the Swarm mode's registry and record each digest in the lock
+    Push(PushArgs),
+    /// Copy every image of images.lock into other engines through their APIs (Swarm mode without a registry)
+    Load(LoadArgs),
+    /// A Swarm of engine-in-container nodes on this machine, with the registry and the stack deployed
+    #[command(subcommand)]
+    Cluster(ClusterVerb),
     /// Load-test a stack of its own: spawn, burst, ramp or idle (`cargo xtask bench --help`)
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct PushArgs {
+    /// The registry as this machine's engine reaches it (a loopback address needs no TLS)
+    #[arg(long = "to", value_name = "HOST:PORT", default_value = "127.0.0.1:5000")]
+    registry: String,
+}
+
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// Engines to load the images into, as DOCKER_HOST spells them (unix:///path/docker.sock)
+    #[arg(value_name = "ENGINE", required = true)]
+    engines: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterVerb {
+    /// Start the nodes, form the swarm, fill the registry, pull on every node, deploy the stack
+    Up(ClusterUpArgs),
+    /// Remove every node with its engine's state (and so every user's files on it)
+    Down,
+}
+
+#[derive(Args, Debug)]
+struct ClusterUpArgs {
+    /// How many nodes (the first is the manager that runs the hub and the registry)
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// The port on this machine's loopback the hub is published on
+    #[arg(long, default_value_t = 8800)]
+    http_port: u16,
+    /// Single-user images every node pulls before the deploy, comma-separated [default: all]
+    #[arg(long, value_name = "IMAGES", value_delimiter = ',')]
+    pull: Option<Vec<String>>,
 }
 
 #[derive(Args, Debug)]
@@ -169,6 +214,12 @@ struct UpArgs {
     /// Start with the images images.lock records; build nothing
     #[arg(long)]
     no_build: bool,
+    /// Deploy on the Docker Swarm whose manager DOCKER_HOST names (README, "Growing past one machine")
+    #[arg(long)]
+    swarm: bool,
+    /// The stack's settings [default: stack/.env]
+    #[arg(long, value_name = "FILE", requires = "swarm")]
+    env_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -179,8 +230,21 @@ struct DownArgs {
     /// With --volumes: also delete volumes with the user-volume prefix that carry no stack label
     #[arg(long, requires = "volumes")]
     force: bool,
+    /// Remove the stack from the Docker Swarm whose manager DOCKER_HOST names (volumes stay)
+    #[arg(long, conflicts_with = "volumes")]
+    swarm: bool,
     /// The stack's settings [default: stack/.env]
     #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// Check the Docker Swarm whose manager DOCKER_HOST names instead of this host
+    #[arg(long)]
+    swarm: bool,
+    /// The stack's settings, with --swarm [default: stack/.env]
+    #[arg(long, value_name = "FILE", requires = "swarm")]
     env_file: Option<PathBuf>,
 }
 
@@ -235,13 +299,22 @@ fn main() -> ExitCode {
             display_name: args.display_name,
             description: args.description,
         }),
+        Verb::Up(args) if args.swarm => swarm::up_cli(&args.env_file.unwrap_or_else(stack::default_env_file)),
         Verb::Up(args) => {
             let build = (!args.no_build).then(|| build::Options { selection: Vec::new(), locked: false, ca_bundle: ca_bundle(None) });
             stack::up(build)
         }
+        Verb::Down(args) if args.swarm => swarm::down_cli(&args.env_file.unwrap_or_else(stack::default_env_file)),
         Verb::Down(args) => stack::down(args.volumes, args.force, &args.env_file.unwrap_or_else(stack::default_env_file)),
         Verb::Logs(args) => stack::logs(&args.services),
-        Verb::Doctor => doctor::run(),
+        Verb::Doctor(args) if args.swarm => swarm::doctor_cli(&args.env_file.unwrap_or_else(stack::default_env_file)),
+        Verb::Doctor(_) => doctor::run(),
+        Verb::Push(args) => registry::push_cli(&args.registry),
+        Verb::Load(args) => registry::load_cli(&args.engines),
+        Verb::Cluster(ClusterVerb::Up(args)) => {
+            cluster::up(cluster::Options { nodes: args.nodes, http_port: args.http_port, pull: args.pull })
+        }
+        Verb::Cluster(ClusterVerb::Down) => cluster::down(),
         Verb::Bench(args) => bench::run(&args.args),
         Verb::Backup(args) => {
             backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(stack::default_env_file) })

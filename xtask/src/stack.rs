@@ -257,10 +257,7 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
     if existing.as_deref().is_some_and(names_password) || std::env::var_os("ADMIN_PASSWORD").is_some() {
         return Ok(None);
     }
-    let mut random = [0u8; 18];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let password: String = random.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect();
+    let password = random_password();
     let mut text = String::new();
     if existing.is_none() {
         text.push_str("# Written by `cargo xtask up`; see stack/.env.example for every setting.\n");
@@ -269,6 +266,14 @@ fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
     let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(env_file)?;
     file.write_all(text.as_bytes())?;
     Ok(Some(password))
+}
+
+/// A new password of 18 characters from an alphabet without look-alikes (about 105 bits).
+pub(crate) fn random_password() -> String {
+    let mut random = [0u8; 18];
+    std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut random)).expect("/dev/urandom is readable");
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    random.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect()
 }
 
 /// Gives an existing settings file mode 600 when others could read it (a copy of `.env.example` keeps

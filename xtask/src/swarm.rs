@@ -1,0 +1,258 @@
+//! `cargo xtask up --swarm` / `down --swarm` / `doctor --swarm`: the same stack on a Docker Swarm. The
+//! single-host compose file merged with `stack/docker-compose.swarm.yml`, made a stack file
+//! (`compose::swarm_stack`) and deployed with `docker stack deploy` through a manager; every image pulled
+//! by the digest `cargo xtask push` recorded; the hub's view names those digests and the catalog's
+//! placement, and the hub's swarm spawner runs each user's server as a service.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{NodeSpecRoleEnum, NodeState};
+use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder};
+use jhub_docker::catalog::Catalog;
+use jhub_docker::compose::{self, Compose};
+use jhub_docker::contract::{self, HUB_NODE_LABEL, STACK_LABEL};
+use jhub_docker::lock::Lock;
+use jhub_docker::view::HubView;
+
+use crate::registry;
+use crate::stack::{Settings, stack_dir};
+use crate::ui::{self, UserError};
+
+/// How long the hub may take to answer through the proxy after the deploy (nodes may still be pulling).
+const READY_LIMIT: Duration = Duration::from_secs(300);
+
+fn view_path() -> PathBuf {
+    stack_dir().join("hub-view.swarm.json")
+}
+
+/// What is wrong with the swarm behind `manager` for this stack, each with its hint: not a manager, no
+/// node or several carrying the hub's label (or it is no manager, or down), nodes down, no registry set,
+/// images the registry lacks. Empty: ready to deploy.
+pub async fn problems(manager: &Docker, settings: &Settings) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let info = match manager.info().await {
+        Ok(info) => info,
+        Err(err) => return vec![(format!("cannot reach the manager's engine: {err}"), "set DOCKER_HOST to a manager's socket".into())],
+    };
+    if !info.swarm.as_ref().and_then(|swarm| swarm.control_available).unwrap_or(false) {
+        return vec![(
+            "this engine is no Swarm manager".into(),
+            "run on a manager, or set DOCKER_HOST to one (`docker swarm init` makes this engine one)".into(),
+        )];
+    }
+    let nodes = manager.list_nodes(None::<ListNodesOptions>).await.unwrap_or_default();
+    let hostname = |node: &bollard::models::Node| node.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_default();
+    let hub_nodes: Vec<_> = nodes
+        .iter()
+        .filter(|node| {
+            node.spec.as_ref().and_then(|spec| spec.labels.as_ref()).and_then(|labels| labels.get(HUB_NODE_LABEL)).map(String::as_str)
+                == Some("true")
+        })
+        .collect();
+    match hub_nodes.as_slice() {
+        [] => found.push((
+            format!("no node carries the label {HUB_NODE_LABEL}=true, so the hub has nowhere to run"),
+            format!("label one manager: docker node update --label-add {HUB_NODE_LABEL}=true <node>"),
+        )),
+        [node] => {
+            if node.spec.as_ref().and_then(|spec| spec.role) != Some(NodeSpecRoleEnum::MANAGER) {
+                found.push((
+                    format!("the hub's node {} is no manager; the hub drives the swarm through its engine", hostname(node)),
+                    format!("promote it (docker node promote {}) or label a manager instead", hostname(node)),
+                ));
+            }
+        }
+        several => found.push((
+            format!("{} nodes carry {HUB_NODE_LABEL}=true; the hub's volumes live on one", several.len()),
+            format!("keep the label on one node: docker node update --label-rm {HUB_NODE_LABEL} <node>"),
+        )),
+    }
+    for node in &nodes {
+        if node.status.as_ref().and_then(|status| status.state) != Some(NodeState::READY) {
+            found.push((
+                format!("node {} is not ready", hostname(node)),
+                "start its engine, or `docker node rm` it if it is gone for good".into(),
+            ));
+        }
+    }
+    let registry = settings.get("JHUB_REGISTRY", "");
+    if registry.is_empty() {
+        found.push((
+            "JHUB_REGISTRY is not set".into(),
+            "set it in the settings to the registry's host:port as every node reaches it".into(),
+        ));
+        return found;
+    }
+    match Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root())) {
+        Err(err) => found.push((err.message, err.hint)),
+        Ok(lock) => {
+            for (name, image) in &lock.image {
+                let Some(pushed) = &image.registry else { continue };
+                let reference = registry::pinned_reference(&registry, name, &pushed.digest);
+                if !registry::registry_has(manager, &reference).await {
+                    found.push((
+                        format!("the registry at {registry} lacks {reference}, as the manager sees it"),
+                        "run `cargo xtask push` (and check that every node trusts the registry: README, \"Growing past one machine\")"
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `cargo xtask doctor --swarm`: every problem of the swarm for this stack, or that it is ready.
+pub fn doctor_cli(env_file: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let manager = crate::engine::connect().await?;
+        let found = problems(&manager, &Settings::load(env_file)).await;
+        for (message, hint) in &found {
+            ui::warn(message, hint);
+        }
+        if found.is_empty() {
+            println!("the swarm is ready for the stack: a manager, the hub's node, every node ready, the registry has every pushed image");
+            Ok(())
+        } else {
+            Err(UserError::new(format!("{} problem(s) with the swarm", found.len()), "fix each one above, then run this again").into())
+        }
+    })
+}
+
+/// Deploys the stack whose settings are `env_file` on the swarm `manager` (reached by the `docker` CLI as
+/// `docker_host`), then waits until the hub answers at `url`.
+pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, url: &str) -> anyhow::Result<()> {
+    let settings = Settings::load(env_file);
+    if let Some((message, hint)) = problems(manager, &settings).await.into_iter().next() {
+        return Err(UserError::new(message, hint).into());
+    }
+    let root = jhub_docker::repo_root();
+    let catalog = Catalog::load(&root)?;
+    let lock = Lock::load(&jhub_docker::lock_path(&root))?;
+    let registry = settings.get("JHUB_REGISTRY", "");
+    let view = HubView::resolve_for_swarm(&catalog, &lock, &registry)?;
+    let hub_digest = lock.image.get("hub").and_then(|image| image.registry.as_ref()).map(|pushed| pushed.digest.clone());
+    let Some(hub_digest) = hub_digest else {
+        return Err(UserError::new("images.lock records no push of the hub image", "run `cargo xtask push`").into());
+    };
+    let hub_image = registry::pinned_reference(&registry, "hub", &hub_digest);
+    let view_text = view.write_atomically(&view_path())?;
+    let view_digest = crate::context::sha256_hex(view_text.as_bytes());
+    let project = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+    let merged = Compose::new(compose::detect_cli()?, &stack_dir().join("docker-compose.yml"), &project)
+        .with_overlay(&stack_dir().join("docker-compose.swarm.yml"))
+        .with_env_file(env_file)
+        .with_env("JHUB_HUB_IMAGE", &hub_image)
+        .with_env("JHUB_HUB_VIEW", &view_path().to_string_lossy())
+        .with_env("JHUB_CONFIG_DIGEST", &view_digest)
+        .run(&["config", "--format", "json"])?;
+    let merged: serde_json::Value = serde_json::from_str(&merged)?;
+    let stack = compose::swarm_stack(&merged, &view_path(), &view_digest)?;
+    // It holds the settings' secrets (ADMIN_PASSWORD): private, and gone after the deploy.
+    let stack_file = stack_dir().join(".swarm-stack.json");
+    jhub_docker::write_atomically(&stack_file, serde_json::to_string_pretty(&stack)?.as_bytes(), 0o600)?;
+    ui::note(&format!("deploying the stack `{project}` on the swarm"));
+    let output = Command::new("docker")
+        .env("DOCKER_HOST", docker_host)
+        .args(["stack", "deploy", "--prune", "--resolve-image", "never", "-c"])
+        .arg(&stack_file)
+        .arg(&project)
+        .output();
+    let _ = std::fs::remove_file(&stack_file);
+    let output = output.map_err(|err| UserError::new(format!("cannot run the docker CLI: {err}"), "install it (Debian: docker.io)"))?;
+    if !output.status.success() {
+        return Err(UserError::new(
+            format!("`docker stack deploy` failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+            "run `cargo xtask doctor --swarm`",
+        )
+        .into());
+    }
+    let started = Instant::now();
+    wait_for_hub(url, docker_host, &project).await?;
+    println!("jhub-docker is up on the swarm at {url} (ready in {:.0} s)", started.elapsed().as_secs_f64());
+    println!("admin login: user `admin`, password from ADMIN_PASSWORD in {}", env_file.display());
+    Ok(())
+}
+
+async fn wait_for_hub(url: &str, docker_host: &str, project: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let health = format!("{url}/hub/health");
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        if client.get(&health).send().await.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(UserError::new(
+                format!("the hub did not answer at {health} within {} s", READY_LIMIT.as_secs()),
+                format!(
+                    "see `DOCKER_HOST={docker_host} docker service ps --no-trunc {project}_hub` and `docker service logs {project}_hub`"
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `cargo xtask up --swarm`: on the manager `DOCKER_HOST` names (or this host's engine), with the hub
+/// reached at the hub node's address.
+pub fn up_cli(env_file: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let manager = crate::engine::connect().await?;
+        let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let settings = Settings::load(env_file);
+        let address = hub_node_address(&manager).await.unwrap_or_else(|| "127.0.0.1".into());
+        let url = format!("http://{address}:{}", settings.get("JHUB_HTTP_PORT", "8000"));
+        up(&manager, &docker_host, env_file, &url).await
+    })
+}
+
+async fn hub_node_address(manager: &Docker) -> Option<String> {
+    let nodes = manager.list_nodes(None::<ListNodesOptions>).await.ok()?;
+    nodes
+        .into_iter()
+        .find(|node| {
+            node.spec
+                .as_ref()
+                .and_then(|spec| spec.labels.as_ref())
+                .is_some_and(|labels| labels.get(HUB_NODE_LABEL).is_some_and(|v| v == "true"))
+        })
+        .and_then(|node| node.status.and_then(|status| status.addr))
+}
+
+/// `cargo xtask down --swarm`: removes the stack and every user server service of it; the volumes (the
+/// hub's, the users' on their nodes) stay.
+pub fn down_cli(env_file: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let manager = crate::engine::connect().await?;
+        let settings = Settings::load(env_file);
+        let project = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+        remove_user_services(&manager, &project).await?;
+        let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let status = Command::new("docker").env("DOCKER_HOST", &docker_host).args(["stack", "rm", &project]).status()?;
+        if !status.success() {
+            return Err(UserError::new(format!("`docker stack rm {project}` failed"), "see its output above").into());
+        }
+        Ok(())
+    })
+}
+
+/// Removes the services the hub's spawner made for this stack's users.
+pub async fn remove_user_services(manager: &Docker, project: &str) -> anyhow::Result<usize> {
+    let label = format!("{STACK_LABEL}={project}");
+    let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
+    let services = manager.list_services(Some(ListServicesOptionsBuilder::default().filters(&filters).build())).await?;
+    for service in &services {
+        if let Some(id) = &service.id {
+            manager.delete_service(id).await?;
+        }
+    }
+    Ok(services.len())
+}
