@@ -1,4 +1,5 @@
-"""JupyterHub configuration of jhub-docker: one Docker container per user, spawned by DockerSpawner.
+"""JupyterHub configuration of jhub-docker: one Docker container (or Swarm service) per user server, spawned by
+DockerSpawner (JHUB_MODE=single) or its SwarmSpawner (JHUB_MODE=swarm).
 
 Everything an admin may change comes from the environment (stack/.env.example documents each variable);
 everything about images comes from the resolved view `cargo xtask up` writes from the catalog and the
@@ -16,6 +17,7 @@ from jhub_hub import ConfigError, accounts, config, xheaders
 from jhub_hub.auth import TEMPLATE_DIR, JhubNativeAuthenticator
 from jhub_hub.settings import ADMIN_NAME, MIN_PASSWORD_LENGTH, warnings_for
 from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profiles_config
+from jhub_hub.swarm import JhubSwarmSpawner
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -29,23 +31,28 @@ for warning in warnings_for(settings):
 
 # ---- Spawner: one container per user server, from the images of the view
 
+# JHUB_MODE=swarm: one Swarm service per server, on the node holding the user's home; single: containers here.
+server_spawner = JhubSwarmSpawner if settings.mode == "swarm" else JhubDockerSpawner
 # SPAWNER=profiles offers the view's profiles (image + CPU + memory); otherwise the images themselves.
-c.JupyterHub.spawner_class = JhubProfilesSpawner if settings.spawner == "profiles" else JhubDockerSpawner
+c.JupyterHub.spawner_class = JhubProfilesSpawner if settings.spawner == "profiles" else server_spawner
 # The images, their homes and default URLs, and the profiles, as `cargo xtask up` resolved them.
 c.JhubDockerSpawner.jhub_view = view
 # Names the io.jhub-docker.stack label that `xtask down` and the tests find containers by.
 c.JhubDockerSpawner.jhub_stack_name = settings.stack_name
 # Each user's named volume, mounted at the chosen image's home; it survives the container.
 c.JhubDockerSpawner.jhub_user_volume_prefix = settings.user_volume_prefix
-# Deleting a user copies their volume into an archive volume (a container of the hub's image), then removes it.
+# Deleting a user copies their volume into an archive volume (a container of the hub's image), then removes it;
+# in swarm mode the volume stays on its node (with a warning in the log): archiving there is not supported yet.
 c.JhubDockerSpawner.jhub_archive_image = settings.hub_image
-# The stack's network; the hub reaches each server by its internal IP there.
+# The stack's network (in swarm mode an attachable overlay); the hub reaches each server by its internal IP
+# there, in swarm mode by its service name (dnsrr: the name resolves to the task's address).
 c.DockerSpawner.network_name = settings.network
 c.DockerSpawner.use_internal_ip = True
 # Removed on stop: image switching depends on it (dockerspawner #423); the named volume survives.
 c.DockerSpawner.remove = True
-# Never pulled: there is no registry, the images come from the lock.
-c.DockerSpawner.pull_policy = "never"
+# Single: never pulled, the images come from the lock and are on this engine. Swarm: the hub's engine is not
+# where servers run; each node pulls the view's image id, a registry reference by digest.
+c.DockerSpawner.pull_policy = "skip" if settings.mode == "swarm" else "never"
 # Container names people read: <stack>-user-<user>, and <stack>-user-<user>--<server> for a named server.
 c.DockerSpawner.prefix = f"{settings.stack_name}-user"
 c.JhubDockerSpawner.name_template = "{prefix}-{username}{server_suffix}"
@@ -61,9 +68,14 @@ c.DockerSpawner.extra_host_config = {
     "security_opt": ["no-new-privileges:true"],
     "cap_drop": ["ALL"],
 }
+# Swarm services drop every capability too and take the pids limit; no-new-privileges has no service field
+# (jhub_hub.swarm says where it goes instead).
+c.JhubSwarmSpawner.jhub_pids_limit = settings.pids_limit
+# Swarm: every server only on nodes meeting these (JHUB_SWARM_CONSTRAINTS), plus its image's own placement.
+c.JhubSwarmSpawner.jhub_constraints = list(settings.swarm_constraints)
 if settings.spawner == "profiles":
-    # One choice per profile of the view: its image, CPU and memory.
-    c.JhubProfilesSpawner.profiles = profiles_config(view)
+    # One choice per profile of the view: its image, CPU and memory, spawned by the mode's spawner.
+    c.JhubProfilesSpawner.profiles = profiles_config(view, server_spawner)
 # Shared by the profiles wrapper and its child (both are Spawners).
 c.Spawner.environment = {"JUPYTERHUB_SINGLEUSER_APP": "jupyter_server.serverapp.ServerApp"}
 c.Spawner.default_url = view.images[0].default_url  # each spawn sets its image's own

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from jhub_hub.errors import ConfigError
+from jhub_hub.placement import constraint_problem
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -55,6 +56,8 @@ class Settings:
     proxy_token_file: str  # JHUB_PROXY_TOKEN_FILE: on the volume shared with the proxy only
     hub_image: str  # JHUB_HUB_IMAGE: the hub's own image (compose runs it); archives of deleted users are copied in it
     subdomain_host: str  # JHUB_SUBDOMAIN_HOST: "" or https://HOST[:port], each user's server at <user>.HOST
+    mode: str  # JHUB_MODE: "single" (containers on the hub's engine) or "swarm" (one Swarm service per server)
+    swarm_constraints: tuple  # JHUB_SWARM_CONSTRAINTS: placement constraints of every user server in swarm mode
 
 
 def from_environ(environ):
@@ -84,6 +87,8 @@ def from_environ(environ):
         proxy_token_file=env.text("JHUB_PROXY_TOKEN_FILE", "/srv/jupyterhub/proxy/proxy_auth_token"),
         hub_image=env.text("JHUB_HUB_IMAGE", ""),
         subdomain_host=env.origin("JHUB_SUBDOMAIN_HOST"),
+        mode=env.choice("JHUB_MODE", "single", ("single", "swarm")),
+        swarm_constraints=env.constraints("JHUB_SWARM_CONSTRAINTS"),
     )
     if f"{settings.stack_name}-archive-".startswith(settings.user_volume_prefix):
         raise ConfigError(
@@ -116,6 +121,8 @@ def warnings_for(settings):
             f"warning: OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={settings.bind_address}: anyone who reaches the port "
             "gets an approved account and a shell in a container"
         )
+    if settings.mode != "swarm" and settings.swarm_constraints:
+        warnings.append("warning: JHUB_SWARM_CONSTRAINTS is ignored with JHUB_MODE=single")
     return warnings
 
 
@@ -200,6 +207,22 @@ class _Environment:
                 f"set {name} to e.g. https://hub.example.org or https://hub.localhost:8443 (cargo xtask up sets it)",
             )
         return value
+
+    def constraints(self, name):
+        """A comma-separated list of Swarm placement constraints (`node.labels.jhub.users==true,…`), or ()."""
+        raw = self.raw(name)
+        if not raw:
+            return ()
+        entries = [entry.strip() for entry in raw.split(",")]
+        for entry in entries:
+            problem = "it is empty (two commas in a row, or one at an end)" if not entry else constraint_problem(entry)
+            if problem:
+                raise ConfigError(
+                    f"{name} entry {entry!r} is not a Swarm placement constraint: {problem}",
+                    f"set {name} to constraints separated by commas, e.g. "
+                    "node.labels.jhub.users==true,node.role!=manager",
+                )
+        return tuple(entries)
 
     def docker_name(self, name, default):
         value = self.text(name, default)

@@ -382,13 +382,17 @@ class JhubDockerSpawner(DockerSpawner):
             ) from None
 
 
-def profiles_config(view):
-    """`ProfilesSpawner.profiles` for the view: one JhubDockerSpawner per profile, with its image and limits."""
+def profiles_config(view, spawner_class=None):
+    """`ProfilesSpawner.profiles` for the view: one child spawner per profile, with its image and limits.
+
+    The child is a JhubDockerSpawner, or `spawner_class` (JhubSwarmSpawner in swarm mode): the wrapper builds
+    each spawn's child from this class (`construct_child`).
+    """
     return [
         (
             p.display_name,
             p.name,
-            JhubDockerSpawner,
+            spawner_class or JhubDockerSpawner,
             {"jhub_image_entry": p.image, "cpu_limit": p.cpu_limit, "mem_limit": p.mem_limit},
         )
         for p in view.profiles

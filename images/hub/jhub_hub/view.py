@@ -3,15 +3,16 @@
 `cargo xtask up` writes it (JSON, `$JHUB_VIEW`, default /srv/jhub/hub-view.json) after validating the
 catalog and the lock; the catalog's rules live there, once. This module checks only what it must to use
 the file safely: its version and its shape (types, required keys, non-empty values, profiles naming
-images of the view).
+images of the view). Version 2 added each image's `placement` (Swarm constraints, used in swarm mode).
 """
 
 import json
 from dataclasses import dataclass
 
 from jhub_hub.errors import ConfigError
+from jhub_hub.placement import constraint_problem
 
-VIEW_VERSION = 1
+VIEW_VERSION = 2
 VIEW_HINT = "run `cargo xtask up` (it writes the view)"
 
 
@@ -25,6 +26,8 @@ class SingleUserImage:
     home: str
     default_url: str
     image_id: str
+    # Swarm constraints of the nodes that may run this image (e.g. "node.labels.gpu==true"); none: any node.
+    placement: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def parse(data, path):
         raise ConfigError(f"{where} is not a JSON object", VIEW_HINT)
     version = data.get("version")
     if type(version) is not int or version != VIEW_VERSION:
-        raise ConfigError(f"{where} has version {version!r}, this hub reads version {VIEW_VERSION}", VIEW_HINT)
+        raise ConfigError(f"{where} has version {version!r}, this hub reads version {VIEW_VERSION} only", VIEW_HINT)
     images = tuple(
         SingleUserImage(
             name=_text(entry, "name", f"{where}: images[{i}]"),
@@ -93,6 +96,7 @@ def parse(data, path):
             home=_text(entry, "home", f"{where}: images[{i}]"),
             default_url=_text(entry, "default_url", f"{where}: images[{i}]"),
             image_id=_text(entry, "image_id", f"{where}: images[{i}]"),
+            placement=_constraints(entry, "placement", f"{where}: images[{i}]"),
         )
         for i, entry in enumerate(_objects(data, "images", where))
     )
@@ -129,6 +133,18 @@ def _optional_text(entry, key, where):
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {key!r} must be a string, got {value!r}", VIEW_HINT)
     return value
+
+
+def _constraints(entry, key, where):
+    """An optional list of Swarm placement constraints (absent: none), each checked like JHUB_SWARM_CONSTRAINTS."""
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: {key!r} must be a list of strings, got {value!r}", VIEW_HINT)
+    for item in value:
+        problem = constraint_problem(item)
+        if problem:
+            raise ConfigError(f"{where}: {key!r} holds {item!r}, not a Swarm constraint: {problem}", VIEW_HINT)
+    return tuple(value)
 
 
 def _text(entry, key, where):

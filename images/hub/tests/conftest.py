@@ -16,7 +16,7 @@ IMAGE_ID_B = "sha256:" + "b" * 64
 def sample_view_data():
     """A view as `cargo xtask up` writes it: two images, two profiles."""
     return {
-        "version": 1,
+        "version": 2,
         "images": [
             {
                 "name": "datascience",
@@ -33,6 +33,7 @@ def sample_view_data():
                 "home": "/home/user",
                 "default_url": "/tree",
                 "image_id": IMAGE_ID_B,
+                "placement": ["node.labels.small==true"],
             },
         ],
         "profiles": [

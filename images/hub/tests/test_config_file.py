@@ -12,6 +12,7 @@ from jhub_hub import config as hub_config
 from jhub_hub.auth import JhubNativeAuthenticator
 from jhub_hub.settings import from_environ
 from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner
+from jhub_hub.swarm import JhubSwarmSpawner
 
 from conftest import IMAGE_ID_A
 
@@ -107,6 +108,32 @@ def test_profiles_dummy_auth_no_culler_and_trusted_proxy(environment, monkeypatc
     # Forwarded headers are read by jhub_hub.xheaders, not by tornado's trusted_downstream rules.
     assert "trusted_downstream_ips" not in c.JupyterHub
     assert "warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy" in capsys.readouterr().err
+
+
+def test_swarm_mode_spawns_services_with_the_platforms_constraints(environment, monkeypatch):
+    monkeypatch.setenv("JHUB_MODE", "swarm")
+    monkeypatch.setenv("JHUB_NETWORK", "jhub-overlay")
+    monkeypatch.setenv("JHUB_SWARM_CONSTRAINTS", "node.labels.jhub.users==true")
+    c = load_config()
+    assert c.JupyterHub.spawner_class is JhubSwarmSpawner
+    assert c.DockerSpawner.network_name == "jhub-overlay"
+    assert c.DockerSpawner.pull_policy == "skip", "the nodes pull by digest; the hub's engine is not asked"
+    assert c.JhubSwarmSpawner.jhub_constraints == ["node.labels.jhub.users==true"]
+    assert c.JhubSwarmSpawner.jhub_pids_limit == 2048
+
+
+def test_swarm_mode_profiles_build_swarm_children(environment, monkeypatch):
+    monkeypatch.setenv("JHUB_MODE", "swarm")
+    monkeypatch.setenv("SPAWNER", "profiles")
+    c = load_config()
+    assert c.JupyterHub.spawner_class is JhubProfilesSpawner
+    assert {p[2] for p in c.JhubProfilesSpawner.profiles} == {JhubSwarmSpawner}
+
+
+def test_single_mode_profiles_build_container_children(environment, monkeypatch):
+    monkeypatch.setenv("SPAWNER", "profiles")
+    c = load_config()
+    assert {p[2] for p in c.JhubProfilesSpawner.profiles} == {JhubDockerSpawner}
 
 
 def test_behind_the_tls_front_cookies_are_secure(environment, monkeypatch):

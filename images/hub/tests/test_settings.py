@@ -16,6 +16,24 @@ def test_defaults_from_an_empty_environment():
     assert s.data_dir == "/srv/jupyterhub/data"
     assert s.proxy_token_file == "/srv/jupyterhub/proxy/proxy_auth_token"
     assert s.admin_password == ""
+    assert (s.mode, s.swarm_constraints) == ("single", ())
+
+
+def test_swarm_mode_and_its_constraints():
+    s = from_environ(
+        {
+            "JHUB_MODE": " Swarm ",
+            "JHUB_SWARM_CONSTRAINTS": "node.labels.jhub.users==true, node.role != manager,node.platform.os==linux",
+        }
+    )
+    assert s.mode == "swarm"
+    assert s.swarm_constraints == ("node.labels.jhub.users==true", "node.role != manager", "node.platform.os==linux")
+    assert warnings_for(s) == []
+
+
+def test_swarm_constraints_without_swarm_mode_are_warned_about():
+    s = from_environ({"JHUB_SWARM_CONSTRAINTS": "node.labels.jhub.users==true"})
+    assert warnings_for(s) == ["warning: JHUB_SWARM_CONSTRAINTS is ignored with JHUB_MODE=single"]
 
 
 def test_values_are_parsed_and_blank_means_default():
@@ -76,7 +94,43 @@ def test_settings_are_frozen():
         s.stack_name = "other"
 
 
+CONSTRAINTS_HINT = (
+    "set JHUB_SWARM_CONSTRAINTS to constraints separated by commas, "
+    "e.g. node.labels.jhub.users==true,node.role!=manager"
+)
+
 BAD_ENVIRONMENTS = [
+    ({"JHUB_MODE": "k8s"}, "unknown JHUB_MODE 'k8s'", "set JHUB_MODE to one of: single, swarm"),
+    (
+        {"JHUB_SWARM_CONSTRAINTS": "node.labels.gpu"},
+        "JHUB_SWARM_CONSTRAINTS entry 'node.labels.gpu' is not a Swarm placement constraint: "
+        "it has no == or != between a key and a value",
+        CONSTRAINTS_HINT,
+    ),
+    (
+        {"JHUB_SWARM_CONSTRAINTS": "node.role==manager,,node.labels.a==b"},
+        "JHUB_SWARM_CONSTRAINTS entry '' is not a Swarm placement constraint: "
+        "it is empty (two commas in a row, or one at an end)",
+        CONSTRAINTS_HINT,
+    ),
+    (
+        {"JHUB_SWARM_CONSTRAINTS": "node.labels.x>=1"},
+        "JHUB_SWARM_CONSTRAINTS entry 'node.labels.x>=1' is not a Swarm placement constraint: "
+        "it has no == or != between a key and a value",
+        CONSTRAINTS_HINT,
+    ),
+    (
+        {"JHUB_SWARM_CONSTRAINTS": "node labels==x"},
+        "JHUB_SWARM_CONSTRAINTS entry 'node labels==x' is not a Swarm placement constraint: "
+        "'node labels' is not a constraint key (e.g. node.labels.gpu, node.role, node.hostname)",
+        CONSTRAINTS_HINT,
+    ),
+    (
+        {"JHUB_SWARM_CONSTRAINTS": "node.labels.a==b=c"},
+        "JHUB_SWARM_CONSTRAINTS entry 'node.labels.a==b=c' is not a Swarm placement constraint: "
+        "'b=c' is not a constraint value (Swarm allows letters, digits, blanks and :-_./*()?+[]^$|\\ only)",
+        CONSTRAINTS_HINT,
+    ),
     (
         {"JHUB_STACK_NAME": "jhub", "JHUB_USER_VOLUME_PREFIX": "jhub-"},
         "JHUB_USER_VOLUME_PREFIX='jhub-' would make the archives of deleted users (jhub-archive-…) "
