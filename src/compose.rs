@@ -173,7 +173,8 @@ pub fn swarm_stack(merged: &serde_json::Value, view_file: &Path, view_digest: &s
     let root = stack.as_object_mut().ok_or_else(|| invalid("top-level mapping"))?;
     root.remove("name");
     root.insert("version".into(), json!("3.9"));
-    let config_name = format!("hub_view_{}", &view_digest[..view_digest.len().min(12)]);
+    let hex = view_digest.strip_prefix("sha256:").unwrap_or(view_digest);
+    let config_name = format!("hub_view_{}", &hex[..hex.len().min(12)]);
     let services = root.get_mut("services").and_then(Value::as_object_mut).ok_or_else(|| invalid("services"))?;
     let mut view_mounted = false;
     for (name, service) in services.iter_mut() {

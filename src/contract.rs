@@ -31,6 +31,23 @@ pub fn home_node_label(stack: &str, escaped_user: &str) -> String {
     format!("io.jhub-docker.home.{stack}.{escaped_user}")
 }
 
+/// The test cluster (`cargo xtask cluster up`): its bridge network on this machine's engine, the label
+/// value of its node containers, and where this machine reaches each node's engine (a socket file).
+pub const CLUSTER_NETWORK: &str = "jhub-cluster";
+pub const CLUSTER_NODE_PURPOSE: &str = "cluster-node";
+const CLUSTER_SOCKET_ROOT: &str = "/run/jhub-cluster";
+
+/// The name of the test cluster's node `index` (1-based, 1 is the manager): its container, hostname and
+/// swarm node name.
+pub fn cluster_node_name(index: usize) -> String {
+    format!("{CLUSTER_NETWORK}-node-{index}")
+}
+
+/// The socket through which this machine reaches the test cluster's node `index`.
+pub fn cluster_node_socket(index: usize) -> std::path::PathBuf {
+    std::path::Path::new(CLUSTER_SOCKET_ROOT).join(cluster_node_name(index)).join("docker.sock")
+}
+
 /// `JHUB_STACK_NAME` when the settings name none (also compose's project name).
 pub const DEFAULT_STACK_NAME: &str = "jhub";
 /// `JHUB_USER_VOLUME_PREFIX` when the settings name none.

@@ -7,7 +7,7 @@
 //! never through a TCP port, which a user's container could reach over the network.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,11 +24,7 @@ use crate::registry::{self, REGISTRY_PORT};
 use crate::ui::{self, UserError};
 use crate::{engine, swarm};
 
-/// The cluster's bridge network on this machine's engine, and the prefix of its nodes' names.
-pub const NETWORK: &str = "jhub-cluster";
-const PURPOSE: &str = "cluster-node";
-/// Where each node's second API socket appears on this machine.
-const SOCKET_ROOT: &str = "/run/jhub-cluster";
+use jhub_docker::contract::{CLUSTER_NETWORK as NETWORK, CLUSTER_NODE_PURPOSE as PURPOSE, cluster_node_name, cluster_node_socket};
 /// How long a node's engine may take to answer after its container starts.
 const NODE_START_LIMIT: Duration = Duration::from_secs(90);
 
@@ -42,14 +38,12 @@ pub struct Options {
     pub pull: Option<Vec<String>>,
 }
 
-/// The name of node `index` (1-based): its container, its hostname and its swarm node name.
-pub fn node_name(index: usize) -> String {
-    format!("{NETWORK}-node-{index}")
+fn node_name(index: usize) -> String {
+    cluster_node_name(index)
 }
 
-/// The socket through which this machine reaches node `index`'s engine.
-pub fn node_socket(index: usize) -> PathBuf {
-    Path::new(SOCKET_ROOT).join(node_name(index)).join("docker.sock")
+fn node_socket(index: usize) -> PathBuf {
+    cluster_node_socket(index)
 }
 
 /// `DOCKER_HOST` for the first node (the manager): what the other verbs and the tests talk to.
@@ -352,6 +346,8 @@ fn write_env_file(http_port: u16) -> anyhow::Result<()> {
          JHUB_NETWORK=jupyterhub-net\n\
          # The proxy listens on port 8000 of the first node, which this machine publishes on 127.0.0.1:{http_port}.\n\
          JHUB_HTTP_PORT=8000\n\
+         # Users' servers on the workers: the manager runs the hub, the proxy and the registry.\n\
+         JHUB_SWARM_CONSTRAINTS=node.role==worker\n\
          OPEN_SIGNUP=true\n\
          ADMIN_PASSWORD={password}\n",
         registry_address()
@@ -371,7 +367,11 @@ pub fn down() -> anyhow::Result<()> {
             let name = name.trim_start_matches('/').to_string();
             host.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await?;
             let _ = host.remove_volume(&format!("{name}-engine"), Some(RemoveVolumeOptionsBuilder::default().force(true).build())).await;
-            let _ = std::fs::remove_dir_all(Path::new(SOCKET_ROOT).join(&name));
+            if let Some(index) = name.rsplit_once('-').and_then(|(_, index)| index.parse::<usize>().ok())
+                && let Some(folder) = node_socket(index).parent()
+            {
+                let _ = std::fs::remove_dir_all(folder);
+            }
             ui::note(&format!("{name}: removed, with its engine's state"));
         }
         let _ = host.remove_network(NETWORK).await;

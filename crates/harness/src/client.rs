@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::stack::Stack;
+use crate::stack::HubAddress;
 use crate::wait;
 
 /// A browser-like session of one person: cookies kept, redirects not followed (a login answers 302).
@@ -33,7 +33,7 @@ fn xsrf_of(page: &str) -> Option<String> {
 }
 
 impl Session {
-    pub fn new(stack: &Stack, user: &str) -> Result<Session> {
+    pub fn new(stack: &impl HubAddress, user: &str) -> Result<Session> {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         let http = reqwest::Client::builder()
             .cookie_provider(jar.clone())

@@ -10,7 +10,7 @@ use fantoccini::Locator;
 use serde_json::{Value, json};
 
 use crate::browser::Browser;
-use crate::stack::Stack;
+use crate::stack::HubAddress;
 use crate::wait;
 
 /// The outcome of a signup: the alert's Bootstrap class (`alert-success`, `alert-info`, `alert-danger`)
@@ -20,7 +20,7 @@ pub struct SignupResult {
     pub message: String,
 }
 
-pub async fn sign_up(browser: &Browser, stack: &Stack, user: &str, password: &str) -> Result<SignupResult> {
+pub async fn sign_up(browser: &Browser, stack: &impl HubAddress, user: &str, password: &str) -> Result<SignupResult> {
     browser.goto(&stack.url("/hub/signup")).await?;
     browser.fill("#username_input", user).await?;
     browser.fill("#password_input", password).await?;
@@ -35,7 +35,7 @@ pub async fn sign_up(browser: &Browser, stack: &Stack, user: &str, password: &st
 
 /// Submits the login form; returns `Ok(None)` when the hub let the user in (it left `/hub/login`),
 /// `Ok(Some(error))` with the page's login error otherwise.
-pub async fn submit_login(browser: &Browser, stack: &Stack, user: &str, password: &str) -> Result<Option<String>> {
+pub async fn submit_login(browser: &Browser, stack: &impl HubAddress, user: &str, password: &str) -> Result<Option<String>> {
     browser.goto(&stack.url("/hub/login")).await?;
     browser.fill("#username_input", user).await?;
     browser.fill("#password_input", password).await?;
@@ -51,7 +51,7 @@ pub async fn submit_login(browser: &Browser, stack: &Stack, user: &str, password
     .await
 }
 
-pub async fn log_in(browser: &Browser, stack: &Stack, user: &str, password: &str) -> Result<()> {
+pub async fn log_in(browser: &Browser, stack: &impl HubAddress, user: &str, password: &str) -> Result<()> {
     if let Some(error) = submit_login(browser, stack, user, password).await? {
         bail!("login of `{user}` was refused: {error}");
     }
@@ -60,7 +60,7 @@ pub async fn log_in(browser: &Browser, stack: &Stack, user: &str, password: &str
 
 /// Authorizes `user` in NativeAuthenticator's authorization area by clicking its Authorize button (a form
 /// that POSTs with `_xsrf`: a GET changes no account).
-pub async fn authorize(admin: &Browser, stack: &Stack, user: &str) -> Result<()> {
+pub async fn authorize(admin: &Browser, stack: &impl HubAddress, user: &str) -> Result<()> {
     admin.goto(&stack.url("/hub/authorize")).await?;
     let row = format!("tr[id='{user}']");
     let state = admin.texts(&format!("{row} td")).await?;
@@ -214,7 +214,7 @@ pub async fn post_spawn_form_with(browser: &Browser, name: &str, value: &str) ->
 }
 
 /// On `/hub/home`: clicks "Stop My Server" and waits until the page offers "Start My Server" again.
-pub async fn stop_from_home(browser: &Browser, stack: &Stack) -> Result<()> {
+pub async fn stop_from_home(browser: &Browser, stack: &impl HubAddress) -> Result<()> {
     browser.goto(&stack.url("/hub/home")).await?;
     // home.js attaches the button's handler after its require.js modules load; a click before that does
     // nothing. Its handler disables #start at once, so click until that shows.
@@ -237,7 +237,7 @@ pub async fn stop_from_home(browser: &Browser, stack: &Stack) -> Result<()> {
 }
 
 /// On `/hub/home` with no server running: clicks "Start My Server", which leads to the spawn form.
-pub async fn start_from_home(browser: &Browser, stack: &Stack) -> Result<()> {
+pub async fn start_from_home(browser: &Browser, stack: &impl HubAddress) -> Result<()> {
     browser.goto(&stack.url("/hub/home")).await?;
     browser.click("#start", wait::DEFAULT).await?;
     wait_spawn_form(browser).await
@@ -262,7 +262,7 @@ async fn admin_row_has(admin: &Browser, user: &str, inner: &str) -> Result<bool>
 
 /// In `/hub/admin`: finds `user`'s row, checks its server runs (a Stop Server button), clicks it and waits
 /// until the row offers to start the server again.
-pub async fn stop_from_admin_panel(admin: &Browser, stack: &Stack, user: &str) -> Result<()> {
+pub async fn stop_from_admin_panel(admin: &Browser, stack: &impl HubAddress, user: &str) -> Result<()> {
     admin.goto(&stack.url("/hub/admin")).await?;
     wait::until(&format!("the admin panel to list `{user}` with a Stop Server button"), wait::DEFAULT, || async {
         Ok(admin_row_has(admin, user, "button.stop-button").await?.then_some(()))

@@ -10,7 +10,7 @@ use fantoccini::wd::WindowHandle;
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::stack::Stack;
+use crate::stack::HubAddress;
 use crate::wait;
 
 /// Waits until `user`'s JupyterLab has loaded: on `/user/<user>/lab` of the user's origin (the hub's, or
@@ -19,7 +19,7 @@ use crate::wait;
 /// container, or another stack's on the shared engine) and Chromium aborts them
 /// (`net::ERR_NETWORK_CHANGED`, seen: a blank page for good): the page is reloaded then, as for the apps
 /// (`apps::land_in`), counting that error from a few minutes back (the spawn began before this wait).
-pub async fn wait_ready(browser: &Browser, stack: &Stack, user: &str, timeout: Duration) -> Result<()> {
+pub async fn wait_ready(browser: &Browser, stack: &impl HubAddress, user: &str, timeout: Duration) -> Result<()> {
     let since = std::time::SystemTime::now() - Duration::from_secs(300);
     browser.url_starts_with(&stack.user_url(user, &format!("/user/{user}/lab")), timeout).await?;
     crate::apps::land_in(browser, "#main.jp-LabShell, .jp-LabShell", since).await?;

@@ -41,6 +41,27 @@ fn truthy(variable: &str) -> bool {
     std::env::var(variable).is_ok_and(|value| !value.is_empty() && value != "0" && value != "false")
 }
 
+/// Where a hub under test answers: a compose stack of the test's own, or the test cluster's swarm stack.
+/// What a person does in the browser (`hub`, `lab`, `client`) needs nothing else.
+pub trait HubAddress {
+    /// The URL of `path` on the hub's origin.
+    fn url(&self, path: &str) -> String;
+    /// The URL of `path` (which starts with `/user/<user>/`) on `user`'s server, as their browser reaches it.
+    fn user_url(&self, user: &str, path: &str) -> String {
+        let _ = user;
+        self.url(path)
+    }
+}
+
+impl HubAddress for Stack {
+    fn url(&self, path: &str) -> String {
+        Stack::url(self, path)
+    }
+    fn user_url(&self, user: &str, path: &str) -> String {
+        Stack::user_url(self, user, path)
+    }
+}
+
 pub struct Stack {
     pub project: String,
     pub port: u16,
