@@ -142,12 +142,9 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn from_env_file(env_file: &Path) -> Target {
-        let settings = Settings::load(env_file);
-        Target {
-            stack: settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME),
-            user_volume_prefix: settings.get("JHUB_USER_VOLUME_PREFIX", contract::DEFAULT_USER_VOLUME_PREFIX),
-        }
+    pub(crate) fn from_env_file(env_file: &Path) -> Result<Target, UserError> {
+        let settings = Settings::load(env_file)?;
+        Ok(Target { stack: settings.stack_name, user_volume_prefix: settings.user_volume_prefix })
     }
 
     /// The hub's data volume: compose prefixes the file's `jupyterhub_data` with the project name.
@@ -175,7 +172,7 @@ impl Target {
 
 pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    let target = Target::from_env_file(&options.env_file);
+    let target = Target::from_env_file(&options.env_file)?;
     let dir = &options.dir;
     if dir.exists() {
         return Err(UserError::new(
@@ -661,7 +658,7 @@ fn restore_target(manifest: &Manifest, options: &RestoreOptions) -> anyhow::Resu
     if !options.env_file.exists() && !named_elsewhere {
         return Ok(backup);
     }
-    let current = Target::from_env_file(&options.env_file);
+    let current = Target::from_env_file(&options.env_file)?;
     if current.stack == backup.stack && current.user_volume_prefix == backup.user_volume_prefix {
         return Ok(backup);
     }
