@@ -173,8 +173,13 @@ mem_limit = "1.5G"
 "#;
 
     fn lock() -> Lock {
+        lock_of(&["base", "lab"])
+    }
+
+    /// A lock with one content-keyed tag for each of `names`.
+    fn lock_of(names: &[&str]) -> Lock {
         let mut lock = Lock::new();
-        for name in ["base", "lab"] {
+        for name in names {
             lock.image.insert(
                 name.to_string(),
                 LockedImage { content_key: "sha256:aa".into(), tags: vec![format!("jhub/{name}:aaaaaaaaaaaa")], ..LockedImage::default() },
@@ -292,13 +297,7 @@ mem_limit = "512M"
     #[test]
     fn the_hubs_test_fixture_is_what_resolve_writes() {
         let catalog = Catalog::parse(HUB_FIXTURE_CATALOG).unwrap();
-        let mut lock = Lock::new();
-        for name in ["base", "datascience", "minimal"] {
-            lock.image.insert(
-                name.to_string(),
-                LockedImage { content_key: "sha256:aa".into(), tags: vec![format!("jhub/{name}:aaaaaaaaaaaa")], ..LockedImage::default() },
-            );
-        }
+        let lock = lock_of(&["base", "datascience", "minimal"]);
         let ids = BTreeMap::from([
             ("datascience".to_string(), format!("sha256:{}", "a".repeat(64))),
             ("minimal".to_string(), format!("sha256:{}", "b".repeat(64))),
