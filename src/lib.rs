@@ -1,13 +1,14 @@
 //! The model of jhub-docker's source of truth, shared by the xtask (which writes it) and the acceptance
 //! harness (which asserts against it): the image catalog, the lock the build pipeline writes, the resolved
-//! view the hub reads, the stack's names and labels (the contract both sides keep), and the compose CLI both
-//! use to drive the stack.
+//! view the hub reads, the stack's names and labels (the contract both sides keep), the stack's settings
+//! (its `.env` reader), and the compose CLI both use to drive the stack.
 
 pub mod catalog;
 pub mod certs;
 pub mod compose;
 pub mod contract;
 pub mod lock;
+pub mod settings;
 pub mod tree_sum;
 pub mod view;
 

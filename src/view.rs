@@ -209,8 +209,13 @@ mem_limit = "1.5G"
 "#;
 
     fn lock() -> Lock {
+        lock_of(&["base", "lab"])
+    }
+
+    /// A lock with one content-keyed tag for each of `names`.
+    fn lock_of(names: &[&str]) -> Lock {
         let mut lock = Lock::new();
-        for name in ["base", "lab"] {
+        for name in names {
             lock.image.insert(
                 name.to_string(),
                 LockedImage { content_key: "sha256:aa".into(), tags: vec![format!("jhub/{name}:aaaaaaaaaaaa")], ..LockedImage::default() },
@@ -294,5 +299,73 @@ mem_limit = "1.5G"
         let names: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|entry| entry.unwrap().file_name()).collect();
         assert_eq!(names, ["hub-view.json"]);
         std::fs::remove_dir_all(&folder).unwrap();
+    }
+
+    /// The catalog the hub's pytest sample comes from: two single-user images and a profile for each.
+    const HUB_FIXTURE_CATALOG: &str = r#"
+[[image]]
+name = "base"
+bootstrap = "mmdebstrap"
+
+[[image]]
+name = "datascience"
+parent = "base"
+single_user = true
+display_name = "Full stack: Lab + VS Code + marimo"
+description = "JupyterLab, VS Code and marimo"
+home = "/home/jovyan"
+default_url = "/lab"
+
+[[image]]
+name = "minimal"
+parent = "base"
+single_user = true
+display_name = "Minimal: Python only"
+description = "JupyterLab on Python"
+home = "/home/user"
+default_url = "/tree"
+placement = ["node.labels.small==true"]
+
+[[profile]]
+name = "datascience-small"
+display_name = "Full stack, 1 CPU, 2 GB"
+image = "datascience"
+cpu_limit = 1.0
+mem_limit = "2G"
+
+[[profile]]
+name = "minimal-tiny"
+display_name = "Minimal, half a CPU, 512 MB"
+image = "minimal"
+cpu_limit = 0.5
+mem_limit = "512M"
+"#;
+
+    /// The hub's unit tests (images/hub/tests/conftest.py) read this file as their sample view: it is
+    /// what `HubView::resolve` writes for HUB_FIXTURE_CATALOG, so the hub's reader is tested on the
+    /// writer's real output and the two cannot drift. A change to the view's shape fails here until the
+    /// fixture is written again (`JHUB_UPDATE_FIXTURES=1`), and then in the hub's pytest if the hub does
+    /// not read the new shape.
+    #[test]
+    fn the_hubs_test_fixture_is_what_resolve_writes() {
+        let catalog = Catalog::parse(HUB_FIXTURE_CATALOG).unwrap();
+        let lock = lock_of(&["base", "datascience", "minimal"]);
+        let ids = BTreeMap::from([
+            ("datascience".to_string(), format!("sha256:{}", "a".repeat(64))),
+            ("minimal".to_string(), format!("sha256:{}", "b".repeat(64))),
+        ]);
+        let text = HubView::resolve(&catalog, &lock, &ids).unwrap().to_json();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/hub/tests/fixtures/hub-view.json");
+        if std::env::var_os("JHUB_UPDATE_FIXTURES").is_some_and(|value| value == "1") {
+            std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+            std::fs::write(&fixture, &text).unwrap();
+        }
+        let written = std::fs::read_to_string(&fixture).unwrap_or_default();
+        assert!(
+            written == text,
+            "{} is not what HubView::resolve writes now:\n{text}\nhint: JHUB_UPDATE_FIXTURES=1 cargo test -p jhub-docker --lib view, \
+             then rebuild the hub (its pytest reads the file)",
+            fixture.display()
+        );
     }
 }

@@ -24,19 +24,10 @@ use jhub_docker::contract;
 use serde_json::json;
 
 use crate::artifacts::Artifacts;
+use crate::cases::{ADMIN_PASSWORD, Case, IMAGE, settings};
 use crate::client::Session;
 use crate::preflight::Setup;
 use crate::stack::Stack;
-
-const ADMIN_PASSWORD: &str = "Resilience-admin-pw-1";
-/// The single-user image the cases spawn: the smallest of the catalog's contract names.
-const IMAGE: &str = "minimal";
-
-fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
-    all.extend_from_slice(extra);
-    all
-}
 
 /// The hub's container, inspected.
 async fn hub_container(setup: &Setup, stack: &Stack) -> Result<bollard::models::ContainerInspectResponse> {
@@ -77,10 +68,10 @@ fn folder_size(dir: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c01_backup_down_volumes_restore() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c01-backup-restore").await?;
-    let stack = Stack::start(&setup, &settings(&[("OPEN_SIGNUP", "false")]), &artifacts.dir).await?;
-    let result = backup_restore(&setup, &stack, &artifacts).await;
-    cases::finish("c01-backup-restore", &setup, &stack, &artifacts, &[], result).await
+    cases::run("resilience", "c01-backup-restore", &settings(&[("OPEN_SIGNUP", "false")]), async |case| {
+        backup_restore(&case.setup, &case.stack, &case.artifacts).await
+    })
+    .await
 }
 
 async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> Result<()> {
@@ -236,11 +227,10 @@ async fn volume_labels(setup: &Setup, stack: &Stack) -> Result<HashMap<String, H
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c02_login_lockout() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c02-login-lockout").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = async {
-        let (carol, _, carol_password) = cases::new_user(&stack, "carol").await?;
-        let (dave, _, dave_password) = cases::new_user(&stack, "dave").await?;
+    cases::run("resilience", "c02-login-lockout", &settings(&[]), async |case| {
+        let stack = &case.stack;
+        let (carol, _, carol_password) = cases::new_user(stack, "carol").await?;
+        let (dave, _, dave_password) = cases::new_user(stack, "dave").await?;
         for attempt in 1..=5 {
             let refused = carol.log_in("wrong-password-123").await?;
             ensure!(refused.is_some(), "wrong password {attempt} was accepted");
@@ -250,23 +240,21 @@ async fn c02_login_lockout() -> Result<()> {
         progress!("carol's right password during the lockout: refused with `{message}`");
         dave.must_log_in(&dave_password).await.context("another account must not be affected by carol's lockout")?;
         Ok(())
-    }
-    .await;
-    cases::finish("c02-login-lockout", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c03_dummy_authentication() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c03-dummy-auth").await?;
     let shared = "Shared-demo-pw-42";
-    let stack = Stack::start(&setup, &[("AUTH_STRATEGY", "dummy"), ("DUMMY_PASSWORD", shared)], &artifacts.dir).await?;
-    let result = async {
-        let anyone = Session::new(&stack, "anyone")?;
+    cases::run("resilience", "c03-dummy-auth", &[("AUTH_STRATEGY", "dummy"), ("DUMMY_PASSWORD", shared)], async |case| {
+        let stack = &case.stack;
+        let anyone = Session::new(stack, "anyone")?;
         ensure!(anyone.log_in("not-the-password").await?.is_some(), "a wrong password was accepted in dummy mode");
         anyone.must_log_in(shared).await?;
-        let someone_else = Session::new(&stack, "someone-else")?;
+        let someone_else = Session::new(stack, "someone-else")?;
         someone_else.must_log_in(shared).await?;
-        let admin = Session::new(&stack, "admin")?;
+        let admin = Session::new(stack, "admin")?;
         admin.must_log_in(shared).await?;
         let api = admin.api_token().await?;
         let model = api.user("admin").await?;
@@ -276,18 +264,16 @@ async fn c03_dummy_authentication() -> Result<()> {
         let anyone_api = anyone.api_token().await?;
         ensure!(anyone_api.user("anyone").await?["admin"] == json!(false), "`anyone` is an admin");
         Ok(())
-    }
-    .await;
-    cases::finish("c03-dummy-auth", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c04_idle_culler() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c04-idle-culler").await?;
-    let stack = Stack::start(&setup, &settings(&[("IDLE_CULL_TIMEOUT", "60")]), &artifacts.dir).await?;
-    let result = async {
-        let (_, erin, _) = cases::new_user(&stack, "erin").await?;
-        let (_, frank, _) = cases::new_user(&stack, "frank").await?;
+    cases::run("resilience", "c04-idle-culler", &settings(&[("IDLE_CULL_TIMEOUT", "60")]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
+        let (_, erin, _) = cases::new_user(stack, "erin").await?;
+        let (_, frank, _) = cases::new_user(stack, "frank").await?;
         erin.spawn("erin", IMAGE).await?;
         let erin_ready = Instant::now();
         frank.spawn("frank", IMAGE).await?;
@@ -327,17 +313,15 @@ async fn c04_idle_culler() -> Result<()> {
             frank_model["servers"][""]["last_activity"]
         );
         Ok(())
-    }
-    .await;
-    cases::finish("c04-idle-culler", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c06_trust_xheaders() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c06-xheaders").await?;
-    let stack = Stack::start(&setup, &settings(&[("TRUST_XHEADERS", "true")]), &artifacts.dir).await?;
-    let result = async {
-        let (ivan_session, ivan, _) = cases::new_user(&stack, "ivan").await?;
+    cases::run("resilience", "c06-xheaders", &settings(&[("TRUST_XHEADERS", "true")]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
+        let (ivan_session, ivan, _) = cases::new_user(stack, "ivan").await?;
         ivan.spawn("ivan", IMAGE).await?;
         let through_proxy = format!("proxied{}", cases::random_hex());
         let direct = format!("direct{}", cases::random_hex());
@@ -354,7 +338,7 @@ async fn c06_trust_xheaders() -> Result<()> {
             .and_then(|mut networks| networks.remove(&stack.network))
             .and_then(|network| network.ip_address)
             .unwrap_or_default();
-        let hub = hub_container(&setup, &stack).await?;
+        let hub = hub_container(setup, stack).await?;
         let log_line = |marker: String| {
             let docker = setup.docker.clone();
             let id = hub.id.clone().unwrap_or_default();
@@ -388,17 +372,15 @@ async fn c06_trust_xheaders() -> Result<()> {
             "the hub logged the address a user's container forged in X-Forwarded-For (it should log {ivan_ip}): {direct_line}"
         );
         Ok(())
-    }
-    .await;
-    cases::finish("c06-xheaders", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c07_hub_killed_mid_spawn() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c07-kill-mid-spawn").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = async {
-        let (_, jack, _) = cases::new_user(&stack, "jack").await?;
+    cases::run("resilience", "c07-kill-mid-spawn", &settings(&[]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
+        let (_, jack, _) = cases::new_user(stack, "jack").await?;
         // The spawn request blocks while the hub starts the container (up to its 10 s slow-spawn limit):
         // it runs aside, and the hub is killed once the container exists but the spawn has not finished.
         let request = {
@@ -412,7 +394,7 @@ async fn c07_hub_killed_mid_spawn() -> Result<()> {
         let model = jack.user("jack").await?;
         progress!("killing the hub while jack's spawn is in progress: server {}", model["servers"][""]);
         ensure!(model["servers"][""]["ready"] != json!(true), "jack's server was ready before the hub could be killed mid-spawn");
-        crash_hub(&setup, &stack).await?;
+        crash_hub(setup, stack).await?;
         let answer = request.await?;
         progress!("jack's spawn request, cut by the crash: {answer:?}");
         // Once the hub is back, its view settles and must match the engine's.
@@ -445,27 +427,25 @@ async fn c07_hub_killed_mid_spawn() -> Result<()> {
         let (status, _) = jack.get("/user/jack/api/status").await?;
         ensure!(status == reqwest::StatusCode::OK, "jack's new server answered {status}");
         Ok(())
-    }
-    .await;
-    cases::finish("c07-kill-mid-spawn", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 const INTEGRITY_CHECK: &str = "import sqlite3; c = sqlite3.connect('/srv/jupyterhub/data/jupyterhub.sqlite'); print(c.execute('PRAGMA integrity_check').fetchone()[0])";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c08_concurrent_signups_hub_killed() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c08-signups-kill").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = async {
+    cases::run("resilience", "c08-signups-kill", &settings(&[]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
         let passwords: Vec<(String, String)> = (0..20).map(|index| (format!("signup{index:02}"), cases::fresh_password("Res"))).collect();
         let mut tasks = Vec::new();
         for (user, password) in passwords.clone() {
-            let session = Session::new(&stack, &user)?;
+            let session = Session::new(stack, &user)?;
             tasks.push(tokio::spawn(async move { (user, password.clone(), session.sign_up(&password).await) }));
         }
         // bcrypt runs on the hub's event loop (about 0.3 s a signup): killing it 1.5 s in lands in the middle.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        crash_hub(&setup, &stack).await?;
+        crash_hub(setup, stack).await?;
         let mut succeeded = Vec::new();
         let mut failed = Vec::new();
         for task in tasks {
@@ -477,30 +457,28 @@ async fn c08_concurrent_signups_hub_killed() -> Result<()> {
             }
         }
         progress!("signups: {} got a success page, {} did not ({})", succeeded.len(), failed.len(), failed.join("; "));
-        let hub = hub_container(&setup, &stack).await?;
+        let hub = hub_container(setup, stack).await?;
         let (code, verdict) =
             docker::exec(&setup.docker, hub.id.as_deref().unwrap_or_default(), &["python3", "-c", INTEGRITY_CHECK], None).await?;
         ensure!(code == 0 && verdict.trim() == "ok", "PRAGMA integrity_check after the crash: {verdict}");
         for (user, password) in &succeeded {
-            Session::new(&stack, user)?
+            Session::new(stack, user)?
                 .must_log_in(password)
                 .await
                 .with_context(|| format!("{user} got a success page before the crash"))?;
         }
         ensure!(!failed.is_empty() || !succeeded.is_empty(), "no signup finished at all");
         Ok(())
-    }
-    .await;
-    cases::finish("c08-signups-kill", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c09_kernel_out_of_memory() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c09-oom").await?;
-    let stack = Stack::start(&setup, &settings(&[("JHUB_MEM_LIMIT", "512M")]), &artifacts.dir).await?;
-    let result = async {
-        let (_, kate, _) = cases::new_user(&stack, "kate").await?;
-        let (_, leo, _) = cases::new_user(&stack, "leo").await?;
+    cases::run("resilience", "c09-oom", &settings(&[("JHUB_MEM_LIMIT", "512M")]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
+        let (_, kate, _) = cases::new_user(stack, "kate").await?;
+        let (_, leo, _) = cases::new_user(stack, "leo").await?;
         kate.spawn("kate", IMAGE).await?;
         leo.spawn("leo", IMAGE).await?;
         let since = SystemTime::now();
@@ -527,19 +505,17 @@ async fn c09_kernel_out_of_memory() -> Result<()> {
         let health = reqwest::get(stack.url("/hub/health")).await?.status();
         ensure!(health == reqwest::StatusCode::OK, "the hub answered {health}");
         Ok(())
-    }
-    .await;
-    cases::finish("c09-oom", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_fork_bomb() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c10-fork-bomb").await?;
     let limit = 128;
-    let stack = Stack::start(&setup, &settings(&[("JHUB_PIDS_LIMIT", "128")]), &artifacts.dir).await?;
-    let result = async {
-        let (_, mia, _) = cases::new_user(&stack, "mia").await?;
-        let (_, ned, _) = cases::new_user(&stack, "ned").await?;
+    cases::run("resilience", "c10-fork-bomb", &settings(&[("JHUB_PIDS_LIMIT", "128")]), async |case| {
+        let stack = &case.stack;
+        let (_, mia, _) = cases::new_user(stack, "mia").await?;
+        let (_, ned, _) = cases::new_user(stack, "ned").await?;
         mia.spawn("mia", IMAGE).await?;
         ned.spawn("ned", IMAGE).await?;
         let mut kernel = mia.kernel("mia").await?;
@@ -573,9 +549,8 @@ async fn c10_fork_bomb() -> Result<()> {
         .await;
         after.context("mia's server after the fork bomb")?;
         Ok(())
-    }
-    .await;
-    cases::finish("c10-fork-bomb", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 /// The compose variables of a test stack, for `cargo xtask up`/`down` run against it.
@@ -593,11 +568,12 @@ fn stack_env(stack: &Stack, extra: &[(&'static str, String)]) -> Vec<(&'static s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c11_upgrade_under_a_running_user() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c11-upgrade").await?;
-    let stack = Stack::start(&setup, &settings(&[("OPEN_SIGNUP", "false")]), &artifacts.dir).await?;
-    let copy = artifacts.dir.join("checkout");
-    let result = upgrade(&setup, &stack, &copy).await;
-    let outcome = cases::finish("c11-upgrade", &setup, &stack, &artifacts, &[], result).await;
+    let case = Case::open("resilience", "c11-upgrade", &settings(&[("OPEN_SIGNUP", "false")])).await?;
+    let (setup, stack) = (&case.setup, &case.stack);
+    let copy = case.artifacts.dir.join("checkout");
+    let result = upgrade(setup, stack, &copy).await;
+    // The stack stays up while the tags go back, as it did before the verdict became one call.
+    let outcome = case.finish(&[], result).await;
     // The copy's rebuilt image is the test's own: the checkout's tags go back to the locked image.
     let minimal = &setup.lock.image[IMAGE];
     for tag in &minimal.tags {
@@ -702,10 +678,7 @@ const DOCKERD_PID_FILE: &str = "/var/run/docker.pid";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c12_adopt_unlabelled_volumes() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "c12-adopt-volumes").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = adopt_volumes(&setup, &stack).await;
-    cases::finish("c12-adopt-volumes", &setup, &stack, &artifacts, &[], result).await
+    cases::run("resilience", "c12-adopt-volumes", &settings(&[]), async |case| adopt_volumes(&case.setup, &case.stack).await).await
 }
 
 /// Volumes made without labels (as restores made them before they labelled) are adopted: those of users
@@ -774,10 +747,7 @@ async fn z_docker_daemon_restart() -> Result<()> {
              JHUB_TEST_RESTART_ENGINE=1 (.ci/run sets it)\nhint: JHUB_TEST_RESTART_ENGINE=1 flock /tmp/jhub-heavy.lock cargo test --test resilience -- --test-threads=1"
         );
     }
-    let (_guard, setup, artifacts) = cases::prepare("resilience", "z-engine-restart").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = engine_restart(&stack).await;
-    cases::finish("z-engine-restart", &setup, &stack, &artifacts, &[], result).await
+    cases::run("resilience", "z-engine-restart", &settings(&[]), async |case| engine_restart(&case.stack).await).await
 }
 
 async fn engine_restart(stack: &Stack) -> Result<()> {

@@ -27,20 +27,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::browser::{Browser, Chromedriver};
+use crate::cases::{ADMIN_PASSWORD, Case, IMAGE, settings};
 use crate::client::Session;
 use crate::preflight::Setup;
 use crate::stack::Stack;
 use crate::tls::Front;
-
-const ADMIN_PASSWORD: &str = "Security-admin-pw-1";
-/// The single-user image the cases spawn: the smallest of the catalog's contract names.
-const IMAGE: &str = "minimal";
-
-fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
-    all.extend_from_slice(extra);
-    all
-}
 
 /// The id of the compose service `service`'s container.
 async fn service_id(setup: &Setup, stack: &Stack, service: &str) -> Result<String> {
@@ -139,12 +130,11 @@ async fn open_attack(browser: &Browser, stack: &Stack, url: &str) -> Result<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s01_no_state_change_by_link() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s01-link").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let case = Case::open("security", "s01-link", &settings(&[])).await?;
+    let driver = Chromedriver::start(&case.artifacts.dir.join("chromedriver.log")).await?;
     let admin = driver.session("admin").await?;
-    let result = no_state_change_by_link(&stack, &admin).await;
-    cases::finish("s01-link", &setup, &stack, &artifacts, std::slice::from_ref(&admin), result).await
+    let result = no_state_change_by_link(&case.stack, &admin).await;
+    case.finish(std::slice::from_ref(&admin), result).await
 }
 
 async fn no_state_change_by_link(stack: &Stack, admin: &Browser) -> Result<()> {
@@ -243,10 +233,7 @@ fn read_from_volume(setup: &Setup, volume: &str, path: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s02_deleted_user_is_archived() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s02-namesake").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = deleted_user_is_archived(&setup, &stack).await;
-    cases::finish("s02-namesake", &setup, &stack, &artifacts, &[], result).await
+    cases::run("security", "s02-namesake", &settings(&[]), async |case| deleted_user_is_archived(&case.setup, &case.stack).await).await
 }
 
 async fn deleted_user_is_archived(setup: &Setup, stack: &Stack) -> Result<()> {
@@ -407,39 +394,36 @@ async fn forged_headers(setup: &Setup, stack: &Stack, password: &str, bases: &[&
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s03_forged_headers_without_tls() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s03-forged-headers").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = async {
-        let (_, ivy, password) = cases::new_user(&stack, "ivy").await?;
+    cases::run("security", "s03-forged-headers", &settings(&[]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
+        let (_, ivy, password) = cases::new_user(stack, "ivy").await?;
         ivy.spawn("ivy", IMAGE).await?;
-        forged_headers(&setup, &stack, &password, &["http://proxy:8000"]).await
-    }
-    .await;
-    cases::finish("s03-forged-headers", &setup, &stack, &artifacts, &[], result).await
+        forged_headers(setup, stack, &password, &["http://proxy:8000"]).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s04_forged_headers_with_tls() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s04-forged-headers-tls").await?;
-    let front = Front::make(&artifacts.dir, false)?;
-    let chromium_args = front.chromium_args();
-    let stack = Stack::start_with(&setup, &settings(&[]), &artifacts.dir, Some(front)).await?;
+    let case = Case::open_behind_front("security", "s04-forged-headers-tls", &settings(&[]), false).await?;
+    let (setup, stack, artifacts) = (&case.setup, &case.stack, &case.artifacts);
+    let chromium_args = stack.tls.as_ref().map(Front::chromium_args).unwrap_or_default();
     // The harness speaks no TLS itself: ivy signs up and starts her server in Chromium, over https.
     let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?.with_args(chromium_args);
     let ivy = driver.session("ivy").await?;
     let result = async {
         let password = cases::fresh_password("Sec");
-        let signup = hub::sign_up(&ivy, &stack, "ivy", &password).await?;
+        let signup = hub::sign_up(&ivy, stack, "ivy", &password).await?;
         ensure!(signup.class == "alert-success", "signup of ivy over https showed {}: {}", signup.class, signup.message);
-        hub::log_in(&ivy, &stack, "ivy", &password).await?;
+        hub::log_in(&ivy, stack, "ivy", &password).await?;
         ivy.goto(&stack.url("/hub/home")).await?;
         let answer = hub::api_spawn(&ivy, "ivy", &serde_json::json!({"image": IMAGE})).await?;
         ensure!(matches!(answer.status, 201 | 202), "ivy's spawn over https answered {}: {}", answer.status, answer.message);
         // The user's container reaches both: the proxy (skipping nginx) and nginx itself.
-        forged_headers(&setup, &stack, &password, &["http://proxy:8000", "https://nginx"]).await
+        forged_headers(setup, stack, &password, &["http://proxy:8000", "https://nginx"]).await
     }
     .await;
-    cases::finish("s04-forged-headers-tls", &setup, &stack, &artifacts, std::slice::from_ref(&ivy), result).await
+    case.finish(std::slice::from_ref(&ivy), result).await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -489,10 +473,7 @@ async fn logins_from_container(setup: &Setup, container: &str, user: &str, passw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s05_stranger_cannot_lock_out_the_admin() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s05-lockout").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = lockout_per_address(&setup, &stack).await;
-    cases::finish("s05-lockout", &setup, &stack, &artifacts, &[], result).await
+    cases::run("security", "s05-lockout", &settings(&[]), async |case| lockout_per_address(&case.setup, &case.stack).await).await
 }
 
 async fn lockout_per_address(setup: &Setup, stack: &Stack) -> Result<()> {
@@ -544,10 +525,7 @@ async fn lockout_per_address(setup: &Setup, stack: &Stack) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s06_restore_cannot_be_broken_by_a_home() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s06-half-way-restore").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = restore_odd_homes(&setup, &stack).await;
-    cases::finish("s06-half-way-restore", &setup, &stack, &artifacts, &[], result).await
+    cases::run("security", "s06-half-way-restore", &settings(&[]), async |case| restore_odd_homes(&case.setup, &case.stack).await).await
 }
 
 /// What a home may hold that a restore must carry through: a folder named like the restore's own staging
@@ -721,11 +699,10 @@ print(json.dumps({
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s07_user_container_reaches_only_its_own() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s07-isolation").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = async {
-        let (_, gina, _) = cases::new_user(&stack, "gina").await?;
-        let (_, hank, _) = cases::new_user(&stack, "hank").await?;
+    cases::run("security", "s07-isolation", &settings(&[]), async |case| {
+        let (setup, stack) = (&case.setup, &case.stack);
+        let (_, gina, _) = cases::new_user(stack, "gina").await?;
+        let (_, hank, _) = cases::new_user(stack, "hank").await?;
         gina.spawn("gina", IMAGE).await?;
         hank.spawn("hank", IMAGE).await?;
         let gina_container = docker::running_user_container(&setup.docker, &stack.project, "gina").await?;
@@ -764,9 +741,8 @@ async fn s07_user_container_reaches_only_its_own() -> Result<()> {
         }
         ensure!(problems.is_empty(), "a user's container reaches too much: {}", problems.join("; "));
         Ok(())
-    }
-    .await;
-    cases::finish("s07-isolation", &setup, &stack, &artifacts, &[], result).await
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1025,10 +1001,7 @@ async fn open_evil_page(admin: &Browser, url: &str) -> Result<serde_json::Value>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s09_forged_image_is_refused() -> Result<()> {
-    let (_guard, setup, artifacts) = cases::prepare("security", "s09-forged-image").await?;
-    let stack = Stack::start(&setup, &settings(&[]), &artifacts.dir).await?;
-    let result = forged_image(&setup, &stack).await;
-    cases::finish("s09-forged-image", &setup, &stack, &artifacts, &[], result).await
+    cases::run("security", "s09-forged-image", &settings(&[]), async |case| forged_image(&case.setup, &case.stack).await).await
 }
 
 /// oscar asks the REST API for images the hub must never run for a user: the base image (root, no Jupyter),

@@ -25,8 +25,7 @@ impl Action {
 }
 
 pub fn run(action: Action, name: &str) -> anyhow::Result<()> {
-    let settings = Settings::load(&stack::default_env_file());
-    let project = settings.get("JHUB_STACK_NAME", jhub_docker::contract::DEFAULT_STACK_NAME);
+    let project = Settings::load(&stack::default_env_file())?.stack_name;
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
     let hub = runtime.block_on(engine::service_container(&docker, &project, "hub"))?.ok_or_else(|| {

@@ -57,7 +57,7 @@ fn copy_name(volume: &str) -> String {
 }
 
 pub fn run(options: &AdoptOptions) -> anyhow::Result<()> {
-    let target = Target::from_env_file(&options.env_file);
+    let target = Target::from_env_file(&options.env_file)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(adopt(&target, options))
 }

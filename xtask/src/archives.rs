@@ -10,7 +10,7 @@ use crate::stack::Settings;
 use crate::ui::{self, UserError};
 use crate::{engine, stack};
 
-use jhub_docker::contract::{self, ARCHIVED_AT_LABEL, ARCHIVED_USER_LABEL, STACK_LABEL};
+use jhub_docker::contract::{ARCHIVED_AT_LABEL, ARCHIVED_USER_LABEL, STACK_LABEL};
 
 /// What to purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +58,7 @@ pub fn chosen<'a>(archives: &'a [Archive], purge: &Purge) -> Result<Vec<&'a Arch
 }
 
 pub fn run(purge: Purge, yes: bool) -> anyhow::Result<()> {
-    let settings = Settings::load(&stack::default_env_file());
-    let stack_name = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+    let stack_name = Settings::load(&stack::default_env_file())?.stack_name;
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
     let labels = [format!("{STACK_LABEL}={stack_name}"), ARCHIVED_USER_LABEL.to_string()];

@@ -82,8 +82,7 @@ enum Verb {
     #[command(subcommand)]
     Cluster(ClusterVerb),
     /// Load-test a stack of its own: spawn, burst, ramp or idle (`cargo xtask bench --help`)
-    #[command(disable_help_flag = true)]
-    Bench(BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,13 +118,6 @@ struct ClusterUpArgs {
     /// Single-user images every node pulls before the deploy, comma-separated [default: all]
     #[arg(long, value_name = "IMAGES", value_delimiter = ',')]
     pull: Option<Vec<String>>,
-}
-
-#[derive(Args, Debug)]
-struct BenchArgs {
-    /// The scenario and its options, read by the bench itself (`--help` lists them)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "SCENARIO [OPTIONS]")]
-    args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -315,7 +307,7 @@ fn main() -> ExitCode {
             cluster::up(cluster::Options { nodes: args.nodes, http_port: args.http_port, pull: args.pull })
         }
         Verb::Cluster(ClusterVerb::Down) => cluster::down(),
-        Verb::Bench(args) => bench::run(&args.args),
+        Verb::Bench(args) => bench::run(args),
         Verb::Backup(args) => {
             backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(stack::default_env_file) })
         }
@@ -380,13 +372,15 @@ mod tests {
     }
 
     #[test]
-    fn bench_passes_its_scenario_and_options_on() {
+    fn bench_parses_its_scenario_and_options_and_lists_them_in_its_help() {
         let cli = Cli::try_parse_from(["xtask", "bench", "ramp", "--users", "30", "--poll"]).unwrap();
-        let Verb::Bench(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
-        assert_eq!(args.args, ["ramp", "--users", "30", "--poll"]);
-        let help = Cli::try_parse_from(["xtask", "bench", "--help"]).unwrap();
-        let Verb::Bench(args) = help.verb else { panic!("parsed as {:?}", help.verb) };
-        assert_eq!(args.args, ["--help"], "the bench prints its own help");
+        assert!(matches!(cli.verb, Verb::Bench(_)), "parsed as {:?}", cli.verb);
+        let help = Cli::try_parse_from(["xtask", "bench", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = help.to_string();
+        for option in ["--users", "--duration", "--cycles", "--image", "--poll", "--compare", "--output", "--scenario"] {
+            assert!(help.contains(option), "`cargo xtask bench --help` does not list {option}:\n{help}");
+        }
     }
 
     #[test]

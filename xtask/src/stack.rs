@@ -3,7 +3,7 @@
 //! healthchecks), and torn down together with the user containers that DockerSpawner started (compose does
 //! not know those; they carry the stack's label) and, on request, this stack's user volumes only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use jhub_docker::compose::{self, Compose};
-use jhub_docker::contract::{self, ARCHIVED_USER_LABEL, STACK_LABEL};
+use jhub_docker::contract::{ARCHIVED_USER_LABEL, STACK_LABEL};
 use jhub_docker::lock::Lock;
 
 use crate::ui::{self, UserError};
@@ -24,48 +24,9 @@ use crate::{build, engine, tls};
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it).
-pub(crate) struct Settings {
-    values: BTreeMap<String, String>,
-}
-
-impl Settings {
-    pub(crate) fn load(env_file: &Path) -> Settings {
-        let mut values = BTreeMap::new();
-        if let Ok(text) = std::fs::read_to_string(env_file) {
-            for line in text.lines().map(str::trim).filter(|line| !line.starts_with('#')) {
-                if let Some((key, value)) = line.split_once('=') {
-                    values.insert(key.trim().to_string(), env_value(value));
-                }
-            }
-        }
-        for (key, value) in std::env::vars() {
-            if values.contains_key(&key) || key.starts_with("JHUB_") {
-                values.insert(key, value);
-            }
-        }
-        Settings { values }
-    }
-
-    pub(crate) fn get(&self, key: &str, default: &str) -> String {
-        self.values.get(key).filter(|value| !value.is_empty()).cloned().unwrap_or_else(|| default.to_string())
-    }
-}
-
-/// A value of a `.env` line as compose reads it: quotes removed; for an unquoted value, a ` #` starts a
-/// comment.
-fn env_value(raw: &str) -> String {
-    let raw = raw.trim();
-    for quote in ['"', '\''] {
-        if let Some(inner) = raw.strip_prefix(quote).and_then(|rest| rest.split_once(quote)) {
-            return inner.0.to_string();
-        }
-    }
-    match raw.find(" #") {
-        Some(comment) => raw[..comment].trim_end().to_string(),
-        None => raw.to_string(),
-    }
-}
+/// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it), read by
+/// the shared crate's one reader.
+pub(crate) use jhub_docker::settings::Settings;
 
 pub(crate) fn stack_dir() -> PathBuf {
     jhub_docker::repo_root().join("stack")
@@ -84,8 +45,7 @@ fn hub_view_path() -> PathBuf {
 
 fn compose_for(settings: &Settings, hub_image: &str) -> Result<Compose, UserError> {
     let cli = compose::detect_cli()?;
-    let project = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
-    Ok(Compose::new(cli, &stack_dir().join("docker-compose.yml"), &project)
+    Ok(Compose::new(cli, &stack_dir().join("docker-compose.yml"), &settings.stack_name)
         .with_env("JHUB_HUB_IMAGE", hub_image)
         .with_env("JHUB_HUB_VIEW", &hub_view_path().to_string_lossy()))
 }
@@ -162,7 +122,8 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     set_up_host(&runtime, build.is_some())?;
     let env_file = default_env_file();
     // JHUB_TLS: bad input refused and the certificate made or renewed before anything is built or started.
-    let mut tls = tls::prepare(|key, default| Settings::load(&env_file).get(key, default))?;
+    let early = Settings::load(&env_file)?;
+    let mut tls = tls::prepare(|key, default| early.get(key, default))?;
     if let Some(options) = build {
         // Cached images cost a few seconds; missing or changed ones are built.
         build::run(options)?;
@@ -173,7 +134,7 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         println!("admin login: user `admin`, password `{password}`");
         println!("  (shown once; it is kept in stack/.env, mode 600)");
     }
-    let settings = Settings::load(&env_file);
+    let settings = Settings::load(&env_file)?;
     if let Some((message, hint)) = signup_exposure(&settings.get("JHUB_BIND_ADDRESS", "127.0.0.1"), &settings.get("OPEN_SIGNUP", "")) {
         ui::warn(&message, &hint);
     }
@@ -197,7 +158,7 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     ui::note(&format!("starting the stack `{}`", compose.project()));
     let started = Instant::now();
     runtime.block_on(up_and_wait(&compose, &docker))?;
-    let port = settings.get("JHUB_HTTP_PORT", "8000");
+    let port = settings.http_port()?;
     let host = match settings.get("JHUB_BIND_ADDRESS", "127.0.0.1").as_str() {
         "0.0.0.0" | "::" => "127.0.0.1".to_string(),
         address => address.to_string(),
@@ -384,8 +345,8 @@ fn without_terminal_codes(text: &str) -> String {
 
 /// `cargo xtask down [--volumes [--force]]`.
 pub fn down(remove_volumes: bool, force: bool, env_file: &Path) -> anyhow::Result<()> {
-    let settings = Settings::load(env_file);
-    let stack = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+    let settings = Settings::load(env_file)?;
+    let stack = settings.stack_name.clone();
     let mut compose = compose_for(&settings, &hub_image_to_interpolate())?;
     if env_file != default_env_file() {
         compose = compose.with_env_file(env_file);
@@ -423,7 +384,7 @@ pub fn down(remove_volumes: bool, force: bool, env_file: &Path) -> anyhow::Resul
         ui::note("user volumes and the hub's data are kept (`cargo xtask down --volumes` deletes them)");
         return Ok(());
     }
-    let prefix = settings.get("JHUB_USER_VOLUME_PREFIX", contract::DEFAULT_USER_VOLUME_PREFIX);
+    let prefix = settings.user_volume_prefix.clone();
     let volumes = runtime.block_on(docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())))?;
     let candidates: Vec<(String, HashMap<String, String>)> =
         volumes.volumes.unwrap_or_default().into_iter().map(|volume| (volume.name, volume.labels)).collect();
@@ -507,7 +468,7 @@ fn choose_user_volumes(
 
 /// `cargo xtask logs [SERVICE…]`.
 pub fn logs(services: &[String]) -> anyhow::Result<()> {
-    let settings = Settings::load(&default_env_file());
+    let settings = Settings::load(&default_env_file())?;
     let compose =
         tls::for_running_stack(|key, default| settings.get(key, default)).apply(compose_for(&settings, &hub_image_to_interpolate())?);
     if compose.run(&["ps", "-q"])?.trim().is_empty() {
@@ -526,7 +487,7 @@ pub fn logs(services: &[String]) -> anyhow::Result<()> {
 mod tests {
     use std::collections::{BTreeSet, HashMap};
 
-    use super::{VolumeChoice, choose_user_volumes, env_value, keep_private, without_terminal_codes};
+    use super::{VolumeChoice, choose_user_volumes, keep_private, without_terminal_codes};
 
     #[test]
     fn terminal_codes_are_dropped_from_log_lines() {
@@ -593,14 +554,5 @@ mod tests {
             assert_eq!(super::signup_exposure(exposed, ""), None);
             assert_eq!(super::signup_exposure(exposed, "false"), None);
         }
-    }
-
-    #[test]
-    fn env_values_read_like_compose() {
-        assert_eq!(env_value("8080 # the port"), "8080");
-        assert_eq!(env_value("\"a # b\""), "a # b");
-        assert_eq!(env_value("'x'"), "x");
-        assert_eq!(env_value("pass#word"), "pass#word");
-        assert_eq!(env_value(""), "");
     }
 }

@@ -13,7 +13,7 @@ use bollard::models::{NodeSpecRoleEnum, NodeState};
 use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder};
 use jhub_docker::catalog::Catalog;
 use jhub_docker::compose::{self, Compose};
-use jhub_docker::contract::{self, HUB_NODE_LABEL, STACK_LABEL};
+use jhub_docker::contract::{HUB_NODE_LABEL, STACK_LABEL};
 use jhub_docker::lock::Lock;
 use jhub_docker::view::HubView;
 
@@ -110,7 +110,7 @@ pub fn doctor_cli(env_file: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let manager = crate::engine::connect().await?;
-        let found = problems(&manager, &Settings::load(env_file)).await;
+        let found = problems(&manager, &Settings::load(env_file)?).await;
         for (message, hint) in &found {
             ui::warn(message, hint);
         }
@@ -126,7 +126,7 @@ pub fn doctor_cli(env_file: &Path) -> anyhow::Result<()> {
 /// Deploys the stack whose settings are `env_file` on the swarm `manager` (reached by the `docker` CLI as
 /// `docker_host`), then waits until the hub answers at `url`.
 pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, url: &str) -> anyhow::Result<()> {
-    let settings = Settings::load(env_file);
+    let settings = Settings::load(env_file)?;
     if let Some((message, hint)) = problems(manager, &settings).await.into_iter().next() {
         return Err(UserError::new(message, hint).into());
     }
@@ -142,7 +142,7 @@ pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, url: &str)
     let hub_image = registry::pinned_reference(&registry, "hub", &hub_digest);
     let view_text = view.write_atomically(&view_path())?;
     let view_digest = crate::context::sha256_hex(view_text.as_bytes());
-    let project = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+    let project = settings.stack_name.clone();
     let merged = Compose::new(compose::detect_cli()?, &stack_dir().join("docker-compose.yml"), &project)
         .with_overlay(&stack_dir().join("docker-compose.swarm.yml"))
         .with_env_file(env_file)
@@ -206,7 +206,7 @@ pub fn up_cli(env_file: &Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         let manager = crate::engine::connect().await?;
         let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let settings = Settings::load(env_file);
+        let settings = Settings::load(env_file)?;
         let address = hub_node_address(&manager).await.unwrap_or_else(|| "127.0.0.1".into());
         let url = format!("http://{address}:{}", settings.get("JHUB_HTTP_PORT", "8000"));
         up(&manager, &docker_host, env_file, &url).await
@@ -232,8 +232,8 @@ pub fn down_cli(env_file: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let manager = crate::engine::connect().await?;
-        let settings = Settings::load(env_file);
-        let project = settings.get("JHUB_STACK_NAME", contract::DEFAULT_STACK_NAME);
+        let settings = Settings::load(env_file)?;
+        let project = settings.stack_name.clone();
         remove_user_services(&manager, &project).await?;
         let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let status = Command::new("docker").env("DOCKER_HOST", &docker_host).args(["stack", "rm", &project]).status()?;

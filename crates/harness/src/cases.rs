@@ -1,5 +1,6 @@
-//! What every case of the stack-per-case test binaries (resilience, security) does around its stack: one
-//! stack at a time, an artifacts folder per case, a verdict that saves the stack's logs when it failed,
+//! What every case of the stack-per-case test binaries (resilience, security) does around its stack
+//! (`Case`, `run`): one stack at a time, an artifacts folder per case, the stack's settings with the
+//! admin's password, a verdict that saves the stack's logs when it failed,
 //! users signed up through the hub's forms, fresh passwords and random data, and `cargo xtask` run as an
 //! admin would run it.
 
@@ -13,17 +14,75 @@ use crate::browser::Browser;
 use crate::client::{Api, Session};
 use crate::preflight::{self, Setup};
 use crate::stack::Stack;
+use crate::tls::Front;
 
 /// One stack at a time in a test binary: two cores, and some cases touch every container.
 static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The admin's password in a case's stack (`settings` gives it to every stack that has an admin).
+pub const ADMIN_PASSWORD: &str = "Case-admin-pw-1";
+/// The single-user image the cases spawn: the smallest of the catalog's contract names.
+pub const IMAGE: &str = "minimal";
+
+/// The settings of a case's stack: the admin's password, then `extra`.
+pub fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
+    all.extend_from_slice(extra);
+    all
+}
 
 /// The serialisation guard alone, for a case that starts its stack another way (a browser scenario).
 pub async fn one_stack_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     ONE_STACK_AT_A_TIME.lock().await
 }
 
+/// One case of a stack-per-case binary, opened: the preflight passed, its artifacts folder
+/// `<binary>-<case>` exists, its stack is healthy, and no other case's stack runs meanwhile.
+pub struct Case {
+    // Fields drop in this order: the stack is removed before the next case may start its own.
+    pub stack: Stack,
+    pub artifacts: Artifacts,
+    pub setup: Setup,
+    pub name: String,
+    _one_stack_at_a_time: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Case {
+    /// The preflight, the artifacts folder and a plain-HTTP stack with `settings`.
+    pub async fn open(binary: &str, case: &str, settings: &[(&str, &str)]) -> Result<Case> {
+        Case::open_with(binary, case, settings, None).await
+    }
+
+    /// Like `open`, with the TLS front door (nginx) in front of the stack; `subdomains` gives every user's
+    /// server its own origin.
+    pub async fn open_behind_front(binary: &str, case: &str, settings: &[(&str, &str)], subdomains: bool) -> Result<Case> {
+        Case::open_with(binary, case, settings, Some(subdomains)).await
+    }
+
+    async fn open_with(binary: &str, case: &str, settings: &[(&str, &str)], front: Option<bool>) -> Result<Case> {
+        let (guard, setup, artifacts) = prepare(binary, case).await?;
+        let front = front.map(|subdomains| Front::make(&artifacts.dir, subdomains)).transpose()?;
+        let stack = Stack::start_with(&setup, settings, &artifacts.dir, front).await?;
+        Ok(Case { stack, artifacts, setup, name: case.to_string(), _one_stack_at_a_time: guard })
+    }
+
+    /// The case's verdict: `result`, or its error with the stack's container logs (and the pages of
+    /// `browsers`) saved to the artifacts folder.
+    pub async fn finish(&self, browsers: &[Browser], result: Result<()>) -> Result<()> {
+        finish(&self.name, &self.setup, &self.stack, &self.artifacts, browsers, result).await
+    }
+}
+
+/// A whole case: opens it with `settings`, runs `body` and gives its verdict (`Case::finish`). A case
+/// with browsers, or with work after the verdict, opens and finishes it itself.
+pub async fn run(binary: &str, case: &str, settings: &[(&str, &str)], body: impl AsyncFnOnce(&Case) -> Result<()>) -> Result<()> {
+    let case = Case::open(binary, case, settings).await?;
+    let result = body(&case).await;
+    case.finish(&[], result).await
+}
+
 /// The preflight, an artifacts folder `<binary>-<case>` and the serialisation guard.
-pub async fn prepare(binary: &str, case: &str) -> Result<(tokio::sync::MutexGuard<'static, ()>, Setup, Artifacts)> {
+async fn prepare(binary: &str, case: &str) -> Result<(tokio::sync::MutexGuard<'static, ()>, Setup, Artifacts)> {
     let guard = ONE_STACK_AT_A_TIME.lock().await;
     let setup = preflight::check().await?;
     let artifacts = Artifacts::for_test(&setup.root, &format!("{binary}-{case}"))?;
@@ -33,14 +92,7 @@ pub async fn prepare(binary: &str, case: &str) -> Result<(tokio::sync::MutexGuar
 
 /// Saves the stack's container logs (and the browsers' pages) when a case failed, and adds where they are
 /// to the error.
-pub async fn finish(
-    case: &str,
-    setup: &Setup,
-    stack: &Stack,
-    artifacts: &Artifacts,
-    browsers: &[Browser],
-    result: Result<()>,
-) -> Result<()> {
+async fn finish(case: &str, setup: &Setup, stack: &Stack, artifacts: &Artifacts, browsers: &[Browser], result: Result<()>) -> Result<()> {
     match result {
         Ok(()) => {
             progress!("case {case}: passed");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use jhub_docker::compose::Compose;
+use jhub_docker::settings::Settings;
 use jhub_docker::view::HubView;
 
 use crate::preflight::Setup;
@@ -24,6 +25,26 @@ fn compose_variables() -> Vec<String> {
         .map(|file| std::fs::read_to_string(stack.join(file)).unwrap_or_default())
         .collect();
     jhub_docker::compose::variables_of(&text)
+}
+
+/// Reads a test stack's settings file back with the one reader (`jhub_docker::settings`, what the xtask
+/// reads it with, as compose does): each value must come back as the test set it, and each name must be a
+/// variable the compose files read, so a test setting that compose would misread or ignore fails the test
+/// before a stack starts.
+fn check_settings(text: &str, env: &[(String, String)], source: &str) -> Result<()> {
+    let settings = Settings::parse(text, source)?;
+    let wanted: std::collections::BTreeMap<&str, &str> = env.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    for (key, value) in wanted {
+        let read = settings.value(key);
+        if read != Some(value) {
+            bail!("the test setting {key}=`{value}` reads back from {source} as {read:?}: write it so compose reads it as it is");
+        }
+    }
+    let unknown = settings.unknown_keys(&compose_variables());
+    if !unknown.is_empty() {
+        bail!("the test sets {}, which no compose file of stack/ reads: a misspelt setting?", unknown.join(", "));
+    }
+    Ok(())
 }
 
 /// How long every service may take to pass its healthcheck after `up` (or after a restart).
@@ -127,6 +148,7 @@ impl Stack {
         // records what the stack got.
         let env_file = artifacts.join("stack.env");
         let text: String = env.iter().map(|(key, value)| format!("{key}={value}\n")).collect();
+        check_settings(&text, &env, &env_file.display().to_string())?;
         std::fs::write(&env_file, text).with_context(|| format!("cannot write {}", env_file.display()))?;
         let mut compose = Compose::new(setup.compose_cli.clone(), &setup.compose_file, &project);
         let overlay = setup.compose_file.with_file_name("docker-compose.tls.yml");

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from jupyterhub import orm
@@ -9,50 +10,19 @@ from jupyterhub.user import User
 
 from jhub_hub.view import parse
 
-IMAGE_ID_A = "sha256:" + "a" * 64
-IMAGE_ID_B = "sha256:" + "b" * 64
+# The sample view is the file Rust's `HubView::resolve` writes for a small catalog (the test
+# `view::tests::the_hubs_test_fixture_is_what_resolve_writes` in src/view.rs keeps it): the hub's reader is
+# tested on the writer's real output, never on a second, hand-written sample.
+VIEW_FIXTURE = Path(__file__).parent / "fixtures" / "hub-view.json"
 
 
 def sample_view_data():
-    """A view as `cargo xtask up` writes it: two images, two profiles."""
-    return {
-        "version": 2,
-        "images": [
-            {
-                "name": "datascience",
-                "display_name": "Full stack: Lab + VS Code + marimo",
-                "description": "JupyterLab, VS Code and marimo",
-                "home": "/home/jovyan",
-                "default_url": "/lab",
-                "image_id": IMAGE_ID_A,
-            },
-            {
-                "name": "minimal",
-                "display_name": "Minimal: Python only",
-                "description": "JupyterLab on Python",
-                "home": "/home/user",
-                "default_url": "/tree",
-                "image_id": IMAGE_ID_B,
-                "placement": ["node.labels.small==true"],
-            },
-        ],
-        "profiles": [
-            {
-                "name": "datascience-small",
-                "display_name": "Full stack, 1 CPU, 2 GB",
-                "image": "datascience",
-                "cpu_limit": 1.0,
-                "mem_limit": "2G",
-            },
-            {
-                "name": "minimal-tiny",
-                "display_name": "Minimal, half a CPU, 512 MB",
-                "image": "minimal",
-                "cpu_limit": 0.5,
-                "mem_limit": "512M",
-            },
-        ],
-    }
+    """A view as `cargo xtask up` writes it: two images, two profiles (a fresh copy each time)."""
+    return json.loads(VIEW_FIXTURE.read_text())
+
+
+IMAGE_ID_A = sample_view_data()["images"][0]["image_id"]
+IMAGE_ID_B = sample_view_data()["images"][1]["image_id"]
 
 
 @pytest.fixture

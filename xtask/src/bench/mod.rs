@@ -27,45 +27,28 @@ use self::users::{User, WaitMode};
 use crate::engine;
 use crate::ui::{self, UserError};
 
-pub const USAGE: &str = "\
-usage: cargo xtask bench <spawn|burst|ramp|idle> [options]
-
+/// What `cargo xtask bench --help` adds below the options: the scenarios and the defaults.
+const SCENARIOS: &str = "\
 scenarios:
   spawn   one user, --cycles spawn/stop cycles per single-user image (or --image): request → ready,
           the container's CPU-seconds until ready, Lab, a kernel, stop
   burst   --users users at the same instant: signup, login, spawn, Lab, kernel `5 * 4`, stop
   ramp    --users users arriving evenly over --duration seconds, the same journey
-  idle    --users servers running: hub and proxy memory and CPU once they settle
+  idle    --users servers running: hub and proxy memory and CPU once they settle";
 
-options:
-  --users N          burst 10, ramp 30, idle 50
-  --duration SECONDS ramp: 60
-  --cycles N         spawn: 5
-  --image NAME       the single-user image (spawn: every one; others: the catalog's first)
-  --poll             wait for spawns by asking for the user model every 0.2 s instead of following the
-                     progress event stream as the spawn page does
-  --compare OLD.json print the ratio new/old of every figure against an earlier run
-  --output FILE      where to write the run (default target/bench/<UTC time>-<scenario>.json)";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
+    /// One user's spawn/stop cycles per single-user image
     Spawn,
+    /// Users all at the same instant
     Burst,
+    /// Users arriving evenly over --duration
     Ramp,
+    /// Servers running, hub and proxy at rest
     Idle,
 }
 
 impl Scenario {
-    fn parse(word: &str) -> Option<Scenario> {
-        match word {
-            "spawn" => Some(Scenario::Spawn),
-            "burst" => Some(Scenario::Burst),
-            "ramp" => Some(Scenario::Ramp),
-            "idle" => Some(Scenario::Idle),
-            _ => None,
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Scenario::Spawn => "spawn",
@@ -76,7 +59,52 @@ impl Scenario {
     }
 }
 
-/// The bench's options, whatever parsed them (`parse` below, or a clap front end).
+/// `cargo xtask bench`'s command line: the scenario (a word, or `--scenario NAME`) and its options, each
+/// as `--name value` or `--name=value`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+#[command(after_help = SCENARIOS)]
+pub struct BenchArgs {
+    /// The scenario: spawn, burst, ramp or idle
+    #[arg(value_enum, value_name = "SCENARIO", required_unless_present = "scenario_option")]
+    scenario: Option<Scenario>,
+    /// The scenario, as an option instead of the word
+    #[arg(long = "scenario", value_enum, value_name = "NAME", conflicts_with = "scenario", hide_possible_values = true)]
+    scenario_option: Option<Scenario>,
+    /// How many users [default: burst 10, ramp 30, idle 50; spawn always one]
+    #[arg(long, value_name = "N", value_parser = whole_number_above_zero)]
+    users: Option<usize>,
+    /// ramp: the seconds over which users arrive [default: 60]
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    duration: Option<Duration>,
+    /// spawn: cycles per image [default: 5]
+    #[arg(long, value_name = "N", value_parser = whole_number_above_zero)]
+    cycles: Option<usize>,
+    /// The single-user image (spawn: every one; others: the catalog's first)
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+    /// Wait for spawns by asking for the user model every 0.2 s instead of following the progress event
+    /// stream as the spawn page does
+    #[arg(long)]
+    poll: bool,
+    /// Print the ratio new/old of every figure against an earlier run
+    #[arg(long, value_name = "OLD.json")]
+    compare: Option<PathBuf>,
+    /// Where to write the run [default: target/bench/<UTC time>-<scenario>.json]
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn whole_number_above_zero(text: &str) -> Result<usize, String> {
+    text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{text:?} is not a whole number above 0"))
+}
+
+/// Seconds, with or without a trailing `s` (`60`, `60s`, `1.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds = text.trim_end_matches('s').parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+    seconds.map(Duration::from_secs_f64).ok_or_else(|| format!("{text:?} is not a number of seconds"))
+}
+
+/// The bench's options, as the command line gave them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
     pub scenario: Scenario,
@@ -92,76 +120,25 @@ pub struct BenchOptions {
     pub output: Option<PathBuf>,
 }
 
-fn usage_error(message: impl Into<String>) -> UserError {
-    UserError::new(message, "run `cargo xtask bench --help` for the scenarios and options")
-}
-
-/// Parses `bench`'s arguments: the scenario (a word, or `--scenario NAME`) and the options, each as
-/// `--name value` or `--name=value`. `Ok(None)` for `--help`.
-pub fn parse(args: &[String]) -> Result<Option<BenchOptions>, UserError> {
-    let mut scenario = None;
-    let mut options = BenchOptions {
-        scenario: Scenario::Spawn,
-        users: None,
-        duration: None,
-        cycles: None,
-        image: None,
-        poll: false,
-        compare: None,
-        output: None,
-    };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |what: &str| -> Result<String, UserError> {
-            inline.clone().or_else(|| rest.next().cloned()).ok_or_else(|| usage_error(format!("{name} needs {what}")))
-        };
-        let count = |text: String, name: &str| -> Result<usize, UserError> {
-            text.parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| usage_error(format!("{name} {text:?} is not a whole number above 0")))
-        };
-        match name {
-            "-h" | "--help" | "help" => return Ok(None),
-            "--scenario" => {
-                let word = value("a scenario")?;
-                scenario = Some(Scenario::parse(&word).ok_or_else(|| usage_error(format!("unknown scenario `{word}`")))?);
-            }
-            "--users" => options.users = Some(count(value("a number")?, name)?),
-            "--cycles" => options.cycles = Some(count(value("a number")?, name)?),
-            "--duration" => {
-                let text = value("seconds")?;
-                let seconds = text.trim_end_matches('s').parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
-                let seconds = seconds.ok_or_else(|| usage_error(format!("--duration {text:?} is not a number of seconds")))?;
-                options.duration = Some(Duration::from_secs_f64(seconds));
-            }
-            "--image" => options.image = Some(value("an image name")?),
-            "--poll" => options.poll = true,
-            "--compare" => options.compare = Some(PathBuf::from(value("a JSON file")?)),
-            "--output" => options.output = Some(PathBuf::from(value("a file")?)),
-            word if !word.starts_with('-') && scenario.is_none() => {
-                scenario = Some(Scenario::parse(word).ok_or_else(|| usage_error(format!("unknown scenario `{word}`")))?);
-            }
-            other => return Err(usage_error(format!("unexpected argument `{other}` for bench"))),
+impl BenchArgs {
+    fn options(self) -> BenchOptions {
+        BenchOptions {
+            // clap requires one of the two.
+            scenario: self.scenario.or(self.scenario_option).expect("clap requires a scenario"),
+            users: self.users,
+            duration: self.duration,
+            cycles: self.cycles,
+            image: self.image,
+            poll: self.poll,
+            compare: self.compare,
+            output: self.output,
         }
     }
-    options.scenario = scenario.ok_or_else(|| usage_error("name a scenario: spawn, burst, ramp or idle"))?;
-    Ok(Some(options))
 }
 
-/// `cargo xtask bench …` as the plain argument list main.rs passes.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    match parse(args)? {
-        Some(options) => run_with(&options),
-        None => {
-            println!("{USAGE}");
-            Ok(())
-        }
-    }
+/// `cargo xtask bench …`, as clap parsed it.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    run_with(&args.options())
 }
 
 /// What a scenario needs: the engine, the stack, how users wait, and where samples and failures go.
@@ -663,38 +640,75 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, Parser};
+
     use super::*;
 
-    fn args(text: &str) -> Vec<String> {
-        text.split_whitespace().map(str::to_string).collect()
+    /// `bench`'s arguments alone, as main.rs's `Verb::Bench` takes them.
+    #[derive(Parser, Debug)]
+    #[command(name = "bench")]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(text: &str) -> Result<BenchOptions, clap::Error> {
+        Bench::try_parse_from(std::iter::once("bench").chain(text.split_whitespace())).map(|bench| bench.args.options())
+    }
+
+    fn refusal(text: &str) -> String {
+        parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Bench::command().debug_assert();
     }
 
     #[test]
     fn scenarios_are_words_or_options() {
-        assert_eq!(parse(&args("burst")).unwrap().unwrap().scenario, Scenario::Burst);
-        assert_eq!(parse(&args("--scenario ramp")).unwrap().unwrap().scenario, Scenario::Ramp);
-        assert_eq!(parse(&args("--scenario=idle --users=20")).unwrap().unwrap().users, Some(20));
-        assert!(parse(&args("--help")).unwrap().is_none());
+        assert_eq!(parse("burst").unwrap().scenario, Scenario::Burst);
+        assert_eq!(parse("--scenario ramp").unwrap().scenario, Scenario::Ramp);
+        let options = parse("--scenario=idle --users=20").unwrap();
+        assert_eq!((options.scenario, options.users), (Scenario::Idle, Some(20)));
+        assert_eq!(parse("--users 3 spawn").unwrap().scenario, Scenario::Spawn);
     }
 
     #[test]
     fn options_take_values() {
-        let options = parse(&args("ramp --users 30 --duration 60s --poll --compare old.json --output new.json")).unwrap().unwrap();
+        let options = parse("ramp --users 30 --duration 60s --poll --compare old.json --output new.json").unwrap();
         assert_eq!(options.users, Some(30));
         assert_eq!(options.duration, Some(Duration::from_secs(60)));
         assert!(options.poll);
         assert_eq!(options.compare, Some(PathBuf::from("old.json")));
         assert_eq!(options.output, Some(PathBuf::from("new.json")));
-        let options = parse(&args("spawn --cycles 3 --image minimal")).unwrap().unwrap();
+        let options = parse("spawn --cycles 3 --image minimal").unwrap();
         assert_eq!((options.cycles, options.image.as_deref()), (Some(3), Some("minimal")));
+        assert_eq!(parse("ramp --duration 1.5").unwrap().duration, Some(Duration::from_millis(1500)));
+        let defaults = parse("burst").unwrap();
+        assert_eq!((defaults.users, defaults.duration, defaults.cycles, defaults.poll), (None, None, None, false));
     }
 
     #[test]
     fn bad_arguments_are_named() {
-        assert!(parse(&args("")).unwrap_err().message.contains("name a scenario"));
-        assert!(parse(&args("storm")).unwrap_err().message.contains("unknown scenario `storm`"));
-        assert!(parse(&args("burst --users 0")).unwrap_err().message.contains("--users \"0\""));
-        assert!(parse(&args("burst --users")).unwrap_err().message.contains("--users needs a number"));
-        assert!(parse(&args("burst extra")).unwrap_err().message.contains("unexpected argument `extra`"));
+        assert!(refusal("").contains("<SCENARIO>"), "{}", refusal(""));
+        assert!(refusal("storm").contains("storm"));
+        assert!(refusal("burst --users 0").contains("\"0\" is not a whole number above 0"), "{}", refusal("burst --users 0"));
+        assert!(refusal("burst --users").contains("--users"));
+        assert!(refusal("burst extra").contains("extra"));
+        assert!(refusal("ramp --duration soon").contains("is not a number of seconds"));
+        assert!(refusal("burst --scenario ramp").contains("cannot be used with"));
+        assert!(refusal("burst --polll").contains("--polll"));
+    }
+
+    #[test]
+    fn help_lists_every_option_and_scenario() {
+        let help = Bench::command().render_long_help().to_string();
+        for option in ["--scenario", "--users", "--duration", "--cycles", "--image", "--poll", "--compare", "--output"] {
+            assert!(help.contains(option), "bench --help does not list {option}:\n{help}");
+        }
+        for scenario in ["spawn", "burst", "ramp", "idle"] {
+            assert!(help.contains(scenario), "bench --help does not name the scenario {scenario}:\n{help}");
+        }
     }
 }
