@@ -181,6 +181,10 @@ pub fn swarm_stack(merged: &serde_json::Value, view_file: &Path, view_digest: &s
         let service = service.as_object_mut().ok_or_else(|| invalid(&format!("mapping for the service {name}")))?;
         service
             .retain(|key, value| !value.is_null() && !["depends_on", "restart", "security_opt", "container_name"].contains(&key.as_str()));
+        // An overlay's `disable: true` merges into the base's healthcheck; swarm refuses a test beside it.
+        if service.get("healthcheck").and_then(|check| check.get("disable")).and_then(Value::as_bool) == Some(true) {
+            service.insert("healthcheck".into(), json!({"disable": true}));
+        }
         if let Some(ports) = service.get_mut("ports").and_then(Value::as_array_mut) {
             for port in ports.iter_mut().filter_map(Value::as_object_mut) {
                 port.remove("host_ip");
