@@ -88,6 +88,18 @@ pub fn data_volume_labels(stack: &str, compose_version: &str) -> BTreeMap<String
     ])
 }
 
+/// A user name as DockerSpawner 14 escapes it into volume names and the home label (the inverse of
+/// `user_of_escaped_name`): every byte of its UTF-8 outside `[a-z0-9]` becomes `-` and two lower-case hex
+/// digits.
+pub fn escaped_user_name(user: &str) -> String {
+    user.bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'0'..=b'9' => (byte as char).to_string(),
+            _ => format!("-{byte:02x}"),
+        })
+        .collect()
+}
+
 /// The JupyterHub user whose escaped name is `escaped`, or `None` when `escaped` is not an escaped name.
 ///
 /// DockerSpawner 14 names volumes with `escapism.escape(name, safe=[a-z0-9], escape_char="-").lower()`:
@@ -133,6 +145,15 @@ mod tests {
         assert_eq!(user_of_escaped_name("a-2eb-5fc").as_deref(), Some("a.b_c"));
         // "Zoë": Z is not safe (upper case), ë is two UTF-8 bytes.
         assert_eq!(user_of_escaped_name("-5ao-c3-ab").as_deref(), Some("Zoë"));
+    }
+
+    #[test]
+    fn escaping_is_what_the_spawner_does_and_undoes_exactly() {
+        assert_eq!(escaped_user_name("alice-2"), "alice-2d2");
+        assert_eq!(escaped_user_name("Zoë"), "-5ao-c3-ab");
+        for user in ["alice", "a.b_c", "Zoë", "bob.smith", "x{y}"] {
+            assert_eq!(user_of_escaped_name(&escaped_user_name(user)).as_deref(), Some(user));
+        }
     }
 
     #[test]

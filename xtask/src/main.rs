@@ -13,6 +13,7 @@ mod cluster;
 mod context;
 mod doctor;
 mod engine;
+mod move_home;
 mod new_image;
 mod pin;
 mod registry;
@@ -78,6 +79,8 @@ enum Verb {
     Push(PushArgs),
     /// Copy every image of images.lock into other engines through their APIs (Swarm mode without a registry)
     Load(LoadArgs),
+    /// Move a user's home to another node of the swarm (copied, checksums compared, then the pin moved)
+    MoveHome(MoveHomeArgs),
     /// A Swarm of engine-in-container nodes on this machine, with the registry and the stack deployed
     #[command(subcommand)]
     Cluster(ClusterVerb),
@@ -97,6 +100,24 @@ struct LoadArgs {
     /// Engines to load the images into, as DOCKER_HOST spells them (unix:///path/docker.sock)
     #[arg(value_name = "ENGINE", required = true)]
     engines: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct MoveHomeArgs {
+    /// The user whose home moves
+    user: String,
+    /// The node it moves to (its hostname or id)
+    #[arg(long, value_name = "NODE")]
+    to: String,
+    /// The stack's settings [default: stack/.env]
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// The engine of the node holding the home, as unix:///path [default: the test cluster's socket]
+    #[arg(long, value_name = "ENGINE")]
+    from_engine: Option<String>,
+    /// The engine of the node it moves to, as unix:///path [default: the test cluster's socket]
+    #[arg(long, value_name = "ENGINE")]
+    to_engine: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +328,13 @@ fn main() -> ExitCode {
             cluster::up(cluster::Options { nodes: args.nodes, http_port: args.http_port, pull: args.pull })
         }
         Verb::Cluster(ClusterVerb::Down) => cluster::down(),
+        Verb::MoveHome(args) => move_home::run(&move_home::Options {
+            user: args.user,
+            to: args.to,
+            env_file: args.env_file.unwrap_or_else(stack::default_env_file),
+            from_engine: args.from_engine,
+            to_engine: args.to_engine,
+        }),
         Verb::Bench(args) => bench::run(args),
         Verb::Backup(args) => {
             backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(stack::default_env_file) })

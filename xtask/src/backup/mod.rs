@@ -29,7 +29,9 @@ mod restore;
 mod save;
 mod staging;
 
-pub(crate) use containers::{AccountsFrom, engine_failed, helper_image, read_accounts, refuse_while_running, run_helper_once};
+pub(crate) use containers::{
+    AccountsFrom, create_helper, engine_failed, helper_image, read_accounts, refuse_while_running, remove_container, run_helper_once,
+};
 pub use restore::run_restore;
 pub use save::run_backup;
 
