@@ -305,28 +305,7 @@ async fn step_b(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// c. the Launcher has VS Code and marimo; each opens and renders through the proxy.
 async fn step_c(alice: &Browser) -> Result<()> {
     let cards = lab::settled_launcher_cards(alice).await?;
-    vscode_and_marimo_from_launcher(alice, &cards, "/home/jovyan").await
-}
-
-/// The Launcher's `cards` name VS Code and marimo; VS Code opens (on the image's `home`, whatever folder
-/// VS Code had open in another image, and not in Restricted Mode) and marimo opens and makes a new notebook, each through jupyter-server-proxy; back in
-/// Lab, no error dialog.
-async fn vscode_and_marimo_from_launcher(browser: &Browser, cards: &[String], home: &str) -> Result<()> {
-    for wanted in ["VS Code", "marimo"] {
-        ensure!(cards.iter().any(|card| lab::names(card, wanted)), "the Launcher has no `{wanted}` card (cards: {cards:?})");
-    }
-    let (view, url) = lab::open_proxied_app(browser, "VS Code", apps::VSCODE_RENDERED).await?;
-    progress!("VS Code workbench rendered at {url}");
-    apps::vscode_trusted(browser).await?;
-    let folder = apps::vscode_folder(browser).await?;
-    ensure!(folder.as_deref() == Some(home), "VS Code has the folder {folder:?} open at {url}, expected {home}");
-    lab::leave_app(browser, view).await?;
-    let (view, url) = lab::open_proxied_app(browser, "marimo", apps::MARIMO_HOME_NEW_NOTEBOOK).await?;
-    progress!("marimo home rendered at {url}");
-    let url = apps::marimo_new_notebook(browser).await?;
-    progress!("marimo notebook rendered at {url}");
-    lab::leave_app(browser, view).await?;
-    lab::no_error_dialog(browser).await
+    apps::vscode_and_marimo_from_launcher(alice, &cards, "/home/jovyan").await
 }
 
 /// d. alice writes a file from a terminal, stops her server, starts `minimal`: the container runs the
@@ -402,7 +381,7 @@ async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
         notebooks.iter().any(|label| lab::names(label, "Python")),
         "the uv-lab Launcher has no Python notebook card (Notebook cards: {notebooks:?}, all cards: {cards:?})"
     );
-    vscode_and_marimo_from_launcher(alice, &cards, "/home/ewn").await?;
+    apps::vscode_and_marimo_from_launcher(alice, &cards, "/home/ewn").await?;
     stop_and_wait_gone(run, alice).await?;
     Ok(seconds)
 }

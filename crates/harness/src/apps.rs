@@ -169,3 +169,24 @@ pub async fn marimo_run_first_cell(browser: &Browser, code: &str, expected: &str
     .await
     .map_err(|err| anyhow!("{err:#} (the cell reads {:?})", typed))
 }
+
+/// The Launcher's `cards` name VS Code and marimo; VS Code opens (on the image's `home`, whatever folder
+/// VS Code had open in another image, and not in Restricted Mode) and marimo opens and makes a new notebook, each through jupyter-server-proxy; back in
+/// Lab, no error dialog.
+pub async fn vscode_and_marimo_from_launcher(browser: &Browser, cards: &[String], home: &str) -> Result<()> {
+    for wanted in ["VS Code", "marimo"] {
+        ensure!(cards.iter().any(|card| crate::lab::names(card, wanted)), "the Launcher has no `{wanted}` card (cards: {cards:?})");
+    }
+    let (view, url) = crate::lab::open_proxied_app(browser, "VS Code", VSCODE_RENDERED).await?;
+    progress!("VS Code workbench rendered at {url}");
+    vscode_trusted(browser).await?;
+    let folder = vscode_folder(browser).await?;
+    ensure!(folder.as_deref() == Some(home), "VS Code has the folder {folder:?} open at {url}, expected {home}");
+    crate::lab::leave_app(browser, view).await?;
+    let (view, url) = crate::lab::open_proxied_app(browser, "marimo", MARIMO_HOME_NEW_NOTEBOOK).await?;
+    progress!("marimo home rendered at {url}");
+    let url = marimo_new_notebook(browser).await?;
+    progress!("marimo notebook rendered at {url}");
+    crate::lab::leave_app(browser, view).await?;
+    crate::lab::no_error_dialog(browser).await
+}

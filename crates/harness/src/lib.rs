@@ -20,6 +20,7 @@ pub mod artifacts;
 pub mod browser;
 pub mod cases;
 pub mod client;
+pub mod cluster;
 pub mod docker;
 pub mod hub;
 pub mod lab;

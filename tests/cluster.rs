@@ -1,0 +1,217 @@
+//! The Swarm mode on a real three-node cluster (`cargo xtask cluster up`: engine-in-container nodes, the
+//! registry filled, the stack deployed): two users whose servers land on different nodes; Lab, a kernel,
+//! VS Code and marimo through the proxy in headless Chromium; an image switch that keeps the user's file
+//! on the node holding the home; a hub restart with the servers alive; the admin stopping a server; a
+//! node killed while users run (the others keep working, the lost node's user is told so and gets the
+//! files back when the node returns); a home moved to another node; every container gone at the end.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use bollard::models::NodeState;
+use jhub_docker::contract::{self, CLUSTER_NODE_PURPOSE, PURPOSE_LABEL};
+use jhub_harness::artifacts::Artifacts;
+use jhub_harness::browser::{Browser, Chromedriver};
+use jhub_harness::client::{Api, Session};
+use jhub_harness::cluster::Cluster;
+use jhub_harness::steps::{Failure, display_name};
+use jhub_harness::{apps, cases, docker, hub, lab, preflight, progress, wait};
+
+/// How long the swarm may take to call a killed node down (its heartbeats stop; the default period is 5 s).
+const NODE_DOWN: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_journey_on_three_nodes() -> Result<(), Failure> {
+    Ok(the_journey().await?)
+}
+
+async fn the_journey() -> Result<()> {
+    let setup = preflight::check().await?;
+    let artifacts = Artifacts::for_test(&setup.root, "cluster")?;
+    let cluster = Cluster::up(3, &["minimal", "datascience"]).await?;
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
+    let alice = driver.session("alice").await?;
+    let admin = driver.session("admin").await?;
+    let result = journey(&setup, &cluster, &alice, &admin).await;
+    if let Err(err) = &result {
+        progress!("cluster journey failed: {err:#}");
+        for (browser, name) in [(&alice, "alice"), (&admin, "admin")] {
+            browser.save_state(&artifacts.dir, name).await;
+        }
+        let _ = hub_logs(&cluster, &artifacts).await;
+    }
+    let _ = alice.close().await;
+    let _ = admin.close().await;
+    let host = cluster.host.clone();
+    drop(cluster);
+    result?;
+    // Every node (and with it every container it ran) is gone.
+    let left = docker::containers_with_labels(&host, &[format!("{PURPOSE_LABEL}={CLUSTER_NODE_PURPOSE}")], true).await?;
+    let names: Vec<_> = left.iter().map(|container| container.names.clone()).collect();
+    ensure!(left.is_empty(), "`cargo xtask cluster down` left node containers: {names:?}");
+    Ok(())
+}
+
+async fn hub_logs(cluster: &Cluster, artifacts: &Artifacts) -> Result<()> {
+    let filters = std::collections::HashMap::from([("label", vec!["com.docker.swarm.service.name=jhub_hub"])]);
+    let containers = cluster
+        .manager
+        .list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .await?;
+    for container in containers.iter().filter_map(|container| container.id.as_deref()) {
+        std::fs::write(artifacts.dir.join(format!("hub-{}.log", &container[..12])), docker::logs(&cluster.manager, container).await)?;
+    }
+    Ok(())
+}
+
+/// A user of the cluster's hub (open signup there) with a REST client of their own.
+async fn api_user(cluster: &Cluster, user: &str) -> Result<(Session, Api, String)> {
+    let session = Session::new(cluster, user)?;
+    let password = cases::fresh_password("Cluster");
+    session.sign_up(&password).await?;
+    session.must_log_in(&password).await?;
+    let api = session.api_token().await?;
+    Ok((session, api, password))
+}
+
+/// The image id of the running container of `user`'s server on the node `hostname`.
+async fn server_image_id(cluster: &Cluster, user: &str, hostname: &str) -> Result<String> {
+    let node = cluster.node(cluster.index_of(hostname)?).await?;
+    let container = docker::running_user_container(&node, &cluster.stack, user).await?;
+    container.image.context("the server's container names no image")
+}
+
+async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, admin: &Browser) -> Result<()> {
+    let workers = [contract::cluster_node_name(2), contract::cluster_node_name(3)];
+
+    // Alice signs up in the browser and starts the full image; Lab, a kernel, VS Code and marimo work
+    // through the proxy of the manager, her server on a worker.
+    let password = cases::fresh_password("Cluster");
+    let signed_up = hub::sign_up(alice, cluster, "alice", &password).await?;
+    ensure!(signed_up.class == "alert-success", "signing up alice gave ({}) {}", signed_up.class, signed_up.message);
+    hub::log_in(alice, cluster, "alice", &password).await?;
+    hub::start_from_home(alice, cluster).await?;
+    let started = hub::choose_and_start(alice, "image", &display_name(setup, "datascience")?).await?;
+    lab::wait_ready(alice, cluster, "alice", wait::SPAWN).await?;
+    let cards = lab::settled_launcher_cards(alice).await?;
+    progress!("cluster spawn: alice, datascience: {:.1} s (form → Lab ready)", started.elapsed().as_secs_f64());
+    let alice_node = cluster.server_node("alice").await?;
+    ensure!(workers.contains(&alice_node), "alice's server runs on {alice_node}, not on a worker (JHUB_SWARM_CONSTRAINTS=node.role==worker)");
+    ensure!(cluster.home_node("alice").await?.as_deref() == Some(alice_node.as_str()), "alice's home label is not on {alice_node}");
+    // The node pulled exactly the build the lock records (an image id is the digest of its config, the
+    // same on every engine): never another image of that name.
+    let pushed = setup.lock.image["datascience"].registry.clone().context("images.lock records no push of datascience")?;
+    let running = server_image_id(cluster, "alice", &alice_node).await?;
+    ensure!(running == pushed.image_id, "alice's server on {alice_node} runs {running}, the lock's datascience is {}", pushed.image_id);
+    lab::run_in_new_notebook(alice, "print(6 * 7)", "42").await?;
+    apps::vscode_and_marimo_from_launcher(alice, &cards, "/home/jovyan").await?;
+
+    // Bob, through the REST API, starts `minimal`: the spread puts him on the other worker.
+    let (_bob_session, bob, _) = api_user(cluster, "bob").await?;
+    bob.spawn("bob", "minimal").await?;
+    let bob_node = cluster.server_node("bob").await?;
+    ensure!(bob_node != alice_node && workers.contains(&bob_node), "bob's server runs on {bob_node}, alice's on {alice_node}");
+    let mut kernel = bob.kernel("bob").await?;
+    let outcome = kernel.run("print(2 + 3)", wait::DEFAULT).await?;
+    ensure!(outcome.stdout.contains('5'), "bob's kernel printed {:?}", outcome.stdout);
+    progress!("alice runs on {alice_node}, bob on {bob_node}");
+
+    // Image switch: alice's file survives the switch to `minimal`, on the node holding her home.
+    let alice_session = Session::new(cluster, "alice")?;
+    alice_session.must_log_in(&password).await?;
+    let alice_api = alice_session.api_token().await?;
+    let kept = cases::random_bytes(4096);
+    alice_api.put_file("alice", "kept.bin", &kept).await?;
+    hub::stop_from_home(alice, cluster).await?;
+    hub::start_from_home(alice, cluster).await?;
+    hub::choose_and_start(alice, "image", &display_name(setup, "minimal")?).await?;
+    lab::wait_ready(alice, cluster, "alice", wait::SPAWN).await?;
+    let switched_node = cluster.server_node("alice").await?;
+    ensure!(switched_node == alice_node, "alice's second server runs on {switched_node}, her home is on {alice_node}");
+    ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file changed across the image switch");
+
+    // The hub restarts (its container on the manager is stopped; the swarm starts a new one): both
+    // servers keep running and answer.
+    restart_hub(cluster).await?;
+    let outcome = kernel.run("print(7 + 3)", wait::DEFAULT).await;
+    let answered = match outcome {
+        Ok(outcome) => outcome.stdout.contains("10"),
+        // The websocket went through the proxy, which the hub's restart does not touch; a new one must work.
+        Err(_) => bob.kernel("bob").await?.run("print(7 + 3)", wait::DEFAULT).await?.stdout.contains("10"),
+    };
+    ensure!(answered, "bob's kernel does not answer after the hub's restart");
+    ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's server lost her file across the hub restart");
+
+    // The admin stops bob's server from the admin panel; his service goes away.
+    hub::log_in(admin, cluster, "admin", &cluster.admin_password).await?;
+    hub::stop_from_admin_panel(admin, cluster, "bob").await?;
+    wait_service_gone(cluster, "bob").await?;
+    bob.spawn("bob", "minimal").await?;
+    ensure!(cluster.server_node("bob").await? == bob_node, "bob's restarted server left the node holding his home");
+
+    // Alice's node dies while both run. Bob keeps working; alice is told where her files are and that the
+    // node is down, and gets no server elsewhere (no empty home); when the node is back, so are her files.
+    let alice_index = cluster.index_of(&alice_node)?;
+    cluster.kill_node(alice_index).await?;
+    cluster.wait_node_state(alice_index, NodeState::DOWN, NODE_DOWN).await?;
+    let mut kernel = bob.kernel("bob").await?;
+    ensure!(kernel.run("print(4 * 4)", wait::DEFAULT).await?.stdout.contains("16"), "bob's kernel stopped answering when another node died");
+    let admin_session = Session::new(cluster, "admin")?;
+    admin_session.must_log_in(&cluster.admin_password).await?;
+    let admin_api = admin_session.api_token().await?;
+    admin_api.stop("alice").await?;
+    let (status, body) = alice_api.try_spawn("alice", serde_json::json!({"image": "minimal"})).await?;
+    ensure!(!status.is_success(), "the hub accepted alice's start with her home's node down ({status}: {body})");
+    let refusal = format!("{status}: {body}");
+    ensure!(
+        refusal.contains(&alice_node) && refusal.contains("down"),
+        "alice's start with her node down should name the node and say it is down; the hub said: {refusal}"
+    );
+    ensure!(cluster.home_node("alice").await?.as_deref() == Some(alice_node.as_str()), "the refused start moved alice's home label");
+    progress!("with {alice_node} down, alice is told: {refusal}");
+    cluster.restart_node(alice_index).await?;
+    cluster.wait_node_state(alice_index, NodeState::READY, NODE_DOWN).await?;
+    alice_api.spawn("alice", "minimal").await?;
+    ensure!(cluster.server_node("alice").await? == alice_node, "alice's server did not go back to her home's node");
+    ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file is not there after her node came back");
+
+    // The admin moves alice's home to the other worker: the copy is checked, the next start runs there,
+    // with the file.
+    alice_api.stop("alice").await?;
+    wait_service_gone(cluster, "alice").await?;
+    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
+    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let (moved, output) =
+        cases::xtask(&["move-home", "alice", "--to", &bob_node, "--env-file", &env_file.to_string_lossy()], &[("DOCKER_HOST", &manager_host)])?;
+    ensure!(moved, "move-home failed:\n{output}");
+    alice_api.spawn("alice", "minimal").await?;
+    ensure!(cluster.server_node("alice").await? == bob_node, "alice's server does not run where her home moved");
+    ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file did not move with her home");
+    Ok(())
+}
+
+/// Stops the hub's container on the manager and waits until a new one answers through the proxy.
+async fn restart_hub(cluster: &Cluster) -> Result<()> {
+    let filters = std::collections::HashMap::from([("label", vec!["com.docker.swarm.service.name=jhub_hub"])]);
+    let containers = cluster.manager.list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+    let old = containers.first().and_then(|container| container.id.clone()).context("no running hub container on the manager")?;
+    cluster.manager.stop_container(&old, None::<bollard::query_parameters::StopContainerOptions>).await?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let health = jhub_harness::stack::HubAddress::url(cluster, "/hub/health");
+    wait::until("a new hub container to answer", wait::APP, || async {
+        let containers =
+            cluster.manager.list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+        let new = containers.iter().any(|container| container.id.as_deref() != Some(old.as_str()));
+        let healthy = client.get(&health).send().await.is_ok_and(|response| response.status().is_success());
+        Ok((new && healthy).then_some(()))
+    })
+    .await
+}
+
+async fn wait_service_gone(cluster: &Cluster, user: &str) -> Result<()> {
+    let service = cluster.user_service(user);
+    wait::until(&format!("the service {service} to be removed"), Duration::from_secs(60), || async {
+        Ok(cluster.manager.inspect_service(&service, None).await.is_err().then_some(()))
+    })
+    .await
+}
