@@ -96,7 +96,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     let cards = lab::settled_launcher_cards(alice).await?;
     progress!("cluster spawn: alice, datascience: {:.1} s (form → Lab ready)", started.elapsed().as_secs_f64());
     let alice_node = cluster.server_node("alice").await?;
-    ensure!(workers.contains(&alice_node), "alice's server runs on {alice_node}, not on a worker (JHUB_SWARM_CONSTRAINTS=node.role==worker)");
+    ensure!(
+        workers.contains(&alice_node),
+        "alice's server runs on {alice_node}, not on a worker (JHUB_SWARM_CONSTRAINTS=node.role==worker)"
+    );
     ensure!(cluster.home_node("alice").await?.as_deref() == Some(alice_node.as_str()), "alice's home label is not on {alice_node}");
     // The node pulled exactly the build the lock records (an image id is the digest of its config, the
     // same on every engine): never another image of that name.
@@ -155,7 +158,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     cluster.kill_node(alice_index).await?;
     cluster.wait_node_state(alice_index, NodeState::DOWN, NODE_DOWN).await?;
     let mut kernel = bob.kernel("bob").await?;
-    ensure!(kernel.run("print(4 * 4)", wait::DEFAULT).await?.stdout.contains("16"), "bob's kernel stopped answering when another node died");
+    ensure!(
+        kernel.run("print(4 * 4)", wait::DEFAULT).await?.stdout.contains("16"),
+        "bob's kernel stopped answering when another node died"
+    );
     let admin_session = Session::new(cluster, "admin")?;
     admin_session.must_log_in(&cluster.admin_password).await?;
     let admin_api = admin_session.api_token().await?;
@@ -181,8 +187,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     wait_service_gone(cluster, "alice").await?;
     let env_file = jhub_docker::repo_root().join("stack/cluster.env");
     let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
-    let (moved, output) =
-        cases::xtask(&["move-home", "alice", "--to", &bob_node, "--env-file", &env_file.to_string_lossy()], &[("DOCKER_HOST", &manager_host)])?;
+    let (moved, output) = cases::xtask(
+        &["move-home", "alice", "--to", &bob_node, "--env-file", &env_file.to_string_lossy()],
+        &[("DOCKER_HOST", &manager_host)],
+    )?;
     ensure!(moved, "move-home failed:\n{output}");
     alice_api.spawn("alice", "minimal").await?;
     ensure!(cluster.server_node("alice").await? == bob_node, "alice's server does not run where her home moved");
@@ -193,14 +201,19 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
 /// Stops the hub's container on the manager and waits until a new one answers through the proxy.
 async fn restart_hub(cluster: &Cluster) -> Result<()> {
     let filters = std::collections::HashMap::from([("label", vec!["com.docker.swarm.service.name=jhub_hub"])]);
-    let containers = cluster.manager.list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+    let containers = cluster
+        .manager
+        .list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().filters(&filters).build()))
+        .await?;
     let old = containers.first().and_then(|container| container.id.clone()).context("no running hub container on the manager")?;
     cluster.manager.stop_container(&old, None::<bollard::query_parameters::StopContainerOptions>).await?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let health = jhub_harness::stack::HubAddress::url(cluster, "/hub/health");
     wait::until("a new hub container to answer", wait::APP, || async {
-        let containers =
-            cluster.manager.list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+        let containers = cluster
+            .manager
+            .list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().filters(&filters).build()))
+            .await?;
         let new = containers.iter().any(|container| container.id.as_deref() != Some(old.as_str()));
         let healthy = client.get(&health).send().await.is_ok_and(|response| response.status().is_success());
         Ok((new && healthy).then_some(()))

@@ -349,7 +349,9 @@ fn write_env_file(http_port: u16) -> anyhow::Result<()> {
          # Users' servers on the workers: the manager runs the hub, the proxy and the registry.\n\
          JHUB_SWARM_CONSTRAINTS=node.role==worker\n\
          OPEN_SIGNUP=true\n\
-         ADMIN_PASSWORD={password}\n",
+         ADMIN_PASSWORD={password}\n\
+         # Where this machine reaches the hub (read by `cargo xtask bench --swarm`; the hub ignores it).\n\
+         JHUB_CLUSTER_URL=http://127.0.0.1:{http_port}\n",
         registry_address()
     );
     jhub_docker::write_atomically(&path, text.as_bytes(), 0o600)?;

@@ -68,7 +68,9 @@ impl Cluster {
 
     /// The engine of node `index` (1-based).
     pub async fn node(&self, index: usize) -> Result<Docker> {
-        connect_socket(&contract::cluster_node_socket(index)).await.with_context(|| format!("cannot reach {}", contract::cluster_node_name(index)))
+        connect_socket(&contract::cluster_node_socket(index))
+            .await
+            .with_context(|| format!("cannot reach {}", contract::cluster_node_name(index)))
     }
 
     /// The index of the node called `hostname`.
@@ -101,7 +103,12 @@ impl Cluster {
         let nodes = self.manager.list_nodes(None::<ListNodesOptions>).await?;
         let holding: Vec<String> = nodes
             .into_iter()
-            .filter(|node| node.spec.as_ref().and_then(|spec| spec.labels.as_ref()).is_some_and(|labels| labels.get(&label).is_some_and(|v| v == "true")))
+            .filter(|node| {
+                node.spec
+                    .as_ref()
+                    .and_then(|spec| spec.labels.as_ref())
+                    .is_some_and(|labels| labels.get(&label).is_some_and(|v| v == "true"))
+            })
             .filter_map(|node| node.description.and_then(|description| description.hostname))
             .collect();
         match holding.as_slice() {
@@ -117,7 +124,8 @@ impl Cluster {
         let hostname = contract::cluster_node_name(index);
         wait::until(&format!("{hostname} to be {state:?}"), timeout, || async {
             let nodes = self.manager.list_nodes(None::<ListNodesOptions>).await?;
-            let found = nodes.into_iter().find(|node| node.description.as_ref().and_then(|d| d.hostname.as_deref()) == Some(hostname.as_str()));
+            let found =
+                nodes.into_iter().find(|node| node.description.as_ref().and_then(|d| d.hostname.as_deref()) == Some(hostname.as_str()));
             Ok(found.and_then(|node| node.status.and_then(|status| status.state)).filter(|seen| *seen == state).map(|_| ()))
         })
         .await

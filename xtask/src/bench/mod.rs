@@ -5,6 +5,7 @@
 mod report;
 mod stack;
 mod stats;
+mod swarm;
 mod users;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,10 @@ pub struct BenchArgs {
     /// Where to write the run [default: target/bench/<UTC time>-<scenario>.json]
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// spawn, burst, ramp: run it on one host, then on the test cluster (`cargo xtask cluster up`), and
+    /// print both side by side with where the cluster's spawns landed
+    #[arg(long)]
+    swarm: bool,
 }
 
 fn whole_number_above_zero(text: &str) -> Result<usize, String> {
@@ -118,6 +123,7 @@ pub struct BenchOptions {
     pub poll: bool,
     pub compare: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    pub swarm: bool,
 }
 
 impl BenchArgs {
@@ -132,6 +138,7 @@ impl BenchArgs {
             poll: self.poll,
             compare: self.compare,
             output: self.output,
+            swarm: self.swarm,
         }
     }
 }
@@ -145,6 +152,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 struct Bench {
     docker: Docker,
     stack: Arc<BenchStack>,
+    /// Where users reach the hub: the bench stack's URL, or the test cluster's.
+    url: String,
+    /// On the test cluster: its engines, and how many servers landed on each node.
+    swarm: Option<swarm::SwarmSide>,
+    /// Before every user's name: the cluster's hub outlives a run, so each run's users are new there.
+    user_prefix: String,
     mode: WaitMode,
     /// When users started (reset once the stack is up): samples' `at` and the wall time count from here.
     started: Mutex<Instant>,
@@ -188,7 +201,6 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
     // The view says which id each image has on this engine (and refuses what the engine lacks).
     let view = runtime.block_on(crate::view::resolve(&docker, &root))?;
     let mut image_ids = BTreeMap::new();
-    let mut default_urls = BTreeMap::new();
     for name in &images {
         let Some(image) = view.images.iter().find(|image| &image.name == name) else {
             return Err(
@@ -196,7 +208,6 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
             );
         };
         image_ids.insert(name.clone(), image.image_id.clone());
-        default_urls.insert(name.clone(), image.default_url.clone());
     }
     let hub_image = runtime.block_on(stack::hub_image(&docker, &lock))?;
     let machine = runtime.block_on(machine(&docker))?;
@@ -212,7 +223,78 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         "hub_image": hub_image,
     });
 
-    let stack = Arc::new(BenchStack::prepare(&hub_image, &view)?);
+    if options.swarm && options.scenario == Scenario::Idle {
+        return Err(UserError::new("--swarm runs spawn, burst or ramp", "measure idle servers on one host (without --swarm)").into());
+    }
+    let pass = Pass {
+        options,
+        images: &images,
+        users,
+        duration,
+        cycles,
+        mode,
+        settings: &settings,
+        started_utc: &started_utc,
+        commit: &commit,
+        dirty,
+        machine: &machine,
+    };
+    let run = run_pass(&runtime, &docker, &pass, &hub_image, &view, None)?;
+    print!("{}", report::render(&run));
+    let path = options.output.clone().unwrap_or_else(|| root.join("target/bench").join(format!("{started_utc}-{}.json", run.scenario)));
+    report::save(&run, &path)?;
+    if let (Some(old), Some(old_path)) = (&old, &options.compare) {
+        print!("{}", report::render_comparison(&run, old, old_path));
+    }
+    println!("\nrecorded in {}", display_relative(&path, &root));
+    if options.swarm {
+        let side = runtime.block_on(swarm::SwarmSide::connect())?;
+        ui::note(&format!("the same {} on the test cluster at {}", options.scenario.name(), side.url));
+        let on_swarm = run_pass(&runtime, &docker, &pass, &hub_image, &view, Some(side))?;
+        print!("{}", report::render(&on_swarm));
+        let swarm_path = path.with_file_name(format!("{started_utc}-{}-swarm.json", run.scenario));
+        report::save(&on_swarm, &swarm_path)?;
+        print!("{}", report::render_comparison(&on_swarm, &run, &path));
+        println!(
+            "\nrecorded in {}; on 2 cores the three nodes share the same cores: the ratios show the cost of the \
+                  swarm's extra hop and spread, not a speed-up",
+            display_relative(&swarm_path, &root)
+        );
+    }
+    Ok(())
+}
+
+/// What every pass of one bench run shares.
+struct Pass<'a> {
+    options: &'a BenchOptions,
+    images: &'a [String],
+    users: usize,
+    duration: Duration,
+    cycles: usize,
+    mode: WaitMode,
+    settings: &'a serde_json::Value,
+    started_utc: &'a str,
+    commit: &'a str,
+    dirty: bool,
+    machine: &'a Machine,
+}
+
+/// Runs the scenario once: on a bench stack of its own (`swarm` None, the stack removed after), or on the
+/// test cluster's hub, with users of their own names.
+fn run_pass(
+    runtime: &tokio::runtime::Runtime,
+    docker: &Docker,
+    pass: &Pass<'_>,
+    hub_image: &str,
+    view: &jhub_docker::view::HubView,
+    swarm: Option<swarm::SwarmSide>,
+) -> anyhow::Result<Run> {
+    let Pass { options, images, users, duration, cycles, mode, .. } = *pass;
+    let docker = docker.clone();
+    let on_swarm = swarm.is_some();
+    let mut settings = pass.settings.clone();
+    let stack = Arc::new(BenchStack::prepare(hub_image, view)?);
+    let url = swarm.as_ref().map_or_else(|| stack.url(""), |side| side.url.clone());
     let total = match options.scenario {
         Scenario::Spawn => (images.len() * cycles) as u64,
         _ => users as u64,
@@ -220,23 +302,28 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
     let bench = Arc::new(Bench {
         docker: docker.clone(),
         stack: stack.clone(),
+        url,
+        user_prefix: swarm.as_ref().map(|side| side.user_prefix.clone()).unwrap_or_default(),
+        swarm,
         mode,
         started: Mutex::new(Instant::now()),
         samples: Mutex::new(Vec::new()),
         failures: Mutex::new(Vec::new()),
         tracker: Tracker::new(options.scenario.name(), total),
-        default_urls,
+        default_urls: view.images.iter().map(|image| (image.name.clone(), image.default_url.clone())).collect(),
     });
     let outcome = runtime.block_on(async {
         // Registered before anything starts: Ctrl-C (or a TERM) ends the run, then the stack is removed.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let scenario = async {
-            stack.start().await?;
+            if !on_swarm {
+                stack.start().await?;
+            }
             *bench.started.lock().expect("no poisoned lock") = Instant::now();
             bench.tracker.reset();
             match options.scenario {
-                Scenario::Spawn => spawn_cycles(&bench, &images, cycles).await,
+                Scenario::Spawn => spawn_cycles(&bench, images, cycles).await,
                 Scenario::Burst => crowd(&bench, &images[0], users, Duration::ZERO).await,
                 Scenario::Ramp => crowd(&bench, &images[0], users, duration).await,
                 Scenario::Idle => idle(&bench, &images[0], users).await,
@@ -250,28 +337,26 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
     });
     bench.tracker.bar.finish_and_clear();
     let wall_seconds = bench.at();
-    runtime.block_on(stack.remove(&docker));
+    if !on_swarm {
+        runtime.block_on(stack.remove(&docker));
+    }
     outcome?;
-
-    let run = Run {
-        scenario: if options.poll { format!("{}-poll", options.scenario.name()) } else { options.scenario.name().to_string() },
-        started_utc: started_utc.clone(),
+    if let Some(side) = &bench.swarm {
+        settings["on"] = serde_json::json!("swarm");
+        settings["placements"] = serde_json::json!(side.placements());
+    }
+    let scenario = if options.poll { format!("{}-poll", options.scenario.name()) } else { options.scenario.name().to_string() };
+    Ok(Run {
+        scenario,
+        started_utc: pass.started_utc.to_string(),
         wall_seconds,
-        commit,
-        dirty,
-        machine,
+        commit: pass.commit.to_string(),
+        dirty: pass.dirty,
+        machine: pass.machine.clone(),
         settings,
         samples: std::mem::take(&mut *bench.samples.lock().expect("no poisoned lock")),
         failures: std::mem::take(&mut *bench.failures.lock().expect("no poisoned lock")),
-    };
-    print!("{}", report::render(&run));
-    let path = options.output.clone().unwrap_or_else(|| root.join("target/bench").join(format!("{started_utc}-{}.json", run.scenario)));
-    report::save(&run, &path)?;
-    if let (Some(old), Some(old_path)) = (&old, &options.compare) {
-        print!("{}", report::render_comparison(&run, old, old_path));
-    }
-    println!("\nrecorded in {}", display_relative(&path, &root));
-    Ok(())
+    })
 }
 
 fn display_relative(path: &Path, root: &Path) -> String {
@@ -347,7 +432,7 @@ impl Bench {
     }
 
     fn new_user(&self, name: &str) -> anyhow::Result<User> {
-        User::new(&self.stack.url(""), name)
+        User::new(&self.url, &format!("{}{name}", self.user_prefix))
     }
 
     /// From a running server to its stop: for a JupyterLab image, Lab and a kernel running `5 * 4`; for an
@@ -379,7 +464,12 @@ impl Bench {
         let ok = self.step(&user, image, "signup", user.sign_up()).await.is_some()
             && self.step(&user, image, "login", user.log_in()).await.is_some()
             && match self.step(&user, image, "spawn", user.spawn(image, self.mode)).await {
-                Some(()) => self.use_and_stop(&user, image).await,
+                Some(()) => {
+                    if let Some(swarm) = &self.swarm {
+                        swarm.count_placement(&user.name).await;
+                    }
+                    self.use_and_stop(&user, image).await
+                }
                 None => {
                     // Whatever the hub left of a failed spawn goes, unrecorded; the stack's removal takes
                     // the rest.
@@ -421,6 +511,11 @@ async fn spawn_cycles(bench: &Arc<Bench>, images: &[String], cycles: usize) -> a
 
 /// The CPU time a user's container has used since it started (Engine stats API).
 async fn user_cpu_seconds(bench: &Bench, user: &str) -> anyhow::Result<f64> {
+    if let Some(swarm) = &bench.swarm {
+        swarm.count_placement(user).await;
+        let (node, id) = swarm.user_container(user).await?;
+        return Ok(container_usage(&node, &id).await?.cpu_ns as f64 / 1e9);
+    }
     let id = bench.stack.user_container(&bench.docker, user).await?;
     Ok(container_usage(&bench.docker, &id).await?.cpu_ns as f64 / 1e9)
 }
