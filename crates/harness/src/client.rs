@@ -223,7 +223,10 @@ impl Api {
     pub async fn get_file(&self, user: &str, path: &str) -> Result<Vec<u8>> {
         let response = self.request(reqwest::Method::GET, &format!("/user/{user}/files/{path}")).send().await?;
         let status = response.status();
-        ensure!(status == StatusCode::OK, "reading {path} of {user} answered {status}");
+        if status != StatusCode::OK {
+            let body = response.text().await.unwrap_or_default();
+            anyhow::bail!("reading {path} of {user} answered {status}: {}", body.chars().take(400).collect::<String>());
+        }
         Ok(response.bytes().await?.to_vec())
     }
 
