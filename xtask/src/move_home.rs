@@ -193,26 +193,21 @@ async fn copy_and_compare(source: &Docker, target: &Docker, helper: &str, volume
     if code != 0 {
         anyhow::bail!("cannot give the copy's root the owner {owner} and mode {mode}: {output}");
     }
-    let script = jhub_docker::tree_sum::print_tree_sum_script();
-    let (code_from, from_sum) = run_helper_once(
-        source,
-        helper,
-        vec![format!("{volume}:/home-volume:ro")],
-        &["python3", "-c", &script, "/home-volume"],
-        "move-home-sum",
-    )
-    .await?;
-    let (code_to, to_sum) = run_helper_once(
-        target,
-        helper,
-        vec![format!("{volume}:/home-volume:ro")],
-        &["python3", "-c", &script, "/home-volume"],
-        "move-home-sum",
-    )
-    .await?;
-    let (from_sum, to_sum) = (from_sum.trim().lines().last().unwrap_or_default(), to_sum.trim().lines().last().unwrap_or_default());
-    if code_from != 0 || code_to != 0 || from_sum != to_sum || from_sum.is_empty() {
+    let (from_sum, to_sum) = (tree_sum(source, helper, volume).await?, tree_sum(target, helper, volume).await?);
+    if from_sum != to_sum {
         anyhow::bail!("the copy's checksum {to_sum:?} differs from the original's {from_sum:?}");
     }
     Ok(())
+}
+
+/// The checksum of the volume's tree (`jhub_docker::tree_sum`), computed on the engine holding it.
+async fn tree_sum(docker: &Docker, helper: &str, volume: &str) -> anyhow::Result<String> {
+    let script = jhub_docker::tree_sum::print_tree_sum_script();
+    let argv = ["python3", "-c", script.as_str(), "/home-volume"];
+    let (code, output) = run_helper_once(docker, helper, vec![format!("{volume}:/home-volume:ro")], &argv, "move-home-sum").await?;
+    let sum = output.trim().lines().last().unwrap_or_default().to_string();
+    if code != 0 || sum.len() != 64 {
+        anyhow::bail!("cannot take the checksum of {volume}: {output}");
+    }
+    Ok(sum)
 }

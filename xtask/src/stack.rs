@@ -138,7 +138,11 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     // The swarm spawner on one engine would make services no swarm runs: `up --swarm` sets the mode.
     if settings.get("JHUB_MODE", "single") != "single" {
         return Err(UserError::new(
-            format!("{} sets JHUB_MODE={}, and `cargo xtask up` runs the single-host stack", env_file.display(), settings.get("JHUB_MODE", "")),
+            format!(
+                "{} sets JHUB_MODE={}, and `cargo xtask up` runs the single-host stack",
+                env_file.display(),
+                settings.get("JHUB_MODE", "")
+            ),
             "deploy on a swarm with `cargo xtask up --swarm` (it sets the mode itself), or remove the line",
         )
         .into());

@@ -127,6 +127,16 @@ def task_state(task):
     return str(((task or {}).get("Status") or {}).get("State", "")).lower()
 
 
+def task_address(task, network_name):
+    """The task's own IP address on the network called `network_name` (its attachments carry CIDRs such as
+    "10.0.1.5/24"), or None when it has none there."""
+    for attachment in (task or {}).get("NetworksAttachments") or []:
+        if ((attachment.get("Network") or {}).get("Spec") or {}).get("Name") == network_name:
+            for address in attachment.get("Addresses") or []:
+                return address.split("/", 1)[0]
+    return None
+
+
 def task_has_failed(task):
     """Whether a task will never run: it ended, or the scheduler found no node for it (pending with an error:
     waiting would only run into the spawn timeout)."""

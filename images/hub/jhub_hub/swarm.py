@@ -163,6 +163,20 @@ class JhubSwarmSpawner(JhubDockerSpawner, SwarmSpawner):
                 raise web.HTTPError(500, message)
             await asyncio.sleep(self.jhub_task_poll_interval)
 
+    async def get_ip_and_port(self):
+        """The running task's own address on the users' network. Upstream gives the service's name, which with
+        dnsrr resolves to the tasks of every service of that name the engine still knows: right after an image
+        switch that included the one being removed, and the proxy reached a dead address (a 503 from the hub's
+        error page, in the cluster test)."""
+        task = getattr(self, "_jhub_task", None) or await self.get_task()
+        address = placement.task_address(task, self.network_name)
+        if address is None:
+            raise web.HTTPError(
+                500,
+                f"server {self.service_name} has no address on the network {self.network_name!r}; see the hub's log",
+            )
+        return address, self.port
+
     async def remove_object(self):
         try:
             await super().remove_object()

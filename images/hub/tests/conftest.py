@@ -47,6 +47,22 @@ def write_view(tmp_path):
     return write
 
 
+def spawner_config(view):
+    """The spawners' configuration the tests share: the view, a stack of its own, its volume prefix and
+    container names, 2 CPUs and 4G per server."""
+    from traitlets.config import Config
+
+    c = Config()
+    c.JhubDockerSpawner.jhub_view = view
+    c.JhubDockerSpawner.jhub_stack_name = "teststack"
+    c.JhubDockerSpawner.jhub_user_volume_prefix = "testvol-"
+    c.DockerSpawner.prefix = "teststack-user"
+    c.JhubDockerSpawner.name_template = "{prefix}-{username}{server_suffix}"
+    c.DockerSpawner.cpu_limit = 2.0
+    c.DockerSpawner.mem_limit = "4G"
+    return c
+
+
 @pytest.fixture
 def db():
     """A JupyterHub database (schema made by JupyterHub itself) in memory."""

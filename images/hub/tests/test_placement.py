@@ -150,3 +150,16 @@ def test_the_failure_message_names_the_server_the_node_and_the_engines_reason():
         "no suitable node (1 node not available for new tasks)"
     )
     assert placement.task_failure_message("s", task("failed", message="started"), "w").endswith("(failed): started")
+
+
+def test_a_task_is_reached_at_its_own_address_on_the_users_network():
+    task = {
+        "NetworksAttachments": [
+            {"Network": {"Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.7/24"]},
+            {"Network": {"Spec": {"Name": "jupyterhub-net"}}, "Addresses": ["10.0.1.5/24"]},
+        ]
+    }
+    assert placement.task_address(task, "jupyterhub-net") == "10.0.1.5"
+    assert placement.task_address(task, "other") is None
+    assert placement.task_address({}, "jupyterhub-net") is None
+    assert placement.task_address(None, "jupyterhub-net") is None

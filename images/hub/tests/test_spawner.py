@@ -8,24 +8,16 @@ import sys
 import docker.errors
 import pytest
 from tornado import web
-from traitlets.config import Config
 
 from jhub_hub.spawner import ARCHIVE_SCRIPT, JhubDockerSpawner, JhubProfilesSpawner, form_html, profiles_config
 from jhub_hub.view import parse
 
-from conftest import IMAGE_ID_A, IMAGE_ID_B
+from conftest import IMAGE_ID_A, IMAGE_ID_B, spawner_config
 
 
 @pytest.fixture
 def config(view):
-    c = Config()
-    c.JhubDockerSpawner.jhub_view = view
-    c.JhubDockerSpawner.jhub_stack_name = "teststack"
-    c.JhubDockerSpawner.jhub_user_volume_prefix = "testvol-"
-    c.DockerSpawner.prefix = "teststack-user"
-    c.JhubDockerSpawner.name_template = "{prefix}-{username}{server_suffix}"
-    c.DockerSpawner.cpu_limit = 2.0
-    c.DockerSpawner.mem_limit = "4G"
+    c = spawner_config(view)
     c.JhubProfilesSpawner.profiles = profiles_config(view)
     return c
 

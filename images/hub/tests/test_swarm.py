@@ -6,25 +6,17 @@ import asyncio
 
 import pytest
 from tornado import web
-from traitlets.config import Config
 
 from jhub_hub.placement import home_label_key
 from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profiles_config
 from jhub_hub.swarm import JhubSwarmSpawner, is_version_conflict, volume_mount
 
-from conftest import IMAGE_ID_A, IMAGE_ID_B
+from conftest import IMAGE_ID_A, IMAGE_ID_B, spawner_config
 
 
 @pytest.fixture
 def config(view):
-    c = Config()
-    c.JhubDockerSpawner.jhub_view = view
-    c.JhubDockerSpawner.jhub_stack_name = "teststack"
-    c.JhubDockerSpawner.jhub_user_volume_prefix = "testvol-"
-    c.DockerSpawner.prefix = "teststack-user"
-    c.JhubDockerSpawner.name_template = "{prefix}-{username}{server_suffix}"
-    c.DockerSpawner.cpu_limit = 2.0
-    c.DockerSpawner.mem_limit = "4G"
+    c = spawner_config(view)
     c.DockerSpawner.network_name = "jhub-overlay"
     c.DockerSpawner.use_internal_ip = True
     c.JhubSwarmSpawner.jhub_pids_limit = 512
