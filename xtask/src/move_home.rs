@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use anyhow::Context;
 use bollard::Docker;
 use bollard::models::{Node, NodeState, VolumeCreateRequest};
-use bollard::query_parameters::{DownloadFromContainerOptions, ListNodesOptions, ListServicesOptionsBuilder, UploadToContainerOptions};
+use bollard::query_parameters::{
+    DownloadFromContainerOptions, ListContainersOptionsBuilder, ListNodesOptions, ListServicesOptionsBuilder, UploadToContainerOptions,
+};
 use futures_util::StreamExt;
 use jhub_docker::contract::{self, STACK_LABEL, USER_LABEL};
 use jhub_docker::lock::Lock;
@@ -83,6 +85,17 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
     }
     let source = engine_of(options.from_engine.as_deref(), &hostname(from)).await?;
     let target = engine_of(options.to_engine.as_deref(), &hostname(to)).await?;
+    let filters = HashMap::from([("volume", vec![volume.clone()])]);
+    let running = source.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+    if !running.is_empty() {
+        let names: Vec<String> =
+            running.into_iter().filter_map(|container| container.names.and_then(|names| names.first().cloned())).collect();
+        return Err(UserError::new(
+            format!("node {} runs containers using {volume}: {}", hostname(from), names.join(", ")),
+            "stop them first: a home cannot move under a running program",
+        )
+        .into());
+    }
     let helper = helper_image_on(&settings, &[&source, &target]).await?;
     let labels = source
         .inspect_volume(&volume)
@@ -107,6 +120,14 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
     let (from_id, to_id) = (from.id.clone().unwrap_or_default(), to.id.clone().unwrap_or_default());
     cluster::set_node_label(&manager, &to_id, &label, Some("true")).await?;
     cluster::set_node_label(&manager, &from_id, &label, None).await?;
+    // The swarm keeps the stopped containers of a service's earlier tasks (a node that died and came
+    // back still has its own); they hold the volume, and no server runs (checked above).
+    for container in containers_using(&source, &volume).await? {
+        source
+            .remove_container(&container, None::<bollard::query_parameters::RemoveContainerOptions>)
+            .await
+            .map_err(|err| engine_failed(&format!("removing the stopped container {container}"), err))?;
+    }
     source
         .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await
@@ -210,4 +231,11 @@ async fn tree_sum(docker: &Docker, helper: &str, volume: &str) -> anyhow::Result
         anyhow::bail!("cannot take the checksum of {volume}: {output}");
     }
     Ok(sum)
+}
+
+/// The stopped containers on `docker` that mount `volume`.
+async fn containers_using(docker: &Docker, volume: &str) -> anyhow::Result<Vec<String>> {
+    let filters = HashMap::from([("volume", vec![volume.to_string()]), ("status", vec!["exited".into(), "created".into(), "dead".into()])]);
+    let found = docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build())).await?;
+    Ok(found.into_iter().filter_map(|container| container.id).collect())
 }
