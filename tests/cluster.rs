@@ -185,6 +185,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     // with the file.
     alice_api.stop("alice").await?;
     wait_service_gone(cluster, "alice").await?;
+    // The service goes at once; its container stops within the engine's stop timeout, and move-home
+    // refuses to copy a home a program still has open.
+    let home_node = cluster.node(alice_index).await?;
+    docker::wait_user_container_gone(&home_node, &cluster.stack, "alice", Duration::from_secs(60)).await?;
     let env_file = jhub_docker::repo_root().join("stack/cluster.env");
     let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
     let (moved, output) = cases::xtask(
