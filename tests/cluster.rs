@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bollard::models::NodeState;
-use jhub_docker::contract::{self, CLUSTER_NODE_PURPOSE, PURPOSE_LABEL};
+use jhub_docker::contract::{self, CLUSTER_NODE_PURPOSE, PURPOSE_LABEL, STACK_LABEL, USER_LABEL};
 use jhub_harness::artifacts::Artifacts;
 use jhub_harness::browser::{Browser, Chromedriver};
 use jhub_harness::client::{Api, Session};
@@ -188,7 +188,11 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     // The service goes at once; its container stops within the engine's stop timeout, and move-home
     // refuses to copy a home a program still has open.
     let home_node = cluster.node(alice_index).await?;
-    docker::wait_user_container_gone(&home_node, &cluster.stack, "alice", Duration::from_secs(60)).await?;
+    let labels = [format!("{STACK_LABEL}={}", cluster.stack), format!("{USER_LABEL}=alice")];
+    wait::until("alice's container on her home's node to stop", Duration::from_secs(60), || async {
+        Ok(docker::containers_with_labels(&home_node, &labels, false).await?.is_empty().then_some(()))
+    })
+    .await?;
     let env_file = jhub_docker::repo_root().join("stack/cluster.env");
     let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
     let (moved, output) = cases::xtask(
