@@ -155,8 +155,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     // Alice's node dies while both run. Bob keeps working; alice is told where her files are and that the
     // node is down, and gets no server elsewhere (no empty home); when the node is back, so are her files.
     let alice_index = cluster.index_of(&alice_node)?;
+    let killed = std::time::Instant::now();
     cluster.kill_node(alice_index).await?;
     cluster.wait_node_state(alice_index, NodeState::DOWN, NODE_DOWN).await?;
+    progress!("{alice_node} killed: the swarm calls it down after {:.1} s", killed.elapsed().as_secs_f64());
     let mut kernel = bob.kernel("bob").await?;
     ensure!(
         kernel.run("print(4 * 4)", wait::DEFAULT).await?.stdout.contains("16"),
@@ -175,8 +177,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     );
     ensure!(cluster.home_node("alice").await?.as_deref() == Some(alice_node.as_str()), "the refused start moved alice's home label");
     progress!("with {alice_node} down, alice is told: {refusal}");
+    let restarted = std::time::Instant::now();
     cluster.restart_node(alice_index).await?;
     cluster.wait_node_state(alice_index, NodeState::READY, NODE_DOWN).await?;
+    progress!("{alice_node} started again: ready after {:.1} s", restarted.elapsed().as_secs_f64());
     alice_api.spawn("alice", "minimal").await?;
     ensure!(cluster.server_node("alice").await? == alice_node, "alice's server did not go back to her home's node");
     ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file is not there after her node came back");
