@@ -329,15 +329,11 @@ async fn pull_on_nodes(nodes: &[Docker], pull: Option<&[String]>) -> anyhow::Res
 }
 
 /// The cluster's stack settings: the Swarm mode with this cluster's registry, open signup (the hub is
-/// published on this machine's loopback only), and an admin password made once.
+/// published on this machine's loopback only), and a new admin password.
 fn write_env_file(http_port: u16) -> anyhow::Result<()> {
     let path = env_file();
-    let existing = std::fs::read_to_string(&path).unwrap_or_default();
-    let password = existing
-        .lines()
-        .find_map(|line| line.strip_prefix("ADMIN_PASSWORD="))
-        .map(str::to_string)
-        .unwrap_or_else(crate::stack::random_password);
+    // A new password at every `cluster up`: the hub sets the admin's hash from it at each start.
+    let password = crate::stack::random_password();
     let text = format!(
         "# The test cluster's stack settings, written by `cargo xtask cluster up` (see .env.example for each).\n\
          JHUB_MODE=swarm\n\
