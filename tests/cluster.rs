@@ -103,7 +103,9 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     ensure!(cluster.home_node("alice").await?.as_deref() == Some(alice_node.as_str()), "alice's home label is not on {alice_node}");
     // The node pulled exactly the build the lock records (an image id is the digest of its config, the
     // same on every engine): never another image of that name.
-    let pushed = setup.lock.image["datascience"].registry.clone().context("images.lock records no push of datascience")?;
+    // `cluster up` pushed after the preflight read the lock: read what it recorded.
+    let lock = jhub_docker::lock::Lock::load(&jhub_docker::lock_path(&setup.root))?;
+    let pushed = lock.image["datascience"].registry.clone().context("images.lock records no push of datascience")?;
     let running = server_image_id(cluster, "alice", &alice_node).await?;
     ensure!(running == pushed.image_id, "alice's server on {alice_node} runs {running}, the lock's datascience is {}", pushed.image_id);
     lab::run_in_new_notebook(alice, "print(6 * 7)", "42").await?;
