@@ -151,7 +151,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// What a scenario needs: the engine, the stack, how users wait, and where samples and failures go.
 struct Bench {
     docker: Docker,
-    stack: Arc<BenchStack>,
+    /// The bench stack of its own (none on the test cluster).
+    stack: Option<Arc<BenchStack>>,
     /// Where users reach the hub: the bench stack's URL, or the test cluster's.
     url: String,
     /// On the test cluster: its engines, and how many servers landed on each node.
@@ -252,6 +253,11 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         ui::note(&format!("the same {} on the test cluster at {}", options.scenario.name(), side.url));
         let on_swarm = run_pass(&runtime, &docker, &pass, &hub_image, &view, Some(side))?;
         print!("{}", report::render(&on_swarm));
+        let landed: Vec<String> = on_swarm.settings["placements"]
+            .as_object()
+            .map(|nodes| nodes.iter().map(|(node, count)| format!("{node}: {count}")).collect())
+            .unwrap_or_default();
+        println!("  spawns landed on the cluster's nodes: {}", if landed.is_empty() { "none".to_string() } else { landed.join(", ") });
         let swarm_path = path.with_file_name(format!("{started_utc}-{}-swarm.json", run.scenario));
         report::save(&on_swarm, &swarm_path)?;
         print!("{}", report::render_comparison(&on_swarm, &run, &path));
@@ -293,8 +299,12 @@ fn run_pass(
     let docker = docker.clone();
     let on_swarm = swarm.is_some();
     let mut settings = pass.settings.clone();
-    let stack = Arc::new(BenchStack::prepare(hub_image, view)?);
-    let url = swarm.as_ref().map_or_else(|| stack.url(""), |side| side.url.clone());
+    let stack = if on_swarm { None } else { Some(Arc::new(BenchStack::prepare(hub_image, view)?)) };
+    let url = match (&swarm, &stack) {
+        (Some(side), _) => side.url.clone(),
+        (None, Some(stack)) => stack.url(""),
+        (None, None) => unreachable!("a pass without the cluster has a stack"),
+    };
     let total = match options.scenario {
         Scenario::Spawn => (images.len() * cycles) as u64,
         _ => users as u64,
@@ -317,7 +327,7 @@ fn run_pass(
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let scenario = async {
-            if !on_swarm {
+            if let Some(stack) = &stack {
                 stack.start().await?;
             }
             *bench.started.lock().expect("no poisoned lock") = Instant::now();
@@ -337,7 +347,7 @@ fn run_pass(
     });
     bench.tracker.bar.finish_and_clear();
     let wall_seconds = bench.at();
-    if !on_swarm {
+    if let Some(stack) = &stack {
         runtime.block_on(stack.remove(&docker));
     }
     outcome?;
@@ -516,7 +526,8 @@ async fn user_cpu_seconds(bench: &Bench, user: &str) -> anyhow::Result<f64> {
         let (node, id) = swarm.user_container(user).await?;
         return Ok(container_usage(&node, &id).await?.cpu_ns as f64 / 1e9);
     }
-    let id = bench.stack.user_container(&bench.docker, user).await?;
+    let stack = bench.stack.as_ref().ok_or_else(|| anyhow::anyhow!("no bench stack"))?;
+    let id = stack.user_container(&bench.docker, user).await?;
     Ok(container_usage(&bench.docker, &id).await?.cpu_ns as f64 / 1e9)
 }
 
@@ -609,8 +620,9 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
     }
     ui::note(&format!("idle: {} of {count} servers running; waiting for the hub to settle", running.len()));
 
-    let hub = bench.stack.service_container(&bench.docker, "hub").await?;
-    let proxy = bench.stack.service_container(&bench.docker, "proxy").await?;
+    let stack = bench.stack.as_ref().ok_or_else(|| anyhow::anyhow!("idle runs on a bench stack of its own"))?;
+    let hub = stack.service_container(&bench.docker, "hub").await?;
+    let proxy = stack.service_container(&bench.docker, "proxy").await?;
     let settling = Instant::now();
     loop {
         let before = container_usage(&bench.docker, &hub).await?;
@@ -623,7 +635,7 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
     bench.sample("stack", "settle", "s", settling.elapsed().as_secs_f64(), "");
     ui::note(&format!("idle: measuring over {} s", IDLE_WINDOW.as_secs()));
 
-    let servers = bench.stack.user_containers(&bench.docker).await?;
+    let servers = stack.user_containers(&bench.docker).await?;
     let mut before = BTreeMap::new();
     for id in [&hub, &proxy].into_iter().chain(&servers) {
         before.insert(id.clone(), container_usage(&bench.docker, id).await?);
