@@ -1,5 +1,6 @@
 //! The project's verbs, reached as `cargo xtask <verb>`: build images, refresh pinned inputs, run the stack
-//! and check the host. `main` parses the command line (clap) and dispatches to one module per verb.
+//! (on one host, or on a Docker Swarm and its test cluster) and check the host. `main` parses the command
+//! line (clap) and dispatches to one module per verb.
 
 mod accounts;
 mod adopt;
