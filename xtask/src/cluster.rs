@@ -38,22 +38,19 @@ pub struct Options {
     pub pull: Option<Vec<String>>,
 }
 
-fn node_name(index: usize) -> String {
-    cluster_node_name(index)
-}
-
-fn node_socket(index: usize) -> PathBuf {
-    cluster_node_socket(index)
+/// A swarm node's hostname, as the manager reports it ("" when it reports none).
+pub fn node_hostname(node: &bollard::models::Node) -> String {
+    node.description.as_ref().and_then(|description| description.hostname.clone()).unwrap_or_default()
 }
 
 /// `DOCKER_HOST` for the first node (the manager): what the other verbs and the tests talk to.
 pub fn manager_host() -> String {
-    format!("unix://{}", node_socket(1).display())
+    format!("unix://{}", cluster_node_socket(1).display())
 }
 
 /// The registry as every node reaches it (the first node's name on the cluster network).
 pub fn registry_address() -> String {
-    format!("{}:{REGISTRY_PORT}", node_name(1))
+    format!("{}:{REGISTRY_PORT}", cluster_node_name(1))
 }
 
 /// The cluster's settings file, written by `cluster up` (mode 600, git-ignored).
@@ -63,7 +60,7 @@ pub fn env_file() -> PathBuf {
 
 /// Connects to node `index`'s engine through its socket.
 pub async fn connect_node(index: usize) -> anyhow::Result<Docker> {
-    let socket = node_socket(index);
+    let socket = cluster_node_socket(index);
     let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 3600, API_DEFAULT_VERSION)?;
     Ok(docker.negotiate_version().await?)
 }
@@ -140,14 +137,14 @@ async fn ensure_network(host: &Docker) -> anyhow::Result<()> {
 /// (`--privileged` is refused on this machine kind: every capability but SYS_RESOURCE, no seccomp,
 /// AppArmor or masked paths, /dev/net/tun for the overlay), its state in a volume.
 async fn ensure_node(host: &Docker, image: &str, index: usize, http_port: u16) -> anyhow::Result<()> {
-    let name = node_name(index);
+    let name = cluster_node_name(index);
     if let Ok(existing) = host.inspect_container(&name, None).await {
         if !existing.state.and_then(|state| state.running).unwrap_or(false) {
             host.start_container(&name, None).await?;
         }
         return Ok(());
     }
-    let socket_dir = node_socket(index).parent().expect("a socket has a folder").to_path_buf();
+    let socket_dir = cluster_node_socket(index).parent().expect("a socket has a folder").to_path_buf();
     std::fs::create_dir_all(&socket_dir).with_context(|| format!("creating {}", socket_dir.display()))?;
     let mut ports = HashMap::new();
     let mut exposed = Vec::new();
@@ -194,7 +191,7 @@ async fn ensure_node(host: &Docker, image: &str, index: usize, http_port: u16) -
 async fn wait_for_node(index: usize) -> anyhow::Result<Docker> {
     let deadline = Instant::now() + NODE_START_LIMIT;
     loop {
-        if node_socket(index).exists()
+        if cluster_node_socket(index).exists()
             && let Ok(docker) = connect_node(index).await
             && docker.ping().await.is_ok()
         {
@@ -202,8 +199,8 @@ async fn wait_for_node(index: usize) -> anyhow::Result<Docker> {
         }
         if Instant::now() > deadline {
             return Err(UserError::new(
-                format!("the engine of {} did not answer within {} s", node_name(index), NODE_START_LIMIT.as_secs()),
-                format!("see `docker logs {}`", node_name(index)),
+                format!("the engine of {} did not answer within {} s", cluster_node_name(index), NODE_START_LIMIT.as_secs()),
+                format!("see `docker logs {}`", cluster_node_name(index)),
             )
             .into());
         }
@@ -265,13 +262,13 @@ pub async fn set_node_label(manager: &Docker, node_id: &str, key: &str, value: O
 
 /// Node `index`'s address on the cluster network, as this machine's engine gave it.
 async fn node_address(host: &Docker, index: usize) -> anyhow::Result<String> {
-    let inspected = host.inspect_container(&node_name(index), None).await?;
+    let inspected = host.inspect_container(&cluster_node_name(index), None).await?;
     inspected
         .network_settings
         .and_then(|settings| settings.networks)
         .and_then(|networks| networks.get(NETWORK).and_then(|network| network.ip_address.clone()))
         .filter(|address| !address.is_empty())
-        .with_context(|| format!("{} has no address on {NETWORK}", node_name(index)))
+        .with_context(|| format!("{} has no address on {NETWORK}", cluster_node_name(index)))
 }
 
 async fn wait_for_registry(host: &Docker) -> anyhow::Result<()> {
@@ -321,7 +318,7 @@ async fn pull_on_nodes(nodes: &[Docker], pull: Option<&[String]>) -> anyhow::Res
         let reference = registry::pinned_reference(&registry_address(), name, &digest);
         for (index, node) in nodes.iter().enumerate() {
             if registry::pull(node, &reference).await? {
-                ui::note(&format!("{}: pulled {name}", node_name(index + 1)));
+                ui::note(&format!("{}: pulled {name}", cluster_node_name(index + 1)));
             }
         }
     }
@@ -366,7 +363,7 @@ pub fn down() -> anyhow::Result<()> {
             host.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await?;
             let _ = host.remove_volume(&format!("{name}-engine"), Some(RemoveVolumeOptionsBuilder::default().force(true).build())).await;
             if let Some(index) = name.rsplit_once('-').and_then(|(_, index)| index.parse::<usize>().ok())
-                && let Some(folder) = node_socket(index).parent()
+                && let Some(folder) = cluster_node_socket(index).parent()
             {
                 let _ = std::fs::remove_dir_all(folder);
             }

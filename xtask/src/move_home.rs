@@ -36,10 +36,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     runtime.block_on(run_async(options))
 }
 
-fn hostname(node: &Node) -> String {
-    node.description.as_ref().and_then(|description| description.hostname.clone()).unwrap_or_default()
-}
-
 async fn run_async(options: &Options) -> anyhow::Result<()> {
     let settings = Settings::load(&options.env_file)?;
     let (stack, prefix) = (settings.stack_name.clone(), settings.user_volume_prefix.clone());
@@ -58,17 +54,20 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
         )
         .into());
     };
-    let Some(to) = nodes.iter().find(|node| hostname(node) == options.to || node.id.as_deref() == Some(options.to.as_str())) else {
-        let names: Vec<String> = nodes.iter().map(hostname).collect();
+    let Some(to) = nodes.iter().find(|node| cluster::node_hostname(node) == options.to || node.id.as_deref() == Some(options.to.as_str()))
+    else {
+        let names: Vec<String> = nodes.iter().map(cluster::node_hostname).collect();
         return Err(UserError::new(format!("no node `{}` in this swarm", options.to), format!("name one of: {}", names.join(", "))).into());
     };
     if from.id == to.id {
-        return Err(UserError::new(format!("`{}`'s home is on {} already", options.user, hostname(to)), "name another node").into());
+        return Err(
+            UserError::new(format!("`{}`'s home is on {} already", options.user, cluster::node_hostname(to)), "name another node").into()
+        );
     }
     for (node, role) in [(from, "holding the home"), (to, "to move it to")] {
         if node.status.as_ref().and_then(|status| status.state) != Some(NodeState::READY) {
             return Err(UserError::new(
-                format!("node {} ({role}) is not ready", hostname(node)),
+                format!("node {} ({role}) is not ready", cluster::node_hostname(node)),
                 "start its engine first: the files are read from and written to the nodes themselves",
             )
             .into());
@@ -83,15 +82,15 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
         )
         .into());
     }
-    let source = engine_of(options.from_engine.as_deref(), &hostname(from)).await?;
-    let target = engine_of(options.to_engine.as_deref(), &hostname(to)).await?;
+    let source = engine_of(options.from_engine.as_deref(), &cluster::node_hostname(from)).await?;
+    let target = engine_of(options.to_engine.as_deref(), &cluster::node_hostname(to)).await?;
     let filters = HashMap::from([("volume", vec![volume.clone()])]);
     let running = source.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
     if !running.is_empty() {
         let names: Vec<String> =
             running.into_iter().filter_map(|container| container.names.and_then(|names| names.first().cloned())).collect();
         return Err(UserError::new(
-            format!("node {} runs containers using {volume}: {}", hostname(from), names.join(", ")),
+            format!("node {} runs containers using {volume}: {}", cluster::node_hostname(from), names.join(", ")),
             "stop them first: a home cannot move under a running program",
         )
         .into());
@@ -101,12 +100,15 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
         .inspect_volume(&volume)
         .await
         .map_err(|err| {
-            UserError::new(format!("node {} has no volume {volume}: {err}", hostname(from)), "check the node's engine (`docker volume ls`)")
+            UserError::new(
+                format!("node {} has no volume {volume}: {err}", cluster::node_hostname(from)),
+                "check the node's engine (`docker volume ls`)",
+            )
         })?
         .labels;
     if target.inspect_volume(&volume).await.is_ok() {
         return Err(UserError::new(
-            format!("node {} already has a volume {volume}; moving would mix two homes", hostname(to)),
+            format!("node {} already has a volume {volume}; moving would mix two homes", cluster::node_hostname(to)),
             "look at it (an earlier move's copy?) and remove it by hand if it holds nothing needed",
         )
         .into());
@@ -115,7 +117,11 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
     let copied = copy_and_compare(&source, &target, &helper, &volume).await;
     if let Err(err) = copied {
         let _ = target.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
-        return Err(err.context(format!("moving {volume} from {} to {}; the home stays where it was", hostname(from), hostname(to))));
+        return Err(err.context(format!(
+            "moving {volume} from {} to {}; the home stays where it was",
+            cluster::node_hostname(from),
+            cluster::node_hostname(to)
+        )));
     }
     let (from_id, to_id) = (from.id.clone().unwrap_or_default(), to.id.clone().unwrap_or_default());
     cluster::set_node_label(&manager, &to_id, &label, Some("true")).await?;
@@ -135,8 +141,8 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
     ui::note(&format!(
         "`{}`'s home moved from {} to {} (checksums equal); the next start runs there",
         options.user,
-        hostname(from),
-        hostname(to)
+        cluster::node_hostname(from),
+        cluster::node_hostname(to)
     ));
     Ok(())
 }

@@ -44,7 +44,7 @@ pub async fn problems(manager: &Docker, settings: &Settings) -> Vec<(String, Str
         )];
     }
     let nodes = manager.list_nodes(None::<ListNodesOptions>).await.unwrap_or_default();
-    let hostname = |node: &bollard::models::Node| node.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_default();
+    let hostname = crate::cluster::node_hostname;
     let hub_nodes: Vec<_> = nodes
         .iter()
         .filter(|node| {
