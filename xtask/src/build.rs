@@ -5,13 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jhub_docker::catalog::{Catalog, ImageEntry, Recipe};
 use jhub_docker::lock::{Lock, LockedImage};
 use tokio::io::AsyncWriteExt;
@@ -19,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use crate::base::{self, BaseSpec};
 use crate::checks::Checks;
 use crate::context::{BUILD_CA_NAME, ContentKey, Context};
-use crate::ui::{self, UserError};
+use crate::ui::{self, MultiProgress, ProgressBar, UserError};
 use crate::{engine, pin};
 
 /// What `build-images` was asked for (parsed in main.rs).
@@ -104,7 +103,7 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
             Ok(built) => {
                 let status = built.status;
                 bar.finish_with_message(format!("{status} in {seconds:.0} s ({})", ui::human_size(built.size)));
-                say(bar, &format!("{}: {status} in {seconds:.0} s", image.name));
+                ui::say(bar, &format!("{}: {status} in {seconds:.0} s", image.name));
                 outcomes.push(Outcome { name: image.name.clone(), status, size: built.size, image_id: built.image_id.clone(), seconds });
                 resolved.insert(image.name.clone(), Resolved { key: built.entry.content_key.clone(), image_id: built.image_id });
                 if lock.image.get(&image.name) == Some(&built.entry) {
@@ -230,7 +229,7 @@ async fn build_one(
         None => match &image.recipe {
             Recipe::Mmdebstrap => {
                 bar.set_message("bootstrapping with mmdebstrap");
-                say(bar, &format!("{}: bootstrapping a Debian rootfs with mmdebstrap (log: {})", image.name, log.display()));
+                ui::say(bar, &format!("{}: bootstrapping a Debian rootfs with mmdebstrap (log: {})", image.name, log.display()));
                 let spec = BaseSpec::load(&image.name, &folder)?;
                 let work_dir = root.join("target").join("xtask-work");
                 let made = base::bootstrap(docker, &image.name, &spec, &work_dir, log, &keyed_tag).await?;
@@ -241,7 +240,7 @@ async fn build_one(
                 // FROM the parent's image id, not a tag: the build uses exactly the parent this run
                 // resolved, whatever another checkout sharing this engine tags meanwhile.
                 let parent_id = parent.map_or("", |parent| parent.image_id.as_str());
-                say(bar, &format!("{}: building FROM {parent_name} {parent_id} (log: {})", image.name, log.display()));
+                ui::say(bar, &format!("{}: building FROM {parent_name} {parent_id} (log: {})", image.name, log.display()));
                 let upload = context.tar_with(&[(BUILD_CA_NAME, ca_bundle)]);
                 build_dockerfile(docker, &image.name, dockerfile, parent_id, &keyed_tag, upload, log, bar).await?
             }
@@ -343,9 +342,7 @@ async fn build_dockerfile(
             if line.starts_with("Step ") {
                 let short: String = line.chars().take(110).collect();
                 bar.set_message(short.clone());
-                if bar.is_hidden() {
-                    ui::note(&format!("{image_name}: {short}"));
-                }
+                ui::say(bar, &format!("{image_name}: {short}"));
             }
         }
         if let Some(status) = info.status.as_deref() {
@@ -402,21 +399,9 @@ fn describe_file_drift(image_name: &str, locked: &BTreeMap<String, String>, curr
 }
 
 fn new_bar(progress: &MultiProgress, name: &str) -> ProgressBar {
-    let colour = ui::colour_wanted();
-    let template =
-        if colour { "{spinner:.cyan} {prefix:<12.bold} {elapsed:>4} {wide_msg}" } else { "{spinner} {prefix:<12} {elapsed:>4} {wide_msg}" };
-    let bar = progress.add(ProgressBar::new_spinner().with_prefix(name.to_string()));
-    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    let bar = ui::spinner(progress, name);
     bar.set_message("waiting");
-    bar.enable_steady_tick(Duration::from_millis(120));
     bar
-}
-
-/// A line for logs that are not a terminal (CI), where progress bars are not drawn.
-fn say(bar: &ProgressBar, text: &str) {
-    if bar.is_hidden() {
-        ui::note(text);
-    }
 }
 
 fn print_log_tail(log: &Path) {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::query_parameters::StatsOptionsBuilder;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use jhub_docker::catalog::Catalog;
 use jhub_docker::lock::Lock;
 use tokio::signal::unix::{SignalKind, signal};
@@ -26,7 +25,7 @@ use self::report::{Failure, Machine, Run, Sample};
 use self::stack::BenchStack;
 use self::users::{User, WaitMode};
 use crate::engine;
-use crate::ui::{self, UserError};
+use crate::ui::{self, ProgressBar, UserError};
 
 /// What `cargo xtask bench --help` adds below the options: the scenarios and the defaults.
 const SCENARIOS: &str = "\
@@ -679,16 +678,7 @@ struct Tracker {
 
 impl Tracker {
     fn new(scenario: &str, total: u64) -> Tracker {
-        let bar = ProgressBar::new(total).with_prefix(scenario.to_string());
-        let template = if ui::colour_wanted() {
-            "{prefix:.bold} {elapsed:>4} [{bar:30.cyan/blue}] {pos}/{len} {wide_msg}"
-        } else {
-            "{prefix} {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}"
-        };
-        bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
-        if !bar.is_hidden() {
-            bar.enable_steady_tick(Duration::from_millis(200));
-        }
+        let bar = ui::bar(total, scenario);
         Tracker { bar, phases: Mutex::new(BTreeMap::new()), started: Mutex::new(Instant::now()) }
     }
 
@@ -696,15 +686,12 @@ impl Tracker {
     fn reset(&self) {
         *self.started.lock().expect("no poisoned lock") = Instant::now();
         self.bar.reset();
-        if !self.bar.is_hidden() {
-            self.bar.enable_steady_tick(Duration::from_millis(200));
-        }
+        ui::tick(&self.bar);
     }
 
     fn line(&self, text: &str) {
         let elapsed = self.started.lock().expect("no poisoned lock").elapsed().as_secs_f64();
-        let line = format!("{elapsed:>7.1} s  {text}");
-        if self.bar.is_hidden() { ui::note(&line) } else { self.bar.println(line) }
+        ui::line(&self.bar, &format!("{elapsed:>7.1} s  {text}"));
     }
 
     fn refresh(&self, phases: &BTreeMap<String, String>) {
