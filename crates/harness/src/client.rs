@@ -142,6 +142,14 @@ impl Session {
         Ok(())
     }
 
+    /// The text of the page at `path`, which must answer 200 (e.g. the spawn page, to read its form).
+    pub async fn page(&self, path: &str) -> Result<String> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await.with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        ensure!(status == StatusCode::OK, "GET {path} as {} answered {status}", self.user);
+        Ok(response.text().await?)
+    }
+
     /// A plain GET of the session (for a header-carrying probe), returning the status.
     pub async fn get_with_header(&self, path: &str, header: (&str, &str)) -> Result<StatusCode> {
         Ok(self.http.get(format!("{}{path}", self.base)).header(header.0, header.1).send().await?.status())
@@ -199,6 +207,25 @@ impl Api {
             Ok((model["servers"][""]["ready"] == json!(true)).then_some(()))
         })
         .await
+    }
+
+    /// Waits until the hub calls the server of `user` ready, within `timeout`; a server that is gone after
+    /// the first 10 s (a spawn that failed) ends the wait at once, with the user's model.
+    pub async fn wait_started(&self, user: &str, timeout: Duration) -> Result<()> {
+        /// Before this, the hub may not yet show a server it was just asked for.
+        const REGISTERED: Duration = Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        wait::until(&format!("the server of {user} to be ready"), timeout, || async {
+            let model = self.user(user).await?;
+            if model["servers"][""]["ready"] == json!(true) {
+                return Ok(Some(Ok(())));
+            }
+            if !model["servers"][""].is_object() && started.elapsed() >= REGISTERED {
+                return Ok(Some(Err(anyhow!("the server of {user} stopped while starting: {model}"))));
+            }
+            Ok(None)
+        })
+        .await?
     }
 
     pub async fn stop(&self, user: &str) -> Result<()> {

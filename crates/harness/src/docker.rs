@@ -1,5 +1,6 @@
 //! The Docker API view of a stack (bollard): the hub and proxy containers by their compose labels, user
-//! containers by the labels the hub puts on them, their image and limits, restarts and logs.
+//! containers by the labels the hub puts on them, their image and limits, restarts and logs; and the docker
+//! CLI for cleanup that must go on whatever fails.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,24 @@ use futures_util::StreamExt;
 use jhub_docker::contract::{STACK_LABEL, USER_LABEL};
 
 use crate::wait;
+
+/// The lines the docker CLI prints for `args` (none when it fails): for cleanup, which must go on whatever
+/// fails, and for checks a person would make with the CLI.
+pub fn cli_lines(args: &[&str]) -> Vec<String> {
+    std::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).filter(|line| !line.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Runs the docker CLI with `args`, output discarded: cleanup that goes on whatever fails.
+pub fn cli_quiet(args: &[&str]) {
+    use std::process::{Command, Stdio};
+    let _ = Command::new("docker").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
 
 /// Containers (running or not) carrying every one of `labels` (`key=value`).
 pub async fn containers_with_labels(docker: &Docker, labels: &[String], all: bool) -> Result<Vec<ContainerSummary>> {

@@ -3,8 +3,8 @@
 //! also when the test fails or panics. `JHUB_ACCEPTANCE_KEEP=1` keeps it up for debugging.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -12,6 +12,7 @@ use jhub_docker::compose::Compose;
 use jhub_docker::settings::Settings;
 use jhub_docker::view::HubView;
 
+use crate::docker::{cli_lines, cli_quiet};
 use crate::preflight::Setup;
 use crate::tls::Front;
 
@@ -31,7 +32,7 @@ fn compose_variables() -> Vec<String> {
 /// reads it with, as compose does): each value must come back as the test set it, and each name must be a
 /// variable the compose files read, so a test setting that compose would misread or ignore fails the test
 /// before a stack starts.
-fn check_settings(text: &str, env: &[(String, String)], source: &str) -> Result<()> {
+pub(crate) fn check_settings(text: &str, env: &[(String, String)], source: &str) -> Result<()> {
     let settings = Settings::parse(text, source)?;
     let wanted: std::collections::BTreeMap<&str, &str> = env.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
     for (key, value) in wanted {
@@ -96,6 +97,23 @@ pub struct Stack {
     /// The `down -v` command line, printed when the stack is kept.
     down_command: String,
     keep: bool,
+    /// Set by the first `remove` (or drop): the stack is removed once.
+    removed: AtomicBool,
+}
+
+/// What a stack is started from, whoever starts it: a test (`Stack::start_with`, from the preflight's
+/// `Setup`) or a program that resolved these itself (`cargo xtask bench`).
+pub struct Source<'a> {
+    /// The start of the compose project's name (`<prefix><pid><n>`): whose stack it is, in `docker ps`.
+    pub project_prefix: &'a str,
+    pub compose_cli: &'a [String],
+    pub compose_file: &'a Path,
+    /// The hub image the stack runs (the lock's content-keyed tag).
+    pub hub_image: &'a str,
+    /// The front door's image (the lock's nginx): needed only for a stack with TLS.
+    pub nginx_image: Option<&'a str>,
+    /// The hub's view, resolved as `cargo xtask up` resolves it and fitted to the engine.
+    pub view: &'a HubView,
 }
 
 impl Stack {
@@ -108,8 +126,28 @@ impl Stack {
     /// waits until the hub is healthy. `artifacts` receives the stack's env file. With `tls`, nginx stands in
     /// front (stack/docker-compose.tls.yml) and the proxy's port is closed.
     pub async fn start_with(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path, tls: Option<Front>) -> Result<Stack> {
+        // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
+        // test expects.
+        let mut view = HubView::resolve(&setup.catalog, &setup.lock, &setup.image_ids)?;
+        let info = setup.docker.info().await?;
+        view.fit_to_engine(info.ncpu.unwrap_or_default() as f64, info.mem_total.unwrap_or_default().max(0) as u64);
+        let source = Source {
+            project_prefix: "jhubtest",
+            compose_cli: &setup.compose_cli,
+            compose_file: &setup.compose_file,
+            hub_image: setup.hub_image(),
+            nginx_image: setup.lock.keyed_tag("nginx"),
+            view: &view,
+        };
+        Stack::start_from(&source, settings, artifacts, tls).await
+    }
+
+    /// Starts a stack from `source` with the contract's isolation variables plus `settings`, and waits
+    /// until the hub is healthy. `artifacts` receives the stack's view and env file (mode 600: it may hold
+    /// the admin's password).
+    pub async fn start_from(source: &Source<'_>, settings: &[(&str, &str)], artifacts: &Path, tls: Option<Front>) -> Result<Stack> {
         let number = STACKS.fetch_add(1, Ordering::SeqCst);
-        let project = format!("jhubtest{}{number}", std::process::id());
+        let project = format!("{}{}{number}", source.project_prefix, std::process::id());
         let port = free_port()?;
         let network = format!("{project}-net");
         let volume_prefix = format!("{project}-user-");
@@ -117,11 +155,11 @@ impl Stack {
             ("JHUB_STACK_NAME".into(), project.clone()),
             ("JHUB_NETWORK".into(), network.clone()),
             ("JHUB_USER_VOLUME_PREFIX".into(), volume_prefix.clone()),
-            ("JHUB_HUB_IMAGE".into(), setup.hub_image().to_string()),
+            ("JHUB_HUB_IMAGE".into(), source.hub_image.to_string()),
             ("JHUB_HTTP_PORT".into(), port.to_string()),
         ];
         if let Some(front) = &tls {
-            let nginx = setup.lock.keyed_tag("nginx").context("images.lock has no nginx image")?;
+            let nginx = source.nginx_image.context("images.lock has no nginx image")?;
             env.retain(|(key, _)| key != "JHUB_HTTP_PORT");
             env.extend([
                 ("JHUB_NGINX_IMAGE".into(), nginx.to_string()),
@@ -136,22 +174,17 @@ impl Stack {
             }
         }
         env.extend(settings.iter().map(|(key, value)| (key.to_string(), value.to_string())));
-        // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
-        // test expects.
         let view_file = artifacts.join("hub-view.json");
-        let mut view = HubView::resolve(&setup.catalog, &setup.lock, &setup.image_ids)?;
-        let info = setup.docker.info().await?;
-        view.fit_to_engine(info.ncpu.unwrap_or_default() as f64, info.mem_total.unwrap_or_default().max(0) as u64);
-        view.write_atomically(&view_file)?;
+        source.view.write_atomically(&view_file)?;
         env.push(("JHUB_HUB_VIEW".into(), view_file.to_string_lossy().into_owned()));
         // Compose reads stack/.env unless told otherwise; the test's own env file replaces it and also
         // records what the stack got.
         let env_file = artifacts.join("stack.env");
         let text: String = env.iter().map(|(key, value)| format!("{key}={value}\n")).collect();
         check_settings(&text, &env, &env_file.display().to_string())?;
-        std::fs::write(&env_file, text).with_context(|| format!("cannot write {}", env_file.display()))?;
-        let mut compose = Compose::new(setup.compose_cli.clone(), &setup.compose_file, &project);
-        let overlay = setup.compose_file.with_file_name("docker-compose.tls.yml");
+        jhub_docker::write_atomically(&env_file, text.as_bytes(), 0o600).with_context(|| format!("cannot write {}", env_file.display()))?;
+        let mut compose = Compose::new(source.compose_cli.to_vec(), source.compose_file, &project);
+        let overlay = source.compose_file.with_file_name("docker-compose.tls.yml");
         if tls.is_some() {
             compose = compose.with_overlay(&overlay);
         }
@@ -161,15 +194,56 @@ impl Stack {
         let overlay_args = if tls.is_some() { format!(" -f {}", overlay.display()) } else { String::new() };
         let down_command = format!(
             "{} -f {}{overlay_args} -p {project} --env-file {} down -v",
-            setup.compose_cli.join(" "),
-            setup.compose_file.display(),
+            source.compose_cli.join(" "),
+            source.compose_file.display(),
             env_file.display()
         );
         let keep = truthy("JHUB_ACCEPTANCE_KEEP");
         // The guard exists before `up`, so a failed start is cleaned up too.
-        let stack = Stack { project, port, network, volume_prefix, tls, compose, env, env_file, down_command, keep };
+        let stack = Stack {
+            project,
+            port,
+            network,
+            volume_prefix,
+            tls,
+            compose,
+            env,
+            env_file,
+            down_command,
+            keep,
+            removed: AtomicBool::new(false),
+        };
         stack.wait_healthy().await?;
         Ok(stack)
+    }
+
+    /// Holds a stack that something else starts from `env_file` (`cargo xtask up` in a scratch checkout,
+    /// whose compose file is `compose_file`): nothing is started here, and from now on it is removed like
+    /// the harness's own stacks (on drop, after a failed start too). `env` is what that starter passes
+    /// compose besides the file (the hub image and view), which `down` needs as well.
+    pub fn adopt(compose_file: &Path, env_file: &Path, env: &[(&str, &str)]) -> Result<Stack> {
+        let settings = Settings::load(env_file)?;
+        let project = settings.stack_name.clone();
+        let compose_cli = jhub_docker::compose::detect_cli().map_err(|err| anyhow::anyhow!("{}\nhint: {}", err.message, err.hint))?;
+        let mut compose = Compose::new(compose_cli.clone(), compose_file, &project);
+        for (key, value) in env {
+            compose = compose.with_env(key, value);
+        }
+        let down_command =
+            format!("{} -f {} -p {project} --env-file {} down -v", compose_cli.join(" "), compose_file.display(), env_file.display());
+        Ok(Stack {
+            port: settings.http_port()?,
+            network: settings.get("JHUB_NETWORK", "jupyterhub-net"),
+            volume_prefix: settings.user_volume_prefix.clone(),
+            project,
+            tls: None,
+            compose,
+            env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+            env_file: env_file.to_path_buf(),
+            down_command,
+            keep: truthy("JHUB_ACCEPTANCE_KEEP"),
+            removed: AtomicBool::new(false),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -274,50 +348,44 @@ impl Stack {
     }
 
     fn teardown(&self) {
-        // User containers first: compose does not know them, and they hold the network and the volumes.
+        // The hub first: it would restart (or respawn) what is being removed.
+        let _ = self.compose(&["stop", "-t", "5", "hub"]);
+        // User containers next: compose does not know them, and they hold the network and the volumes.
         let label = format!("label=io.jhub-docker.stack={}", self.project);
-        let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
+        let containers = cli_lines(&["ps", "-aq", "--filter", &label]);
         if !containers.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(containers.iter().map(String::as_str));
-            docker_quiet(&args);
+            cli_quiet(&args);
         }
         if let Err(err) = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]) {
             progress!("stack {}: cleanup: {err:#}", self.project);
         }
-        let mut volumes: Vec<String> = docker_lines(&["volume", "ls", "-q", "--filter", &format!("name={}", self.volume_prefix)])
+        let mut volumes: Vec<String> = cli_lines(&["volume", "ls", "-q", "--filter", &format!("name={}", self.volume_prefix)])
             .into_iter()
             .filter(|name| name.starts_with(&self.volume_prefix))
             .collect();
         // Archives of deleted users carry the stack's label, not the user-volume prefix.
-        volumes.extend(docker_lines(&["volume", "ls", "-q", "--filter", &label]));
+        volumes.extend(cli_lines(&["volume", "ls", "-q", "--filter", &label]));
         if !volumes.is_empty() {
             let mut args = vec!["volume", "rm", "-f"];
             args.extend(volumes.iter().map(String::as_str));
-            docker_quiet(&args);
+            cli_quiet(&args);
         }
-        if !docker_lines(&["network", "ls", "-q", "--filter", &format!("name=^{}$", self.network)]).is_empty() {
-            docker_quiet(&["network", "rm", &self.network]);
+        if !cli_lines(&["network", "ls", "-q", "--filter", &format!("name=^{}$", self.network)]).is_empty() {
+            cli_quiet(&["network", "rm", &self.network]);
         }
     }
 }
 
-fn docker_lines(args: &[&str]) -> Vec<String> {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).filter(|line| !line.is_empty()).collect())
-        .unwrap_or_default()
-}
-
-fn docker_quiet(args: &[&str]) {
-    let _ = Command::new("docker").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
+impl Stack {
+    /// Removes the stack now (user containers, `down -v`, its volumes and network), or with
+    /// `JHUB_ACCEPTANCE_KEEP=1` says how to; only the first call (or the drop) does anything. For a
+    /// program that must know the stack is gone at a point of its own, whoever still holds it.
+    pub fn remove(&self) {
+        if self.removed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if self.keep {
             progress!(
                 "stack {project} kept (JHUB_ACCEPTANCE_KEEP=1): {url}\n  remove it with: \
@@ -333,6 +401,12 @@ impl Drop for Stack {
         let started = Instant::now();
         self.teardown();
         progress!("stack {}: removed in {:.1} s", self.project, started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
