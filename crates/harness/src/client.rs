@@ -1,6 +1,8 @@
 //! The hub as a script sees it, without a browser: NativeAuthenticator's signup and login forms (the `_xsrf`
-//! token read from the form, as tornado checks it), API tokens, the REST spawn and stop, the single-user
-//! server's contents API, and a kernel driven over its websocket.
+//! token read from the form, as tornado checks it), pages opened as a browser opens them (redirects
+//! followed, the OAuth handshake of a user's server included), requests authenticated as a browser's (the
+//! session's cookies, the `_xsrf` cookie as `X-XSRFToken`) or with an API token, the REST spawn and stop,
+//! the single-user server's contents API, and a kernel driven over its websocket.
 
 use std::time::Duration;
 
@@ -32,15 +34,65 @@ fn xsrf_of(page: &str) -> Option<String> {
     Some(value[..value.find('"')?].to_string())
 }
 
+/// A page as a browser ends up with it: the status and path where the redirects ended, and the body.
+pub struct Page {
+    pub status: StatusCode,
+    pub path: String,
+    pub body: String,
+}
+
+/// How many redirects `Session::open` follows, as browsers bound them.
+const MAX_REDIRECTS: usize = 10;
+
 impl Session {
     pub fn new(stack: &impl HubAddress, user: &str) -> Result<Session> {
+        Session::at(&stack.url(""), user, Duration::from_secs(60))
+    }
+
+    /// A session of `user` with the hub at `base` (its origin), whose every request may take `timeout`
+    /// (a spawn's progress stream lasts as long as the spawn).
+    pub fn at(base: &str, user: &str, timeout: Duration) -> Result<Session> {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-        let http = reqwest::Client::builder()
-            .cookie_provider(jar.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Session { user: user.to_string(), http, jar, base: stack.url("") })
+        let http =
+            reqwest::Client::builder().cookie_provider(jar.clone()).redirect(reqwest::redirect::Policy::none()).timeout(timeout).build()?;
+        Ok(Session { user: user.to_string(), http, jar, base: base.to_string() })
+    }
+
+    /// A request as the hub's pages' JavaScript makes it: the session's cookies, and the value of the
+    /// `_xsrf` cookie for `path` (the hub's under `/hub/`, a user server's under `/user/<u>/`) as
+    /// `X-XSRFToken`. Redirects are not followed.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = self.xsrf_cookie(path) {
+            request = request.header("X-XSRFToken", token);
+        }
+        request
+    }
+
+    /// GETs `path` (or an absolute URL) as a browser does, following redirects with the session's cookies.
+    pub async fn open(&self, path: &str) -> Result<Page> {
+        let mut url = reqwest::Url::parse(&self.base)?.join(path)?;
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self.http.get(url.clone()).send().await.with_context(|| format!("GET {}", url.path()))?;
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|value| value.to_str().ok());
+            match location {
+                Some(location) if response.status().is_redirection() => url = url.join(location)?,
+                _ => {
+                    let status = response.status();
+                    return Ok(Page { status, path: url.path().to_string(), body: response.text().await? });
+                }
+            }
+        }
+        bail!("GET {path}: more than {MAX_REDIRECTS} redirects")
+    }
+
+    /// Posts a form of the page `form_page` to `action` with `fields` and the page's `_xsrf`, as a browser
+    /// submits it; the answer is returned as it is (redirects not followed).
+    pub async fn post_form(&self, form_page: &str, action: &str, fields: &[(&str, &str)]) -> Result<reqwest::Response> {
+        let xsrf = self.form_token(form_page).await?;
+        let mut form = fields.to_vec();
+        form.push(("_xsrf", xsrf.as_str()));
+        self.http.post(format!("{}{action}", self.base)).form(&form).send().await.with_context(|| format!("POST {action}"))
     }
 
     /// The form's `_xsrf` input, or else the `_xsrf` cookie the page set (tornado accepts either value).
@@ -62,16 +114,7 @@ impl Session {
     /// Posts the signup form; returns the page's alert class (`alert-success`, `alert-info` for "sent to
     /// the admin", `alert-danger`) or an error when no page came back.
     pub async fn sign_up(&self, password: &str) -> Result<String> {
-        let xsrf = self.form_token("/hub/signup").await?;
-        let form = [
-            ("username", self.user.as_str()),
-            ("signup_password", password),
-            ("signup_password_confirmation", password),
-            ("_xsrf", xsrf.as_str()),
-        ];
-        let response = self.http.post(format!("{}/hub/signup", self.base)).form(&form).send().await?;
-        let status = response.status();
-        let page = response.text().await?;
+        let (status, page) = self.post_signup(password).await?;
         ensure!(status == StatusCode::OK, "signup of {} answered {status}", self.user);
         for class in ["alert-success", "alert-info", "alert-danger", "alert-warning"] {
             if page.contains(class) {
@@ -81,17 +124,31 @@ impl Session {
         bail!("signup of {} answered a page without an alert", self.user)
     }
 
+    /// Posts NativeAuthenticator's signup form (from the signup page, with its `_xsrf`); returns the status
+    /// and the page that came back.
+    pub async fn post_signup(&self, password: &str) -> Result<(StatusCode, String)> {
+        let form = [("username", self.user.as_str()), ("signup_password", password), ("signup_password_confirmation", password)];
+        let response = self.post_form("/hub/signup", "/hub/signup", &form).await?;
+        let status = response.status();
+        Ok((status, response.text().await?))
+    }
+
     /// Posts the login form: `Ok(None)` when the hub let the person in (a redirect away from the login
     /// page), `Ok(Some(page text))` when it showed the login page again.
     pub async fn log_in(&self, password: &str) -> Result<Option<String>> {
-        let xsrf = self.form_token("/hub/login").await?;
-        let form = [("username", self.user.as_str()), ("password", password), ("_xsrf", xsrf.as_str())];
-        let response = self.http.post(format!("{}/hub/login?next=%2Fhub%2Fhome", self.base)).form(&form).send().await?;
+        Ok(self.log_in_at("/hub/login?next=%2Fhub%2Fhome", password).await?.err())
+    }
+
+    /// Posts the login form to `action` (`/hub/login`, with a `next` or without): `Ok(Ok(location))` when
+    /// the hub let the person in (a redirect away from the login page, to `location`), `Ok(Err(error))`
+    /// with the page's login error when it showed the login page again.
+    pub async fn log_in_at(&self, action: &str, password: &str) -> Result<Result<String, String>> {
+        let response = self.post_form("/hub/login", action, &[("username", self.user.as_str()), ("password", password)]).await?;
         let status = response.status();
         let location = response.headers().get("location").and_then(|value| value.to_str().ok()).unwrap_or_default().to_string();
         let page = response.text().await?;
         if status.is_redirection() && !location.contains("/hub/login") {
-            return Ok(None);
+            return Ok(Ok(location));
         }
         let error = page
             .split("login_error")
@@ -99,7 +156,7 @@ impl Session {
             .and_then(|rest| rest.split_once('>'))
             .map(|(_, text)| text.split('<').next().unwrap_or_default().trim().to_string())
             .unwrap_or_else(|| format!("status {status}, no login error shown"));
-        Ok(Some(error))
+        Ok(Err(error))
     }
 
     pub async fn must_log_in(&self, password: &str) -> Result<()> {
@@ -132,8 +189,7 @@ impl Session {
     /// NativeAuthenticator's authorization toggle, as the admin's Authorize button posts it from
     /// `/hub/authorize` (with the page's `_xsrf`).
     pub async fn authorize(&self, user: &str) -> Result<()> {
-        let xsrf = self.form_token("/hub/authorize").await?;
-        let response = self.http.post(format!("{}/hub/authorize/{user}", self.base)).form(&[("_xsrf", xsrf.as_str())]).send().await?;
+        let response = self.post_form("/hub/authorize", &format!("/hub/authorize/{user}"), &[]).await?;
         ensure!(
             response.status().is_redirection() || response.status() == StatusCode::OK,
             "authorizing {user} answered {}",
@@ -148,6 +204,26 @@ impl Session {
         let status = response.status();
         ensure!(status == StatusCode::OK, "GET {path} as {} answered {status}", self.user);
         Ok(response.text().await?)
+    }
+
+    /// Connects to the channels websocket of `user`'s kernel `kernel_id` as the browser's Lab does: with the
+    /// session's cookies, the `_xsrf` cookie as `X-XSRFToken` and the hub's origin.
+    pub async fn connect_kernel(&self, user: &str, kernel_id: &str) -> Result<Kernel> {
+        let path = format!("/user/{user}/api/kernels/{kernel_id}/channels");
+        let mut request = websocket_url(&self.base, &path).into_client_request()?;
+        let cookies = format!("{}{path}", self.base).parse().ok().and_then(|url| {
+            use reqwest::cookie::CookieStore;
+            self.jar.cookies(&url)
+        });
+        let headers = request.headers_mut();
+        if let Some(cookies) = cookies {
+            headers.insert("Cookie", cookies);
+        }
+        if let Some(token) = self.xsrf_cookie(&path) {
+            headers.insert("X-XSRFToken", token.parse()?);
+        }
+        headers.insert("Origin", self.base.parse()?);
+        Kernel::connect(request, &self.user).await
     }
 
     /// A plain GET of the session (for a header-carrying probe), returning the status.
@@ -274,12 +350,15 @@ impl Api {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let id = body["id"].as_str().ok_or_else(|| anyhow!("starting a kernel for {user} answered {status}: {body}"))?.to_string();
-        let url = format!("{}/user/{user}/api/kernels/{id}/channels", self.base.replacen("http://", "ws://", 1));
-        let mut request = url.as_str().into_client_request()?;
+        let mut request = websocket_url(&self.base, &format!("/user/{user}/api/kernels/{id}/channels")).into_client_request()?;
         request.headers_mut().insert("Authorization", format!("token {}", self.token).parse()?);
-        let (socket, _) = tokio_tungstenite::connect_async(request).await.with_context(|| format!("websocket {url}"))?;
-        Ok(Kernel { socket, session: format!("resilience-{}", std::process::id()), counter: 0 })
+        Kernel::connect(request, "resilience").await
     }
+}
+
+/// The websocket URL of `path` on the hub at `base` (plain ws:// on 127.0.0.1: the harness has no TLS).
+fn websocket_url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.replacen("http://", "ws://", 1))
 }
 
 /// Standard base64 (the contents API's `format: base64`).
@@ -310,12 +389,22 @@ pub struct Kernel {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub stdout: String,
+    /// The cell's value as text (`execute_result`'s `text/plain`), when it had one.
+    pub result: Option<String>,
     pub error: Option<String>,
     /// The kernel died or restarted while the cell ran (status `dead`/`restarting`, or the reply never came).
     pub kernel_lost: bool,
 }
 
 impl Kernel {
+    /// Opens the kernel's channels websocket with `request` (its URL and authentication); `who` starts the
+    /// session's name, which the kernel only compares.
+    async fn connect(request: tokio_tungstenite::tungstenite::handshake::client::Request, who: &str) -> Result<Kernel> {
+        let url = request.uri().to_string();
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.with_context(|| format!("websocket {url}"))?;
+        Ok(Kernel { socket, session: format!("{who}-{}-{}", std::process::id(), crate::cases::random_hex()), counter: 0 })
+    }
+
     /// Sends an execute request for `code`; returns its message id.
     pub async fn submit(&mut self, code: &str) -> Result<String> {
         self.counter += 1;
@@ -349,7 +438,12 @@ impl Kernel {
                 }
                 match msg_type {
                     "stream" => outcome.stdout.push_str(value["content"]["text"].as_str().unwrap_or_default()),
-                    "error" => outcome.error = Some(format!("{}: {}", value["content"]["ename"], value["content"]["evalue"])),
+                    "execute_result" => outcome.result = value["content"]["data"]["text/plain"].as_str().map(str::to_string),
+                    "error" => {
+                        let content = &value["content"];
+                        let text = |key: &str| content[key].as_str().unwrap_or("?").to_string();
+                        outcome.error = Some(format!("{}: {}", text("ename"), text("evalue")));
+                    }
                     "status" if value["content"]["execution_state"] == "idle" => return Ok(()),
                     _ => {}
                 }
