@@ -11,7 +11,7 @@ mod users;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -22,7 +22,6 @@ use jhub_docker::lock::Lock;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::report::{Failure, Machine, Run, Sample};
-use self::stack::BenchStack;
 use self::users::{User, WaitMode};
 use crate::engine;
 use crate::ui::{self, ProgressBar, UserError};
@@ -150,10 +149,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// What a scenario needs: the engine, the stack, how users wait, and where samples and failures go.
 struct Bench {
     docker: Docker,
-    /// The bench stack of its own (none on the test cluster).
-    stack: Option<Arc<BenchStack>>,
-    /// Where users reach the hub: the bench stack's URL, or the test cluster's.
-    url: String,
+    /// The bench stack of its own once it is healthy (none on the test cluster).
+    stack: OnceLock<jhub_harness::stack::Stack>,
     /// On the test cluster: its engines, and how many servers landed on each node.
     swarm: Option<swarm::SwarmSide>,
     /// Before every user's name: the cluster's hub outlives a run, so each run's users are new there.
@@ -298,20 +295,13 @@ fn run_pass(
     let docker = docker.clone();
     let on_swarm = swarm.is_some();
     let mut settings = pass.settings.clone();
-    let stack = if on_swarm { None } else { Some(Arc::new(BenchStack::prepare(hub_image, view)?)) };
-    let url = match (&swarm, &stack) {
-        (Some(side), _) => side.url.clone(),
-        (None, Some(stack)) => stack.url(""),
-        (None, None) => unreachable!("a pass without the cluster has a stack"),
-    };
     let total = match options.scenario {
         Scenario::Spawn => (images.len() * cycles) as u64,
         _ => users as u64,
     };
     let bench = Arc::new(Bench {
         docker: docker.clone(),
-        stack: stack.clone(),
-        url,
+        stack: OnceLock::new(),
         user_prefix: swarm.as_ref().map(|side| side.user_prefix.clone()).unwrap_or_default(),
         swarm,
         mode,
@@ -326,8 +316,10 @@ fn run_pass(
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let scenario = async {
-            if let Some(stack) = &stack {
-                stack.start().await?;
+            if !on_swarm {
+                // A start that fails or is interrupted removes what it started.
+                let started = stack::start(hub_image, view).await?;
+                bench.stack.set(started).map_err(|_| anyhow::anyhow!("the bench stack was started twice"))?;
             }
             *bench.started.lock().expect("no poisoned lock") = Instant::now();
             bench.tracker.reset();
@@ -346,8 +338,8 @@ fn run_pass(
     });
     bench.tracker.bar.finish_and_clear();
     let wall_seconds = bench.at();
-    if let Some(stack) = &stack {
-        runtime.block_on(stack.remove(&docker));
+    if let Some(stack) = bench.stack.get() {
+        stack::remove(stack);
     }
     outcome?;
     if let Some(side) = &bench.swarm {
@@ -407,6 +399,15 @@ fn git_commit(root: &Path) -> (String, bool) {
 }
 
 impl Bench {
+    /// Where users reach the hub: the test cluster's URL, or the bench stack's.
+    fn url(&self) -> String {
+        match (&self.swarm, self.stack.get()) {
+            (Some(side), _) => side.url.clone(),
+            (None, Some(stack)) => stack.url(""),
+            (None, None) => unreachable!("users start once the bench stack is healthy"),
+        }
+    }
+
     fn at(&self) -> f64 {
         self.started.lock().expect("no poisoned lock").elapsed().as_secs_f64()
     }
@@ -441,7 +442,7 @@ impl Bench {
     }
 
     fn new_user(&self, name: &str) -> anyhow::Result<User> {
-        User::new(&self.url, &format!("{}{name}", self.user_prefix))
+        User::new(&self.url(), &format!("{}{name}", self.user_prefix))
     }
 
     /// From a running server to its stop: for a JupyterLab image, Lab and a kernel running `5 * 4`; for an
@@ -525,8 +526,8 @@ async fn user_cpu_seconds(bench: &Bench, user: &str) -> anyhow::Result<f64> {
         let (node, id) = swarm.user_container(user).await?;
         return Ok(container_usage(&node, &id).await?.cpu_ns as f64 / 1e9);
     }
-    let stack = bench.stack.as_ref().ok_or_else(|| anyhow::anyhow!("no bench stack"))?;
-    let id = stack.user_container(&bench.docker, user).await?;
+    let stack = bench.stack.get().ok_or_else(|| anyhow::anyhow!("no bench stack"))?;
+    let id = stack::user_container(stack, &bench.docker, user).await?;
     Ok(container_usage(&bench.docker, &id).await?.cpu_ns as f64 / 1e9)
 }
 
@@ -619,9 +620,9 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
     }
     ui::note(&format!("idle: {} of {count} servers running; waiting for the hub to settle", running.len()));
 
-    let stack = bench.stack.as_ref().ok_or_else(|| anyhow::anyhow!("idle runs on a bench stack of its own"))?;
-    let hub = stack.service_container(&bench.docker, "hub").await?;
-    let proxy = stack.service_container(&bench.docker, "proxy").await?;
+    let stack = bench.stack.get().ok_or_else(|| anyhow::anyhow!("idle runs on a bench stack of its own"))?;
+    let hub = stack::service_container(stack, &bench.docker, "hub").await?;
+    let proxy = stack::service_container(stack, &bench.docker, "proxy").await?;
     let settling = Instant::now();
     loop {
         let before = container_usage(&bench.docker, &hub).await?;
@@ -634,7 +635,7 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
     bench.sample("stack", "settle", "s", settling.elapsed().as_secs_f64(), "");
     ui::note(&format!("idle: measuring over {} s", IDLE_WINDOW.as_secs()));
 
-    let servers = stack.user_containers(&bench.docker).await?;
+    let servers = stack::user_containers(stack, &bench.docker).await?;
     let mut before = BTreeMap::new();
     for id in [&hub, &proxy].into_iter().chain(&servers) {
         before.insert(id.clone(), container_usage(&bench.docker, id).await?);

@@ -1,22 +1,19 @@
-//! A simulated user of the hub, as a browser would be one: its own cookie jar, NativeAuthenticator's signup
-//! and login forms, the REST spawn API, the spawn's progress event stream (or, in `--poll` mode, the user
-//! model every 0.2 s), Lab through the hub's OAuth handshake, a kernel started through the server's REST
-//! API and `5 * 4` run over the kernel websocket (Jupyter message protocol v5, JSON), and the stop.
+//! A simulated user of the hub, as a browser would be one, on the harness's hub client
+//! (`jhub_harness::client::Session`: its own cookie jar, NativeAuthenticator's signup and login forms,
+//! pages opened with redirects followed, a kernel's websocket): the REST spawn API, the spawn's progress
+//! event stream (or, in `--poll` mode, the user model every 0.2 s), Lab through the hub's OAuth handshake,
+//! a kernel started through the server's REST API and `5 * 4` run over its websocket, and the stop. Each
+//! phase's failure is one line naming the request, with the user's name as `<u>`.
 //!
 //! Requests authenticate as the browser does, with the session cookies and the `_xsrf` cookie's value in
 //! `X-XSRFToken`, not with an API token: the OAuth handshake Lab's first load triggers, and the cookie
 //! checks on every request, are load the hub carries for real users.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use reqwest::cookie::{CookieStore, Jar};
+use jhub_harness::client::Session;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The longest any single request may take (a spawn request blocks up to the hub's slow_spawn_timeout).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -38,9 +35,7 @@ pub enum WaitMode {
 pub struct User {
     pub name: String,
     password: String,
-    base: String,
-    http: reqwest::Client,
-    jar: Arc<Jar>,
+    session: Session,
 }
 
 /// The state of the user's default server in the hub's user model.
@@ -49,14 +44,6 @@ enum ServerState {
     Ready,
     Pending(String),
     Absent,
-}
-
-static MESSAGES: AtomicU64 = AtomicU64::new(0);
-
-/// A message or session id, unique within this run (the kernel only compares them).
-fn unique_id(kind: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-    format!("{kind}-{}-{nanos:x}-{}", std::process::id(), MESSAGES.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The first 200 characters of a response body's `message` (JSON errors) or of the body itself.
@@ -88,53 +75,26 @@ fn danger_alert(page: &str) -> Option<String> {
 
 impl User {
     pub fn new(base: &str, name: &str) -> anyhow::Result<User> {
-        let jar = Arc::new(Jar::default());
-        let http = reqwest::Client::builder().cookie_provider(jar.clone()).timeout(REQUEST_TIMEOUT).build()?;
-        Ok(User { name: name.to_string(), password: format!("{name}-bench-pw-1"), base: base.to_string(), http, jar })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The value of the `_xsrf` cookie the jar would send to `path` (the hub's under `/hub/`, the user
-    /// server's under `/user/<u>/`).
-    fn xsrf(&self, path: &str) -> Option<String> {
-        let url = self.url(path).parse().ok()?;
-        let header = self.jar.cookies(&url)?;
-        let cookies = header.to_str().ok()?.to_string();
-        cookies.split("; ").find_map(|pair| pair.strip_prefix("_xsrf=")).map(str::to_string)
+        Ok(User { name: name.to_string(), password: format!("{name}-bench-pw-1"), session: Session::at(base, name, REQUEST_TIMEOUT)? })
     }
 
     /// A request from the logged-in browser: cookies from the jar, `X-XSRFToken` from the `_xsrf` cookie
     /// for that path.
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, self.url(path));
-        if let Some(token) = self.xsrf(path) {
-            request = request.header("X-XSRFToken", token);
-        }
-        request
+        self.session.request(method, path)
     }
 
-    async fn send(&self, what: &str, request: reqwest::RequestBuilder) -> Result<(StatusCode, String, String), String> {
+    /// Sends `request` (which `what` names in errors): its status and body.
+    async fn send(&self, what: &str, request: reqwest::RequestBuilder) -> Result<(StatusCode, String), String> {
         let response = request.send().await.map_err(|err| format!("{what}: {}", request_error(&err)))?;
         let status = response.status();
-        let final_path = response.url().path().to_string();
         let body = response.text().await.map_err(|err| format!("{what}: reading the body: {}", request_error(&err)))?;
-        Ok((status, final_path, body))
+        Ok((status, body))
     }
 
     /// Opens the signup page (which sets `_xsrf`) and posts NativeAuthenticator's signup form.
     pub async fn sign_up(&self) -> Result<(), String> {
-        self.send("GET /hub/signup", self.http.get(self.url("/hub/signup"))).await?;
-        let xsrf = self.xsrf("/hub/signup").ok_or("GET /hub/signup set no _xsrf cookie")?;
-        let form = [
-            ("username", self.name.as_str()),
-            ("signup_password", self.password.as_str()),
-            ("signup_password_confirmation", self.password.as_str()),
-            ("_xsrf", xsrf.as_str()),
-        ];
-        let (status, _, page) = self.send("POST /hub/signup", self.http.post(self.url("/hub/signup")).form(&form)).await?;
+        let (status, page) = self.session.post_signup(&self.password).await.map_err(|err| format!("POST /hub/signup: {}", short(&err)))?;
         if !status.is_success() {
             return Err(format!("POST /hub/signup: HTTP {}", status.as_u16()));
         }
@@ -147,16 +107,13 @@ impl User {
     /// Opens the login page and posts the login form; following the redirect, the user lands where the
     /// hub sends a browser (the spawn form).
     pub async fn log_in(&self) -> Result<(), String> {
-        self.send("GET /hub/login", self.http.get(self.url("/hub/login"))).await?;
-        let xsrf = self.xsrf("/hub/login").ok_or("GET /hub/login set no _xsrf cookie")?;
-        let form = [("username", self.name.as_str()), ("password", self.password.as_str()), ("_xsrf", xsrf.as_str())];
-        let (status, landed, page) = self.send("POST /hub/login", self.http.post(self.url("/hub/login")).form(&form)).await?;
-        if landed.starts_with("/hub/login") {
-            let error = page.split("login_error").nth(1).and_then(|rest| rest.split('>').nth(1)).and_then(|text| text.split('<').next());
-            return Err(format!("POST /hub/login: refused ({})", error.map(str::trim).filter(|e| !e.is_empty()).unwrap_or("no message")));
-        }
-        if !status.is_success() {
-            return Err(format!("POST /hub/login: landed on {landed} with HTTP {}", status.as_u16()));
+        let login =
+            self.session.log_in_at("/hub/login", &self.password).await.map_err(|err| format!("POST /hub/login: {}", short(&err)))?;
+        let location =
+            login.map_err(|error| format!("POST /hub/login: refused ({})", if error.is_empty() { "no message" } else { &error }))?;
+        let landed = self.session.open(&location).await.map_err(|err| format!("POST /hub/login: {}", short(&err)))?;
+        if !landed.status.is_success() {
+            return Err(format!("POST /hub/login: landed on {} with HTTP {}", landed.path, landed.status.as_u16()));
         }
         Ok(())
     }
@@ -165,7 +122,7 @@ impl User {
     /// `Ok(false)` when it is still starting (202).
     async fn request_spawn(&self, image: &str) -> Result<bool, String> {
         let path = format!("/hub/api/users/{}/server", self.name);
-        let (status, _, body) =
+        let (status, body) =
             self.send("POST /hub/api/users/<u>/server", self.request(Method::POST, &path).json(&json!({ "image": image }))).await?;
         match status {
             StatusCode::CREATED => Ok(true),
@@ -176,7 +133,7 @@ impl User {
 
     async fn server_state(&self) -> Result<ServerState, String> {
         let path = format!("/hub/api/users/{}", self.name);
-        let (status, _, body) = self.send("GET /hub/api/users/<u>", self.request(Method::GET, &path)).await?;
+        let (status, body) = self.send("GET /hub/api/users/<u>", self.request(Method::GET, &path)).await?;
         if status != StatusCode::OK {
             return Err(format!("GET /hub/api/users/<u>: HTTP {}: {}", status.as_u16(), body_message(&body)));
         }
@@ -287,9 +244,10 @@ impl User {
     async fn open_page(&self, path: &str, under: &str) -> Result<(), String> {
         let url_path = format!("/user/{}{path}", self.name);
         let what = format!("GET /user/<u>{path}");
-        let (status, landed, body) = self.send(&what, self.http.get(self.url(&url_path))).await?;
-        if status != StatusCode::OK || !landed.starts_with(&format!("/user/{}{under}", self.name)) {
-            return Err(format!("{what}: HTTP {} at {}: {}", status.as_u16(), landed.replace(&self.name, "<u>"), body_message(&body)));
+        let page = self.session.open(&url_path).await.map_err(|err| format!("{what}: {}", short(&err)))?;
+        if page.status != StatusCode::OK || !page.path.starts_with(&format!("/user/{}{under}", self.name)) {
+            let landed = page.path.replace(&self.name, "<u>");
+            return Err(format!("{what}: HTTP {} at {landed}: {}", page.status.as_u16(), body_message(&page.body)));
         }
         Ok(())
     }
@@ -298,14 +256,25 @@ impl User {
     /// result is `20`.
     pub async fn run_kernel(&self) -> Result<(), String> {
         let kernels = format!("/user/{}/api/kernels", self.name);
-        let (status, _, body) = self.send("POST /user/<u>/api/kernels", self.request(Method::POST, &kernels).json(&json!({}))).await?;
+        let (status, body) = self.send("POST /user/<u>/api/kernels", self.request(Method::POST, &kernels).json(&json!({}))).await?;
         if status != StatusCode::CREATED {
             return Err(format!("POST /user/<u>/api/kernels: HTTP {}: {}", status.as_u16(), body_message(&body)));
         }
         let kernel: Value = serde_json::from_str(&body).map_err(|err| format!("POST /user/<u>/api/kernels: not JSON: {err}"))?;
         let id = kernel["id"].as_str().ok_or("POST /user/<u>/api/kernels: no kernel id in the answer")?;
-        let result = tokio::time::timeout(PATIENCE, self.execute(id, "5 * 4")).await;
-        let result = result.unwrap_or_else(|_| Err(format!("kernel: no result after {} s", PATIENCE.as_secs())))?;
+        let what = "websocket /user/<u>/api/kernels/<id>/channels";
+        let mut kernel = self.session.connect_kernel(&self.name, id).await.map_err(|err| format!("{what}: {}", short(&err)))?;
+        let outcome = kernel.run("5 * 4", PATIENCE).await.map_err(|err| format!("{what}: {}", short(&err)))?;
+        if let Some(error) = outcome.error {
+            return Err(format!("kernel: {error}"));
+        }
+        let Some(result) = outcome.result else {
+            return Err(if outcome.kernel_lost {
+                format!("kernel: no result after {} s (or the kernel died)", PATIENCE.as_secs())
+            } else {
+                "kernel: `5 * 4` gave no result".to_string()
+            });
+        };
         // Python prints `20`; the R kernel (r-notebook's only one) `[1] 20`.
         if result != "20" && result != "[1] 20" {
             return Err(format!("kernel: `5 * 4` gave {result:?}"));
@@ -313,85 +282,11 @@ impl User {
         Ok(())
     }
 
-    /// Sends an execute_request on the kernel's shell channel and returns the text/plain of the
-    /// execute_result on iopub.
-    async fn execute(&self, kernel_id: &str, code: &str) -> Result<String, String> {
-        let session = unique_id("session");
-        let path = format!("/user/{}/api/kernels/{kernel_id}/channels", self.name);
-        let what = "websocket /user/<u>/api/kernels/<id>/channels";
-        let mut request = format!("ws://{}{path}?session_id={session}", self.base.trim_start_matches("http://"))
-            .into_client_request()
-            .map_err(|err| format!("{what}: {err}"))?;
-        let cookies = self.url(&path).parse().ok().and_then(|url| self.jar.cookies(&url));
-        let headers = request.headers_mut();
-        if let Some(cookies) = cookies {
-            headers.insert("Cookie", cookies);
-        }
-        if let Some(token) = self.xsrf(&path).and_then(|token| token.parse().ok()) {
-            headers.insert("X-XSRFToken", token);
-        }
-        if let Ok(origin) = self.base.parse() {
-            headers.insert("Origin", origin);
-        }
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|err| format!("{what}: {err}"))?;
-        let msg_id = unique_id("msg");
-        let execute = json!({
-            "header": {
-                "msg_id": msg_id,
-                "msg_type": "execute_request",
-                "username": self.name,
-                "session": session,
-                "version": "5.3",
-                "date": "",
-            },
-            "parent_header": {},
-            "metadata": {},
-            "content": {
-                "code": code,
-                "silent": false,
-                "store_history": true,
-                "user_expressions": {},
-                "allow_stdin": false,
-                "stop_on_error": true,
-            },
-            "channel": "shell",
-            "buffers": [],
-        });
-        socket.send(Message::text(execute.to_string())).await.map_err(|err| format!("{what}: sending: {err}"))?;
-        while let Some(message) = socket.next().await {
-            let message = message.map_err(|err| format!("{what}: {err}"))?;
-            let Message::Text(text) = message else { continue };
-            let Ok(reply) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-            if reply["parent_header"]["msg_id"].as_str() != Some(&msg_id) {
-                continue;
-            }
-            match (reply["channel"].as_str(), reply["header"]["msg_type"].as_str()) {
-                (Some("iopub"), Some("execute_result")) => {
-                    let _ = socket.close(None).await;
-                    return Ok(reply["content"]["data"]["text/plain"].as_str().unwrap_or_default().to_string());
-                }
-                (_, Some("error")) => {
-                    let content = &reply["content"];
-                    return Err(format!(
-                        "kernel: {}: {}",
-                        content["ename"].as_str().unwrap_or("?"),
-                        content["evalue"].as_str().unwrap_or("?")
-                    ));
-                }
-                (Some("shell"), Some("execute_reply")) if reply["content"]["status"] != json!("ok") => {
-                    return Err(format!("kernel: execute_reply status {}", reply["content"]["status"]));
-                }
-                _ => {}
-            }
-        }
-        Err(format!("{what}: closed before the result came"))
-    }
-
     /// `DELETE /hub/api/users/<u>/server`, then, if the hub answered 202, the user model every 0.2 s until
     /// the server is gone.
     pub async fn stop(&self) -> Result<(), String> {
         let path = format!("/hub/api/users/{}/server", self.name);
-        let (status, _, body) = self.send("DELETE /hub/api/users/<u>/server", self.request(Method::DELETE, &path)).await?;
+        let (status, body) = self.send("DELETE /hub/api/users/<u>/server", self.request(Method::DELETE, &path)).await?;
         match status {
             StatusCode::NO_CONTENT => return Ok(()),
             StatusCode::ACCEPTED => {}
@@ -420,6 +315,11 @@ fn request_error(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text.chars().take(200).collect()
+}
+
+/// An error of the harness's client as one line, with its causes, at most 200 characters.
+fn short(err: &anyhow::Error) -> String {
+    format!("{err:#}").chars().take(200).collect()
 }
 
 /// How long `work` took, and its outcome.
