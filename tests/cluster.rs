@@ -3,7 +3,8 @@
 //! VS Code and marimo through the proxy in headless Chromium; an image switch that keeps the user's file
 //! on the node holding the home; a hub restart with the servers alive; the admin stopping a server; a
 //! node killed while users run (the others keep working, the lost node's user is told so and gets the
-//! files back when the node returns); a home moved to another node; every container gone at the end.
+//! files back when the node returns); a home moved to another node; the TLS front door turned on (nginx on
+//! the hub's node, the key a swarm secret) with a running server kept; every container gone at the end.
 
 use std::time::Duration;
 
@@ -13,9 +14,12 @@ use jhub_docker::contract::{self, CLUSTER_NODE_PURPOSE, PURPOSE_LABEL, STACK_LAB
 use jhub_harness::artifacts::Artifacts;
 use jhub_harness::browser::{Browser, Chromedriver};
 use jhub_harness::client::{Api, Session};
-use jhub_harness::cluster::Cluster;
+use jhub_harness::cluster::{Cluster, TlsCluster};
+use jhub_harness::stack::HubAddress;
 use jhub_harness::steps::{Failure, display_name};
+use jhub_harness::tls::{self, Front};
 use jhub_harness::{apps, cases, docker, hub, lab, preflight, progress, wait};
+use sha2::Digest;
 
 /// How long the swarm may take to call a killed node down (its heartbeats stop; the default period is 5 s).
 const NODE_DOWN: Duration = Duration::from_secs(90);
@@ -32,7 +36,7 @@ async fn the_journey() -> Result<()> {
     let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
     let alice = driver.session("alice").await?;
     let admin = driver.session("admin").await?;
-    let result = journey(&setup, &cluster, &alice, &admin).await;
+    let result = journey(&setup, &cluster, &alice, &admin, &artifacts).await;
     if let Err(err) = &result {
         progress!("cluster journey failed: {err:#}");
         for (browser, name) in [(&alice, "alice"), (&admin, "admin")] {
@@ -81,7 +85,7 @@ async fn server_image_id(cluster: &Cluster, user: &str, hostname: &str) -> Resul
     container.image.context("the server's container names no image")
 }
 
-async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, admin: &Browser) -> Result<()> {
+async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, admin: &Browser, artifacts: &Artifacts) -> Result<()> {
     let workers = [contract::cluster_node_name(2), contract::cluster_node_name(3)];
 
     // Alice signs up in the browser and starts the full image; Lab, a kernel, VS Code and marimo work
@@ -187,6 +191,20 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     ensure!(cluster.server_node("alice").await? == alice_node, "alice's server did not go back to her home's node");
     ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file is not there after her node came back");
 
+    // Backup and restore across nodes: both homes (on two workers) and the hub's data are saved; the
+    // stack, its volumes on every node and the home pins are lost; a restore puts each home back on its
+    // node and pins it there, and after `up --swarm` both users' servers run where their files are.
+    backup_and_restore(cluster, artifacts, &[("alice", &alice_api, &alice_node), ("bob", &bob, &bob_node)], &kept).await?;
+
+    // Account rescue reaches the swarm's hub as it does one host's: `reset-password` through the manager.
+    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let (reset, output) =
+        cases::xtask(&["reset-password", "bob"], &[("DOCKER_HOST", manager_host.as_str()), ("JHUB_STACK_NAME", cluster.stack.as_str())])?;
+    ensure!(reset, "reset-password on the swarm failed:\n{output}");
+    let new_password =
+        output.lines().find_map(|line| line.strip_prefix("new password: ")).context("reset-password printed no new password")?;
+    Session::new(cluster, "bob")?.must_log_in(new_password.trim()).await?;
+
     // The admin moves alice's home to the other worker: the copy is checked, the next start runs there,
     // with the file.
     alice_api.stop("alice").await?;
@@ -209,7 +227,101 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     alice_api.spawn("alice", "minimal").await?;
     ensure!(cluster.server_node("alice").await? == bob_node, "alice's server does not run where her home moved");
     ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file did not move with her home");
+
+    // The admin turns the TLS front door on: the same stack deployed again with JHUB_TLS=files. nginx
+    // takes the hub node's ports (its port 80 only redirects), the certificate and key come as a swarm
+    // config and secret; alice's server, started before, still runs and answers through nginx.
+    tls_front_door(cluster, artifacts, &password, &kept).await
+}
+
+async fn backup_and_restore(cluster: &Cluster, artifacts: &Artifacts, users: &[(&str, &Api, &str)], kept: &[u8]) -> Result<()> {
+    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
+    let env_arg = env_file.to_string_lossy().into_owned();
+    let settings = jhub_docker::settings::Settings::load(&env_file)?;
+    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let docker_host = [("DOCKER_HOST", manager_host.as_str())];
+    let dir = artifacts.dir.join("swarm-backup");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let (saved, output) = cases::xtask(&["backup", &dir_arg, "--swarm", "--env-file", &env_arg], &docker_host)?;
+    ensure!(saved, "backup --swarm failed:\n{output}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+    for (user, _, node) in users {
+        let recorded = manifest["files"].as_array().into_iter().flatten().any(|file| file["user"] == *user && file["node"] == *node);
+        ensure!(recorded, "the backup's manifest does not record {user}'s home on {node}: {manifest}");
+    }
+    progress!("backup --swarm: {}", output.lines().rev().find(|line| line.starts_with("backed up")).unwrap_or("(no summary)"));
+
+    // The loss: the stack removed, every node's volumes of it deleted, the pins gone.
+    let (removed, output) = cases::xtask(&["down", "--swarm", "--env-file", &env_arg], &docker_host)?;
+    ensure!(removed, "down --swarm failed:\n{output}");
+    for index in 1..=cluster.nodes {
+        cluster.clear_stack_containers(index).await?;
+        let node = cluster.node(index).await?;
+        let volumes = node.list_volumes(None::<bollard::query_parameters::ListVolumesOptions>).await?.volumes.unwrap_or_default();
+        let ours = |name: &str| name == contract::data_volume_name(&cluster.stack) || name.starts_with(&settings.user_volume_prefix);
+        for volume in volumes.iter().filter(|volume| ours(&volume.name)) {
+            node.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await?;
+        }
+    }
+    for (user, _, _) in users {
+        cluster.unpin_home(user).await?;
+    }
+
+    let (restored, output) = cases::xtask(&["restore", &dir_arg, "--swarm", "--env-file", &env_arg], &docker_host)?;
+    ensure!(restored, "restore --swarm failed:\n{output}");
+    for (user, _, node) in users {
+        ensure!(cluster.home_node(user).await?.as_deref() == Some(*node), "the restore did not pin {user}'s home to {node}");
+    }
+    cluster.deploy(&env_file)?;
+    for (user, api, node) in users {
+        api.spawn(user, "minimal").await?;
+        let running = cluster.server_node(user).await?;
+        ensure!(running == *node, "after the restore {user}'s server runs on {running}, the home went back to {node}");
+    }
+    let alice = users.iter().find(|(user, _, _)| *user == "alice").context("alice is one of the users")?;
+    ensure!(alice.1.get_file("alice", "kept.bin").await? == kept, "alice's file is not the same after the restore");
+    progress!("restore --swarm: both homes back on their nodes, pinned, servers there");
     Ok(())
+}
+
+async fn tls_front_door(cluster: &Cluster, artifacts: &Artifacts, alice_password: &str, kept: &[u8]) -> Result<()> {
+    let mut front = Front::make(&artifacts.dir, false)?;
+    front.https_port = cluster.https_port;
+    // nginx's port 80 is published where the proxy's port was.
+    front.http_port = cluster.port;
+    let cluster_env = std::fs::read_to_string(jhub_docker::repo_root().join("stack/cluster.env"))?;
+    let env_file = artifacts.dir.join("cluster-tls.env");
+    let tls_settings = format!(
+        "{cluster_env}JHUB_TLS=files\nJHUB_TLS_CERT={}\nJHUB_TLS_KEY={}\n",
+        front.files.server_cert().display(),
+        front.files.server_key().display()
+    );
+    std::fs::write(&env_file, tls_settings)?;
+    let deployed = std::time::Instant::now();
+    cluster.deploy(&env_file)?;
+    progress!("redeployed with TLS in {:.1} s", deployed.elapsed().as_secs_f64());
+    tls::redirects_to_https(&front).await?;
+    tls::tls_versions(&front)?;
+    let https = TlsCluster { front: &front };
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver-tls.log")).await?.with_args(front.chromium_args());
+    let browser = driver.session("alice-tls").await?;
+    let outcome = async {
+        hub::log_in(&browser, &https, "alice", alice_password).await?;
+        tls::hub_cookies_are_secure(&browser).await?;
+        browser.goto(&https.url("/user/alice/lab")).await?;
+        lab::wait_ready(&browser, &https, "alice", wait::SPAWN).await?;
+        // Her workspace reopens the notebook of her earlier session, which asks for its kernel.
+        lab::settle_restored_notebooks(&browser).await?;
+        let digest: String = sha2::Sha256::digest(kept).iter().map(|byte| format!("{byte:02x}")).collect();
+        let code = "import hashlib; print(hashlib.sha256(open('kept.bin', 'rb').read()).hexdigest())";
+        lab::run_in_new_notebook(&browser, code, &digest).await
+    }
+    .await;
+    if outcome.is_err() {
+        browser.save_state(&artifacts.dir, "alice-tls").await;
+    }
+    let _ = browser.close().await;
+    outcome
 }
 
 /// Stops the hub's container on the manager and waits until a new one answers through the proxy.

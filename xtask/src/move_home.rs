@@ -148,7 +148,7 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
 }
 
 /// The engine of the node `hostname`: `given` (a unix:// socket), else the test cluster's socket for it.
-async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker> {
+pub(crate) async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker> {
     let socket = match given {
         Some(address) => address.strip_prefix("unix://").map(str::to_string),
         None => (1..=9)
@@ -167,7 +167,7 @@ async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker
 }
 
 /// An image with python3 that both engines have: the hub's, as the registry has it (nodes pull it).
-async fn helper_image_on(settings: &Settings, engines: &[&Docker]) -> anyhow::Result<String> {
+pub(crate) async fn helper_image_on(settings: &Settings, engines: &[&Docker]) -> anyhow::Result<String> {
     let root = jhub_docker::repo_root();
     let lock = Lock::load(&jhub_docker::lock_path(&root))?;
     let registry_address = settings.value("JHUB_REGISTRY").filter(|value| !value.is_empty()).map(str::to_string);

@@ -24,6 +24,7 @@ use crate::stack::Settings;
 use crate::ui::{self, UserError};
 
 mod containers;
+mod engines;
 mod manifest;
 mod restore;
 mod save;
@@ -32,6 +33,7 @@ mod staging;
 pub(crate) use containers::{
     AccountsFrom, create_helper, engine_failed, helper_image, read_accounts, refuse_while_running, remove_container, run_helper_once,
 };
+pub use engines::SwarmAccess;
 pub use restore::run_restore;
 pub use save::run_backup;
 
@@ -50,6 +52,8 @@ pub struct BackupOptions {
     pub dir: PathBuf,
     /// The stack's settings (`stack/.env` by default); the backup keeps a copy.
     pub env_file: PathBuf,
+    /// The stack runs on the swarm `DOCKER_HOST` manages: the homes are read on every node.
+    pub swarm: Option<SwarmAccess>,
 }
 
 /// `cargo xtask restore` options.
@@ -60,6 +64,8 @@ pub struct RestoreOptions {
     pub env_file: PathBuf,
     /// Replace the stack's existing data (database, users' files, differing settings or lock).
     pub force: bool,
+    /// The stack runs on the swarm `DOCKER_HOST` manages: each home goes back to its node.
+    pub swarm: Option<SwarmAccess>,
 }
 
 /// The stack a verb works on, from its settings.
