@@ -18,7 +18,7 @@ use jhub_harness::cluster::{Cluster, TlsCluster};
 use jhub_harness::stack::HubAddress;
 use jhub_harness::steps::{Failure, display_name};
 use jhub_harness::tls::{self, Front};
-use jhub_harness::{apps, cases, docker, hub, lab, preflight, progress, wait};
+use jhub_harness::{apps, cases, docker, hub, lab, preflight, probes, progress, wait};
 use sha2::Digest;
 
 /// How long the swarm may take to call a killed node down (its heartbeats stop; the default period is 5 s).
@@ -124,6 +124,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     let outcome = kernel.run("print(2 + 3)", wait::DEFAULT).await?;
     ensure!(outcome.stdout.contains('5'), "bob's kernel printed {:?}", outcome.stdout);
     progress!("alice runs on {alice_node}, bob on {bob_node}");
+    // What bob's server reaches: the hub's API for his own user only, alice's server not without her
+    // token, and nothing of the nodes' own network (the registry, which takes pushes from anyone who
+    // reaches it; the swarm's control plane; the engines), which every node drops (images/node/jhub-node).
+    user_reach(cluster, ("bob", &bob_node), ("alice", &alice_node)).await?;
 
     // Image switch: alice's file survives the switch to `minimal`, on the node holding her home.
     let alice_session = Session::new(cluster, "alice")?;
@@ -205,6 +209,23 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
         output.lines().find_map(|line| line.strip_prefix("new password: ")).context("reset-password printed no new password")?;
     Session::new(cluster, "bob")?.must_log_in(new_password.trim()).await?;
 
+    // The admin deletes bob. His files stay on his node, set aside (the hub reaches no other node's volumes
+    // to archive them); a new account named bob starts on another node with an empty home, never his.
+    bob.put_file("bob", "private.txt", b"bob's own notes").await?;
+    admin_api.stop("bob").await?;
+    wait_service_gone(cluster, "bob").await?;
+    let deleted = admin_api.delete("/hub/api/users/bob").await?;
+    ensure!(deleted.as_u16() == 204, "deleting bob answered {deleted}");
+    let label = cluster.home_label_on("bob", &bob_node).await?;
+    ensure!(label.as_deref() == Some(contract::HOME_DELETED), "bob's home label on {bob_node} is {label:?} after his deletion");
+    let (_namesake_session, namesake, _) = api_user(cluster, "bob").await?;
+    namesake.spawn("bob", "minimal").await?;
+    let namesake_node = cluster.server_node("bob").await?;
+    ensure!(namesake_node != bob_node, "the new account bob started on {bob_node}, where the deleted bob's files are");
+    ensure!(namesake.get_file("bob", "private.txt").await.is_err(), "the new account bob can read the deleted bob's private.txt");
+    progress!("bob deleted: his home set aside on {bob_node}; the new bob runs on {namesake_node} with an empty home");
+    namesake.stop("bob").await?;
+
     // The admin moves alice's home to the other worker: the copy is checked, the next start runs there,
     // with the file.
     alice_api.stop("alice").await?;
@@ -232,6 +253,33 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     // takes the hub node's ports (its port 80 only redirects), the certificate and key come as a swarm
     // config and secret; alice's server, started before, still runs and answers through nginx.
     tls_front_door(cluster, artifacts, &password, &kept).await
+}
+
+async fn user_reach(cluster: &Cluster, (user, node): (&str, &str), (other, other_node): (&str, &str)) -> Result<()> {
+    let engine = cluster.node(cluster.index_of(node)?).await?;
+    let container = docker::running_user_container(&engine, &cluster.stack, user).await?;
+    let other_engine = cluster.node(cluster.index_of(other_node)?).await?;
+    let other_container = docker::running_user_container(&other_engine, &cluster.stack, other).await?;
+    let other_ip = other_container
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .and_then(|networks| networks.into_values().find_map(|network| network.ip_address.filter(|address| !address.is_empty())))
+        .with_context(|| format!("{other}'s server has no address"))?;
+    let manager = cluster.node_address(1).await?;
+    let mut targets = vec![format!("{manager}:5000"), format!("{manager}:2377")];
+    for index in 1..=cluster.nodes {
+        let address = cluster.node_address(index).await?;
+        targets.extend([7946, 2375, 2376].map(|port| format!("{address}:{port}")));
+    }
+    let mut argv = vec!["python3", "-c", probes::REACH_PROBE, other, &other_ip];
+    argv.extend(targets.iter().map(String::as_str));
+    let (code, output) = docker::exec(&engine, container.id.as_deref().unwrap_or_default(), &argv, None).await?;
+    ensure!(code == 0, "the probe failed in {user}'s container: {output}");
+    let seen: serde_json::Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
+    progress!("from {user}'s server on {node}: {seen}");
+    let problems = probes::reach_problems(&seen);
+    ensure!(problems.is_empty(), "{user}'s server on a swarm reaches too much: {}", problems.join("; "));
+    Ok(())
 }
 
 async fn backup_and_restore(cluster: &Cluster, artifacts: &Artifacts, users: &[(&str, &Api, &str)], kept: &[u8]) -> Result<()> {
@@ -289,7 +337,13 @@ async fn tls_front_door(cluster: &Cluster, artifacts: &Artifacts, alice_password
     front.https_port = cluster.https_port;
     // nginx's port 80 is published where the proxy's port was.
     front.http_port = cluster.port;
-    let cluster_env = std::fs::read_to_string(jhub_docker::repo_root().join("stack/cluster.env"))?;
+    // The test cluster opens signup (OPEN_SIGNUP=true); this deploy leaves it at its default, which on a
+    // swarm (published on every address of the hub's node) is the admin's approval.
+    let cluster_env: String = std::fs::read_to_string(jhub_docker::repo_root().join("stack/cluster.env"))?
+        .lines()
+        .filter(|line| !line.starts_with("OPEN_SIGNUP="))
+        .map(|line| format!("{line}\n"))
+        .collect();
     let env_file = artifacts.dir.join("cluster-tls.env");
     let tls_settings = format!(
         "{cluster_env}JHUB_TLS=files\nJHUB_TLS_CERT={}\nJHUB_TLS_KEY={}\n",
@@ -306,6 +360,20 @@ async fn tls_front_door(cluster: &Cluster, artifacts: &Artifacts, alice_password
     let driver = Chromedriver::start(&artifacts.dir.join("chromedriver-tls.log")).await?.with_args(front.chromium_args());
     let browser = driver.session("alice-tls").await?;
     let outcome = async {
+        // The attack: a stranger who reaches the hub's node signs up and logs in. With the default,
+        // the signup waits for the admin and the login is refused.
+        let stranger = driver.session("mallory").await?;
+        let password = cases::fresh_password("Stranger");
+        let signed_up = hub::sign_up(&stranger, &https, "mallory", &password).await?;
+        let refused = hub::submit_login(&stranger, &https, "mallory", &password).await?;
+        let _ = stranger.close().await;
+        ensure!(
+            signed_up.class == "alert-info" && refused.as_deref().is_some_and(|error| error.contains("not been authorized")),
+            "a stranger's signup on the swarm gave ({}) {} and the login said {refused:?}: signup is open by default",
+            signed_up.class,
+            signed_up.message
+        );
+        progress!("swarm signup by default: {} / login: {}", signed_up.message, refused.unwrap_or_default());
         hub::log_in(&browser, &https, "alice", alice_password).await?;
         tls::hub_cookies_are_secure(&browser).await?;
         browser.goto(&https.url("/user/alice/lab")).await?;

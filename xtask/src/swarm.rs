@@ -213,6 +213,9 @@ pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, reach: &Re
         .into());
     }
     let started = Instant::now();
+    // Until every service runs a task of its new spec, the old hub still answers /hub/health (with its
+    // old settings), so the checks below alone would say ready too early.
+    wait_converged(manager, docker_host, &project).await?;
     let url = if pair.is_some() {
         wait_for_front(manager, &reach.http, docker_host, &project).await?;
         // The URL users open: the per-user origins' host, else the address this machine reached.
@@ -233,6 +236,51 @@ fn file_digest(path: &Path) -> anyhow::Result<String> {
     let content = std::fs::read(path)
         .map_err(|err| UserError::new(format!("cannot read {}: {err}", path.display()), "check the file and its permissions"))?;
     Ok(crate::context::sha256_hex(&content))
+}
+
+/// Waits until each service of the stack has a running task (a swarm reports a task with a healthcheck
+/// running only once healthy) whose image and environment are the service's current ones, and no update
+/// in progress.
+async fn wait_converged(manager: &Docker, docker_host: &str, project: &str) -> anyhow::Result<()> {
+    let namespace = format!("com.docker.stack.namespace={project}");
+    let filters = std::collections::HashMap::from([("label", vec![namespace.as_str()])]);
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        let services = manager.list_services(Some(ListServicesOptionsBuilder::default().filters(&filters).build())).await?;
+        let mut waiting = Vec::new();
+        for service in &services {
+            let name = service.spec.as_ref().and_then(|spec| spec.name.clone()).unwrap_or_default();
+            let wanted =
+                service.spec.as_ref().and_then(|spec| spec.task_template.as_ref()).and_then(|template| template.container_spec.as_ref());
+            let updating = service.update_status.as_ref().and_then(|status| status.state).is_some_and(|state| {
+                !matches!(
+                    state,
+                    bollard::models::ServiceUpdateStatusStateEnum::COMPLETED | bollard::models::ServiceUpdateStatusStateEnum::EMPTY
+                )
+            });
+            let task_filters = std::collections::HashMap::from([("service", vec![name.as_str()]), ("desired-state", vec!["running"])]);
+            let tasks = manager.list_tasks(Some(ListTasksOptionsBuilder::default().filters(&task_filters).build())).await?;
+            let current = tasks.iter().any(|task| {
+                let spec = task.spec.as_ref().and_then(|spec| spec.container_spec.as_ref());
+                task.status.as_ref().and_then(|status| status.state) == Some(TaskState::RUNNING)
+                    && spec.map(|spec| (&spec.image, &spec.env)) == wanted.map(|spec| (&spec.image, &spec.env))
+            });
+            if updating || !current {
+                waiting.push(name);
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(UserError::new(
+                format!("the swarm did not run the new spec of {} within {} s", waiting.join(", "), READY_LIMIT.as_secs()),
+                format!("see `DOCKER_HOST={docker_host} docker service ps --no-trunc {}`", waiting[0]),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// With TLS on, the proxy's plain port is closed and nginx's port 80 only redirects: the stack is up when

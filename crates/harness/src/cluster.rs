@@ -102,6 +102,20 @@ impl Cluster {
             .with_context(|| format!("cannot reach {}", contract::cluster_node_name(index)))
     }
 
+    /// Node `index`'s address on the cluster's own network (what the nodes reach each other, the registry
+    /// and the swarm's control plane at).
+    pub async fn node_address(&self, index: usize) -> Result<String> {
+        let name = contract::cluster_node_name(index);
+        let inspected = self.host.inspect_container(&name, None).await?;
+        inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .and_then(|mut networks| networks.remove(contract::CLUSTER_NETWORK))
+            .and_then(|network| network.ip_address)
+            .filter(|address| !address.is_empty())
+            .with_context(|| format!("{name} has no address on {}", contract::CLUSTER_NETWORK))
+    }
+
     /// The index of the node called `hostname`.
     pub fn index_of(&self, hostname: &str) -> Result<usize> {
         (1..=self.nodes).find(|index| contract::cluster_node_name(*index) == hostname).with_context(|| format!("no node {hostname}"))
@@ -136,7 +150,7 @@ impl Cluster {
                 node.spec
                     .as_ref()
                     .and_then(|spec| spec.labels.as_ref())
-                    .is_some_and(|labels| labels.get(&label).is_some_and(|v| v == "true"))
+                    .is_some_and(|labels| labels.get(&label).is_some_and(|v| v == contract::HOME_PINNED))
             })
             .filter_map(|node| node.description.and_then(|description| description.hostname))
             .collect();
@@ -145,6 +159,18 @@ impl Cluster {
             [one] => Ok(Some(one.clone())),
             several => bail!("{} nodes carry {label}: {several:?}; a home is on one node", several.len()),
         }
+    }
+
+    /// The value of `user`'s home label on the node `hostname` (`true` pins the home there, `deleted` marks
+    /// the home of a deleted account set aside), if it carries one.
+    pub async fn home_label_on(&self, user: &str, hostname: &str) -> Result<Option<String>> {
+        let label = contract::home_node_label(&self.stack, &contract::escaped_user_name(user));
+        let nodes = self.manager.list_nodes(None::<ListNodesOptions>).await?;
+        let node = nodes
+            .into_iter()
+            .find(|node| node.description.as_ref().and_then(|description| description.hostname.as_deref()) == Some(hostname))
+            .with_context(|| format!("no node {hostname}"))?;
+        Ok(node.spec.and_then(|spec| spec.labels).and_then(|mut labels| labels.remove(&label)))
     }
 
     /// Takes `user`'s home label off every node that carries it (as a swarm rebuilt from scratch would

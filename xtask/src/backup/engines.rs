@@ -94,21 +94,32 @@ async fn swarm_nodes(manager: &Docker) -> anyhow::Result<Vec<Node>> {
     })
 }
 
-/// The node each user's home is pinned to on the swarm (the hub's label on that node), by escaped name.
-pub(super) async fn home_pins(manager: &Docker, stack: &str) -> anyhow::Result<HashMap<String, String>> {
+/// The homes of the swarm's users by their node labels: the node each home is pinned to (value `true`), and
+/// the (user, node) pairs of homes set aside when their account was deleted (value `deleted`), each by
+/// escaped name.
+#[derive(Default)]
+pub(super) struct HomeLabels {
+    pub(super) pinned: HashMap<String, String>,
+    pub(super) set_aside: Vec<(String, String)>,
+}
+
+pub(super) async fn home_labels(manager: &Docker, stack: &str) -> anyhow::Result<HomeLabels> {
     let prefix = contract::home_node_label(stack, "");
-    let mut pins = HashMap::new();
+    let mut found = HomeLabels::default();
     for node in swarm_nodes(manager).await? {
         let hostname = cluster::node_hostname(&node);
         for (label, value) in node.spec.and_then(|spec| spec.labels).unwrap_or_default() {
-            if let Some(escaped) = label.strip_prefix(&prefix)
-                && value == "true"
-            {
-                pins.insert(escaped.to_string(), hostname.clone());
+            let Some(escaped) = label.strip_prefix(&prefix) else { continue };
+            match value.as_str() {
+                contract::HOME_PINNED => {
+                    found.pinned.insert(escaped.to_string(), hostname.clone());
+                }
+                contract::HOME_DELETED => found.set_aside.push((escaped.to_string(), hostname.clone())),
+                _ => {}
             }
         }
     }
-    Ok(pins)
+    Ok(found)
 }
 
 /// Pins each restored home to the node it went to, and takes the pin off every other node.
@@ -117,10 +128,12 @@ pub(super) async fn pin_homes(manager: &Docker, stack: &str, homes: &[(String, S
         let (Some(id), hostname) = (node.id.clone(), cluster::node_hostname(&node)) else { continue };
         for (escaped, home_node) in homes {
             let label = contract::home_node_label(stack, escaped);
-            let has = node.spec.as_ref().and_then(|spec| spec.labels.as_ref()).is_some_and(|labels| labels.contains_key(&label));
-            if *home_node == hostname && !has {
-                cluster::set_node_label(manager, &id, &label, Some("true")).await?;
-            } else if *home_node != hostname && has {
+            let value = node.spec.as_ref().and_then(|spec| spec.labels.as_ref()).and_then(|labels| labels.get(&label)).cloned();
+            let pinned = value.as_deref() == Some(contract::HOME_PINNED);
+            if *home_node == hostname && !pinned {
+                cluster::set_node_label(manager, &id, &label, Some(contract::HOME_PINNED)).await?;
+            } else if *home_node != hostname && pinned {
+                // A home set aside for a deleted namesake keeps its label: it is another account's.
                 cluster::set_node_label(manager, &id, &label, None).await?;
             }
         }

@@ -107,14 +107,23 @@ pub(super) async fn write_backup(target: &Target, options: &BackupOptions, parti
     }
     // Every home on every engine; on a swarm, a home found on two nodes is the one its pin names (the
     // other is a copy a move or a lost node left behind, which the hub never mounts).
-    let pins = match options.swarm {
-        Some(_) => super::engines::home_pins(&crate::engine::connect().await?, &target.stack).await?,
+    let labels = match options.swarm {
+        Some(_) => super::engines::home_labels(&crate::engine::connect().await?, &target.stack).await?,
         None => Default::default(),
     };
+    let pins = &labels.pinned;
     let mut found: Vec<(String, usize)> = Vec::new();
     let mut running_servers = Vec::new();
     for (index, engine) in engines.iter().enumerate() {
         for user in user_volumes(&engine.docker, target).await? {
+            // A deleted account's home, set aside on its node, is not the stack's any more (on one host it
+            // is an archive under another name, which no backup holds either).
+            if engine.node.as_ref().is_some_and(|node| labels.set_aside.contains(&(user.clone(), node.clone())))
+                && pins.get(&user) != engine.node.as_ref()
+            {
+                ui::note(&format!("skipping the home of a deleted account `{user}`{}", on_node(engine.node.as_deref())));
+                continue;
+            }
             found.push((user, index));
         }
         running_servers.extend(running_users(&engine.docker, &target.stack).await?);
