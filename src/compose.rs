@@ -154,29 +154,53 @@ impl Compose {
 
 /// Where the hub reads its view, in the hub's container (the single-host stack bind-mounts the file there).
 pub const HUB_VIEW_TARGET: &str = "/srv/jhub/hub-view.json";
+/// Where nginx reads the TLS certificate (with its chain) and its key (docker-compose.tls.yml).
+pub const TLS_CERT_TARGET: &str = "/etc/jhub-tls/server.crt";
+pub const TLS_KEY_TARGET: &str = "/etc/jhub-tls/server.key";
 
-/// Turns the merged compose file (`compose -f docker-compose.yml -f docker-compose.swarm.yml config
-/// --format json`, variables already filled in) into a stack file `docker stack deploy` takes: the
-/// Compose-only keys dropped (`name`, `depends_on`, `restart`, `security_opt`, nulls), each published port
-/// in host mode (this kernel kind has no IPVS for the ingress mesh; a swarm port binds every address of
-/// its node), and the hub's view, a bind mount of a file on one host, made a Swarm config named after its
-/// digest (configs cannot change, so a new view is a new config and the hub is redeployed with it).
-pub fn swarm_stack(merged: &serde_json::Value, view_file: &Path, view_digest: &str) -> Result<serde_json::Value, ComposeError> {
-    use serde_json::{Value, json};
+/// A file of this machine that a service of the stack bind-mounts (one file, at `target`), which a swarm
+/// gets as a config instead, or as a secret when it must stay private (a key): a bind mount's source
+/// would have to exist on whichever node runs the task.
+#[derive(Debug, Clone)]
+pub struct SwarmFile<'a> {
+    /// The config's or secret's name, before the digest (`hub_view`, `tls_key`).
+    pub name: &'a str,
+    pub target: &'a str,
+    pub source: &'a Path,
+    /// sha256 (hex) of the content. Swarm configs and secrets cannot change, so the digest is part of
+    /// the name: new content is a new name, and the services mounting it are redeployed with it.
+    pub digest: &'a str,
+    pub secret: bool,
+}
+
+impl SwarmFile<'_> {
+    fn swarm_name(&self) -> String {
+        let hex = self.digest.strip_prefix("sha256:").unwrap_or(self.digest);
+        format!("{}_{}", self.name, &hex[..hex.len().min(12)])
+    }
+}
+
+/// Turns the merged compose file (`compose -f docker-compose.yml [-f docker-compose.tls.yml] -f
+/// docker-compose.swarm.yml config --format json`, variables already filled in) into a stack file
+/// `docker stack deploy` takes: the Compose-only keys dropped (`name`, `depends_on`, `restart`,
+/// `security_opt`, nulls), each published port in host mode (this kernel kind has no IPVS for the ingress
+/// mesh; a swarm port binds every address of its node), and each of `files` (the hub's view, nginx's
+/// certificate and key), a bind mount of a file on one host, made a Swarm config or secret named after
+/// its digest. Each of `files` must be mounted by some service.
+pub fn swarm_stack(merged: &serde_json::Value, files: &[SwarmFile]) -> Result<serde_json::Value, ComposeError> {
+    use serde_json::{Map, Value, json};
     let invalid = |what: &str| {
         ComposeError::new(
             format!("the merged compose file has no {what}"),
-            "check stack/docker-compose.yml and stack/docker-compose.swarm.yml (`docker compose config`)",
+            "check stack/docker-compose.yml and its overlays (`docker compose config`)",
         )
     };
     let mut stack = merged.clone();
     let root = stack.as_object_mut().ok_or_else(|| invalid("top-level mapping"))?;
     root.remove("name");
     root.insert("version".into(), json!("3.9"));
-    let hex = view_digest.strip_prefix("sha256:").unwrap_or(view_digest);
-    let config_name = format!("hub_view_{}", &hex[..hex.len().min(12)]);
     let services = root.get_mut("services").and_then(Value::as_object_mut).ok_or_else(|| invalid("services"))?;
-    let mut view_mounted = false;
+    let mut mounted = vec![false; files.len()];
     for (name, service) in services.iter_mut() {
         let service = service.as_object_mut().ok_or_else(|| invalid(&format!("mapping for the service {name}")))?;
         service
@@ -194,26 +218,59 @@ pub fn swarm_stack(merged: &serde_json::Value, view_file: &Path, view_digest: &s
                 }
             }
         }
-        if let Some(volumes) = service.get_mut("volumes").and_then(Value::as_array_mut) {
-            let before = volumes.len();
-            volumes.retain(|volume| volume.get("target").and_then(Value::as_str) != Some(HUB_VIEW_TARGET));
-            if volumes.len() < before {
-                view_mounted = true;
-                service.insert("configs".into(), json!([{"source": config_name, "target": HUB_VIEW_TARGET, "mode": 0o444}]));
+        let Some(volumes) = service.get_mut("volumes").and_then(Value::as_array_mut) else { continue };
+        let (mut configs, mut secrets) = (Vec::new(), Vec::new());
+        volumes.retain(|volume| {
+            let target = volume.get("target").and_then(Value::as_str);
+            let Some(index) = files.iter().position(|file| Some(file.target) == target) else { return true };
+            mounted[index] = true;
+            let file = &files[index];
+            let mode = if file.secret { 0o400 } else { 0o444 };
+            let entry = json!({"source": file.swarm_name(), "target": file.target, "mode": mode});
+            if file.secret {
+                secrets.push(entry)
+            } else {
+                configs.push(entry)
             }
-            if let Some(volumes) = service.get_mut("volumes").and_then(Value::as_array_mut) {
-                for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
-                    // `create_host_path` is Compose's own; a swarm bind's source must exist on the node.
-                    volume.remove("bind");
-                }
-            }
+            false
+        });
+        for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+            // `create_host_path` is Compose's own; a swarm bind's source must exist on the node.
+            volume.remove("bind");
+        }
+        if volumes.is_empty() {
+            service.remove("volumes");
+        }
+        if !configs.is_empty() {
+            service.insert("configs".into(), Value::Array(configs));
+        }
+        if !secrets.is_empty() {
+            service.insert("secrets".into(), Value::Array(secrets));
         }
     }
-    if !view_mounted {
-        return Err(invalid(&format!("service mounting the hub's view at {HUB_VIEW_TARGET}")));
+    if let Some(unmounted) = files.iter().zip(&mounted).find_map(|(file, mounted)| (!mounted).then_some(file)) {
+        return Err(invalid(&format!("service mounting {} at {}", file_kind(unmounted), unmounted.target)));
     }
-    root.insert("configs".into(), json!({ config_name: { "file": view_file.to_string_lossy() } }));
+    let (mut configs, mut secrets) = (Map::new(), Map::new());
+    for file in files {
+        let definition = json!({ "file": file.source.to_string_lossy() });
+        if file.secret {
+            secrets.insert(file.swarm_name(), definition)
+        } else {
+            configs.insert(file.swarm_name(), definition)
+        };
+    }
+    if !configs.is_empty() {
+        root.insert("configs".into(), Value::Object(configs));
+    }
+    if !secrets.is_empty() {
+        root.insert("secrets".into(), Value::Object(secrets));
+    }
     Ok(stack)
+}
+
+fn file_kind(file: &SwarmFile) -> String {
+    format!("the file {} ({})", file.source.display(), file.name)
 }
 
 /// The variables compose text reads (every `${NAME…}` in it), sorted, once each: what a stack of the
@@ -233,7 +290,9 @@ pub fn variables_of(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{label_version, major_version};
+    use super::{HUB_VIEW_TARGET, SwarmFile, TLS_CERT_TARGET, TLS_KEY_TARGET, label_version, major_version, swarm_stack};
+    use serde_json::json;
+    use std::path::Path;
 
     #[test]
     fn reads_the_major_version_of_every_known_format() {
@@ -248,5 +307,84 @@ mod tests {
         assert_eq!(label_version("2.26.1-4\n"), "2.26.1");
         assert_eq!(label_version("v2.29.7"), "2.29.7");
         assert_eq!(label_version("2.30.0+ds1"), "2.30.0");
+    }
+
+    /// What `docker compose config --format json` gives for a hub and nginx (trimmed to what matters).
+    fn merged() -> serde_json::Value {
+        json!({
+            "name": "jhub",
+            "services": {
+                "hub": {
+                    "image": "127.0.0.1:5000/jhub/hub@sha256:aa",
+                    "restart": "unless-stopped",
+                    "depends_on": {"nginx": {"condition": "service_started"}},
+                    "security_opt": ["no-new-privileges:true"],
+                    "container_name": null,
+                    "healthcheck": {"test": ["CMD", "true"], "disable": true},
+                    "volumes": [
+                        {"type": "volume", "source": "jupyterhub_data", "target": "/srv/jupyterhub"},
+                        {"type": "bind", "source": "/x/stack/hub-view.swarm.json", "target": HUB_VIEW_TARGET, "read_only": true,
+                         "bind": {"create_host_path": true}}
+                    ]
+                },
+                "nginx": {
+                    "image": "127.0.0.1:5000/jhub/nginx@sha256:bb",
+                    "ports": [{"mode": "ingress", "host_ip": "127.0.0.1", "target": 443, "published": "8843", "protocol": "tcp"}],
+                    "volumes": [
+                        {"type": "bind", "source": "/x/tls/server.crt", "target": TLS_CERT_TARGET, "read_only": true},
+                        {"type": "bind", "source": "/x/tls/server.key", "target": TLS_KEY_TARGET, "read_only": true}
+                    ]
+                }
+            }
+        })
+    }
+
+    fn files<'a>(view: &'a Path, cert: &'a Path, key: &'a Path) -> Vec<SwarmFile<'a>> {
+        vec![
+            SwarmFile { name: "hub_view", target: HUB_VIEW_TARGET, source: view, digest: "sha256:0123456789abcdef", secret: false },
+            SwarmFile { name: "tls_cert", target: TLS_CERT_TARGET, source: cert, digest: "fedcba9876543210", secret: false },
+            SwarmFile { name: "tls_key", target: TLS_KEY_TARGET, source: key, digest: "1111111111119999", secret: true },
+        ]
+    }
+
+    #[test]
+    fn a_swarm_stack_drops_compose_only_keys_and_publishes_in_host_mode() {
+        let (view, cert, key) = (Path::new("/x/view"), Path::new("/x/crt"), Path::new("/x/key"));
+        let stack = swarm_stack(&merged(), &files(view, cert, key)).unwrap();
+        assert_eq!(stack.get("name"), None);
+        let hub = &stack["services"]["hub"];
+        for key in ["restart", "depends_on", "security_opt", "container_name"] {
+            assert_eq!(hub.get(key), None, "{key} is Compose's own");
+        }
+        assert_eq!(hub["healthcheck"], json!({"disable": true}), "a swarm refuses a test beside disable");
+        let port = &stack["services"]["nginx"]["ports"][0];
+        assert_eq!(port["mode"], "host");
+        assert_eq!(port["published"], 8843);
+        assert_eq!(port.get("host_ip"), None);
+    }
+
+    #[test]
+    fn mounted_files_become_configs_and_the_key_a_secret_named_by_digest() {
+        let (view, cert, key) = (Path::new("/x/view"), Path::new("/x/crt"), Path::new("/x/key"));
+        let stack = swarm_stack(&merged(), &files(view, cert, key)).unwrap();
+        let hub = &stack["services"]["hub"];
+        assert_eq!(hub["configs"], json!([{"source": "hub_view_0123456789ab", "target": HUB_VIEW_TARGET, "mode": 0o444}]));
+        assert_eq!(hub["volumes"], json!([{"type": "volume", "source": "jupyterhub_data", "target": "/srv/jupyterhub"}]));
+        let nginx = &stack["services"]["nginx"];
+        assert_eq!(nginx.get("volumes"), None, "no bind of a host file is left");
+        assert_eq!(nginx["configs"], json!([{"source": "tls_cert_fedcba987654", "target": TLS_CERT_TARGET, "mode": 0o444}]));
+        assert_eq!(nginx["secrets"], json!([{"source": "tls_key_111111111111", "target": TLS_KEY_TARGET, "mode": 0o400}]));
+        assert_eq!(stack["secrets"], json!({"tls_key_111111111111": {"file": "/x/key"}}));
+        assert_eq!(stack["configs"]["hub_view_0123456789ab"], json!({"file": "/x/view"}));
+        assert_eq!(stack["configs"]["tls_cert_fedcba987654"], json!({"file": "/x/crt"}));
+    }
+
+    #[test]
+    fn a_file_no_service_mounts_is_refused() {
+        let (view, cert, key) = (Path::new("/x/view"), Path::new("/x/crt"), Path::new("/x/key"));
+        let mut merged = merged();
+        merged["services"].as_object_mut().unwrap().remove("nginx");
+        let err = swarm_stack(&merged, &files(view, cert, key)).unwrap_err();
+        assert!(err.message.contains(TLS_CERT_TARGET), "{}", err.message);
     }
 }

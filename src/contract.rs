@@ -24,9 +24,14 @@ pub const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
 /// Swarm mode, on a node: the one node that runs the hub, the proxy and their volumes (a manager).
 pub const HUB_NODE_LABEL: &str = "io.jhub-docker.hub";
 
+/// The home label's value while it pins a home, and once the home's account was deleted (its files set
+/// aside on that node, which a new account of the same name avoids; the hub's `placement.py` has the same).
+pub const HOME_PINNED: &str = "true";
+pub const HOME_DELETED: &str = "deleted";
+
 /// Swarm mode: the node label that pins a user to the node holding their home (a node-local volume), set
 /// by the hub's swarm spawner at the user's first start and moved by `cargo xtask move-home`. Exactly one
-/// node carries it, with the value `true`; the spawner adds `node.labels.<this>==true` to the service.
+/// node carries it with the value `true`; the spawner adds `node.labels.<this>==true` to the service.
 pub fn home_node_label(stack: &str, escaped_user: &str) -> String {
     format!("io.jhub-docker.home.{stack}.{escaped_user}")
 }

@@ -3,7 +3,8 @@
 //! VS Code and marimo through the proxy in headless Chromium; an image switch that keeps the user's file
 //! on the node holding the home; a hub restart with the servers alive; the admin stopping a server; a
 //! node killed while users run (the others keep working, the lost node's user is told so and gets the
-//! files back when the node returns); a home moved to another node; every container gone at the end.
+//! files back when the node returns); a home moved to another node; the TLS front door turned on (nginx on
+//! the hub's node, the key a swarm secret) with a running server kept; every container gone at the end.
 
 use std::time::Duration;
 
@@ -13,9 +14,12 @@ use jhub_docker::contract::{self, CLUSTER_NODE_PURPOSE, PURPOSE_LABEL, STACK_LAB
 use jhub_harness::artifacts::Artifacts;
 use jhub_harness::browser::{Browser, Chromedriver};
 use jhub_harness::client::{Api, Session};
-use jhub_harness::cluster::Cluster;
+use jhub_harness::cluster::{Cluster, TlsCluster};
+use jhub_harness::stack::HubAddress;
 use jhub_harness::steps::{Failure, display_name};
-use jhub_harness::{apps, cases, docker, hub, lab, preflight, progress, wait};
+use jhub_harness::tls::{self, Front};
+use jhub_harness::{apps, cases, docker, hub, lab, preflight, probes, progress, wait};
+use sha2::Digest;
 
 /// How long the swarm may take to call a killed node down (its heartbeats stop; the default period is 5 s).
 const NODE_DOWN: Duration = Duration::from_secs(90);
@@ -32,7 +36,7 @@ async fn the_journey() -> Result<()> {
     let driver = Chromedriver::start(&artifacts.dir.join("chromedriver.log")).await?;
     let alice = driver.session("alice").await?;
     let admin = driver.session("admin").await?;
-    let result = journey(&setup, &cluster, &alice, &admin).await;
+    let result = journey(&setup, &cluster, &alice, &admin, &artifacts).await;
     if let Err(err) = &result {
         progress!("cluster journey failed: {err:#}");
         for (browser, name) in [(&alice, "alice"), (&admin, "admin")] {
@@ -81,7 +85,7 @@ async fn server_image_id(cluster: &Cluster, user: &str, hostname: &str) -> Resul
     container.image.context("the server's container names no image")
 }
 
-async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, admin: &Browser) -> Result<()> {
+async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, admin: &Browser, artifacts: &Artifacts) -> Result<()> {
     let workers = [contract::cluster_node_name(2), contract::cluster_node_name(3)];
 
     // Alice signs up in the browser and starts the full image; Lab, a kernel, VS Code and marimo work
@@ -120,6 +124,10 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     let outcome = kernel.run("print(2 + 3)", wait::DEFAULT).await?;
     ensure!(outcome.stdout.contains('5'), "bob's kernel printed {:?}", outcome.stdout);
     progress!("alice runs on {alice_node}, bob on {bob_node}");
+    // What bob's server reaches: the hub's API for his own user only, alice's server not without her
+    // token, and nothing of the nodes' own network (the registry, which takes pushes from anyone who
+    // reaches it; the swarm's control plane; the engines), which every node drops (images/node/jhub-node).
+    user_reach(cluster, ("bob", &bob_node), ("alice", &alice_node)).await?;
 
     // Image switch: alice's file survives the switch to `minimal`, on the node holding her home.
     let alice_session = Session::new(cluster, "alice")?;
@@ -187,6 +195,37 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     ensure!(cluster.server_node("alice").await? == alice_node, "alice's server did not go back to her home's node");
     ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file is not there after her node came back");
 
+    // Backup and restore across nodes: both homes (on two workers) and the hub's data are saved; the
+    // stack, its volumes on every node and the home pins are lost; a restore puts each home back on its
+    // node and pins it there, and after `up --swarm` both users' servers run where their files are.
+    backup_and_restore(cluster, artifacts, &[("alice", &alice_api, &alice_node), ("bob", &bob, &bob_node)], &kept).await?;
+
+    // Account rescue reaches the swarm's hub as it does one host's: `reset-password` through the manager.
+    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let (reset, output) =
+        cases::xtask(&["reset-password", "bob"], &[("DOCKER_HOST", manager_host.as_str()), ("JHUB_STACK_NAME", cluster.stack.as_str())])?;
+    ensure!(reset, "reset-password on the swarm failed:\n{output}");
+    let new_password =
+        output.lines().find_map(|line| line.strip_prefix("new password: ")).context("reset-password printed no new password")?;
+    Session::new(cluster, "bob")?.must_log_in(new_password.trim()).await?;
+
+    // The admin deletes bob. His files stay on his node, set aside (the hub reaches no other node's volumes
+    // to archive them); a new account named bob starts on another node with an empty home, never his.
+    bob.put_file("bob", "private.txt", b"bob's own notes").await?;
+    admin_api.stop("bob").await?;
+    wait_service_gone(cluster, "bob").await?;
+    let deleted = admin_api.delete("/hub/api/users/bob").await?;
+    ensure!(deleted.as_u16() == 204, "deleting bob answered {deleted}");
+    let label = cluster.home_label_on("bob", &bob_node).await?;
+    ensure!(label.as_deref() == Some(contract::HOME_DELETED), "bob's home label on {bob_node} is {label:?} after his deletion");
+    let (_namesake_session, namesake, _) = api_user(cluster, "bob").await?;
+    namesake.spawn("bob", "minimal").await?;
+    let namesake_node = cluster.server_node("bob").await?;
+    ensure!(namesake_node != bob_node, "the new account bob started on {bob_node}, where the deleted bob's files are");
+    ensure!(namesake.get_file("bob", "private.txt").await.is_err(), "the new account bob can read the deleted bob's private.txt");
+    progress!("bob deleted: his home set aside on {bob_node}; the new bob runs on {namesake_node} with an empty home");
+    namesake.stop("bob").await?;
+
     // The admin moves alice's home to the other worker: the copy is checked, the next start runs there,
     // with the file.
     alice_api.stop("alice").await?;
@@ -209,7 +248,148 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     alice_api.spawn("alice", "minimal").await?;
     ensure!(cluster.server_node("alice").await? == bob_node, "alice's server does not run where her home moved");
     ensure!(alice_api.get_file("alice", "kept.bin").await? == kept, "alice's file did not move with her home");
+
+    // The admin turns the TLS front door on: the same stack deployed again with JHUB_TLS=files. nginx
+    // takes the hub node's ports (its port 80 only redirects), the certificate and key come as a swarm
+    // config and secret; alice's server, started before, still runs and answers through nginx.
+    tls_front_door(cluster, artifacts, &password, &kept).await
+}
+
+async fn user_reach(cluster: &Cluster, (user, node): (&str, &str), (other, other_node): (&str, &str)) -> Result<()> {
+    let engine = cluster.node(cluster.index_of(node)?).await?;
+    let container = docker::running_user_container(&engine, &cluster.stack, user).await?;
+    let other_engine = cluster.node(cluster.index_of(other_node)?).await?;
+    let other_container = docker::running_user_container(&other_engine, &cluster.stack, other).await?;
+    let other_ip = other_container
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .and_then(|networks| networks.into_values().find_map(|network| network.ip_address.filter(|address| !address.is_empty())))
+        .with_context(|| format!("{other}'s server has no address"))?;
+    let manager = cluster.node_address(1).await?;
+    let mut targets = vec![format!("{manager}:5000"), format!("{manager}:2377")];
+    for index in 1..=cluster.nodes {
+        let address = cluster.node_address(index).await?;
+        targets.extend([7946, 2375, 2376].map(|port| format!("{address}:{port}")));
+    }
+    let mut argv = vec!["python3", "-c", probes::REACH_PROBE, other, &other_ip];
+    argv.extend(targets.iter().map(String::as_str));
+    let (code, output) = docker::exec(&engine, container.id.as_deref().unwrap_or_default(), &argv, None).await?;
+    ensure!(code == 0, "the probe failed in {user}'s container: {output}");
+    let seen: serde_json::Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
+    progress!("from {user}'s server on {node}: {seen}");
+    let problems = probes::reach_problems(&seen);
+    ensure!(problems.is_empty(), "{user}'s server on a swarm reaches too much: {}", problems.join("; "));
     Ok(())
+}
+
+async fn backup_and_restore(cluster: &Cluster, artifacts: &Artifacts, users: &[(&str, &Api, &str)], kept: &[u8]) -> Result<()> {
+    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
+    let env_arg = env_file.to_string_lossy().into_owned();
+    let settings = jhub_docker::settings::Settings::load(&env_file)?;
+    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let docker_host = [("DOCKER_HOST", manager_host.as_str())];
+    let dir = artifacts.dir.join("swarm-backup");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let (saved, output) = cases::xtask(&["backup", &dir_arg, "--swarm", "--env-file", &env_arg], &docker_host)?;
+    ensure!(saved, "backup --swarm failed:\n{output}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+    for (user, _, node) in users {
+        let recorded = manifest["files"].as_array().into_iter().flatten().any(|file| file["user"] == *user && file["node"] == *node);
+        ensure!(recorded, "the backup's manifest does not record {user}'s home on {node}: {manifest}");
+    }
+    progress!("backup --swarm: {}", output.lines().rev().find(|line| line.starts_with("backed up")).unwrap_or("(no summary)"));
+
+    // The loss: the stack removed, every node's volumes of it deleted, the pins gone.
+    let (removed, output) = cases::xtask(&["down", "--swarm", "--env-file", &env_arg], &docker_host)?;
+    ensure!(removed, "down --swarm failed:\n{output}");
+    for index in 1..=cluster.nodes {
+        cluster.clear_stack_containers(index).await?;
+        let node = cluster.node(index).await?;
+        let volumes = node.list_volumes(None::<bollard::query_parameters::ListVolumesOptions>).await?.volumes.unwrap_or_default();
+        let ours = |name: &str| name == contract::data_volume_name(&cluster.stack) || name.starts_with(&settings.user_volume_prefix);
+        for volume in volumes.iter().filter(|volume| ours(&volume.name)) {
+            node.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await?;
+        }
+    }
+    for (user, _, _) in users {
+        cluster.unpin_home(user).await?;
+    }
+
+    let (restored, output) = cases::xtask(&["restore", &dir_arg, "--swarm", "--env-file", &env_arg], &docker_host)?;
+    ensure!(restored, "restore --swarm failed:\n{output}");
+    for (user, _, node) in users {
+        ensure!(cluster.home_node(user).await?.as_deref() == Some(*node), "the restore did not pin {user}'s home to {node}");
+    }
+    cluster.deploy(&env_file)?;
+    for (user, api, node) in users {
+        api.spawn(user, "minimal").await?;
+        let running = cluster.server_node(user).await?;
+        ensure!(running == *node, "after the restore {user}'s server runs on {running}, the home went back to {node}");
+    }
+    let alice = users.iter().find(|(user, _, _)| *user == "alice").context("alice is one of the users")?;
+    ensure!(alice.1.get_file("alice", "kept.bin").await? == kept, "alice's file is not the same after the restore");
+    progress!("restore --swarm: both homes back on their nodes, pinned, servers there");
+    Ok(())
+}
+
+async fn tls_front_door(cluster: &Cluster, artifacts: &Artifacts, alice_password: &str, kept: &[u8]) -> Result<()> {
+    let mut front = Front::make(&artifacts.dir, false)?;
+    front.https_port = cluster.https_port;
+    // nginx's port 80 is published where the proxy's port was.
+    front.http_port = cluster.port;
+    // The test cluster opens signup (OPEN_SIGNUP=true); this deploy leaves it at its default, which on a
+    // swarm (published on every address of the hub's node) is the admin's approval.
+    let cluster_env: String = std::fs::read_to_string(jhub_docker::repo_root().join("stack/cluster.env"))?
+        .lines()
+        .filter(|line| !line.starts_with("OPEN_SIGNUP="))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let env_file = artifacts.dir.join("cluster-tls.env");
+    let tls_settings = format!(
+        "{cluster_env}JHUB_TLS=files\nJHUB_TLS_CERT={}\nJHUB_TLS_KEY={}\n",
+        front.files.server_cert().display(),
+        front.files.server_key().display()
+    );
+    std::fs::write(&env_file, tls_settings)?;
+    let deployed = std::time::Instant::now();
+    cluster.deploy(&env_file)?;
+    progress!("redeployed with TLS in {:.1} s", deployed.elapsed().as_secs_f64());
+    tls::redirects_to_https(&front).await?;
+    tls::tls_versions(&front)?;
+    let https = TlsCluster { front: &front };
+    let driver = Chromedriver::start(&artifacts.dir.join("chromedriver-tls.log")).await?.with_args(front.chromium_args());
+    let browser = driver.session("alice-tls").await?;
+    let outcome = async {
+        // The attack: a stranger who reaches the hub's node signs up and logs in. With the default,
+        // the signup waits for the admin and the login is refused.
+        let stranger = driver.session("mallory").await?;
+        let password = cases::fresh_password("Stranger");
+        let signed_up = hub::sign_up(&stranger, &https, "mallory", &password).await?;
+        let refused = hub::submit_login(&stranger, &https, "mallory", &password).await?;
+        let _ = stranger.close().await;
+        ensure!(
+            signed_up.class == "alert-info" && refused.as_deref().is_some_and(|error| error.contains("not been authorized")),
+            "a stranger's signup on the swarm gave ({}) {} and the login said {refused:?}: signup is open by default",
+            signed_up.class,
+            signed_up.message
+        );
+        progress!("swarm signup by default: {} / login: {}", signed_up.message, refused.unwrap_or_default());
+        hub::log_in(&browser, &https, "alice", alice_password).await?;
+        tls::hub_cookies_are_secure(&browser).await?;
+        browser.goto(&https.url("/user/alice/lab")).await?;
+        lab::wait_ready(&browser, &https, "alice", wait::SPAWN).await?;
+        // Her workspace reopens the notebook of her earlier session, which asks for its kernel.
+        lab::settle_restored_notebooks(&browser).await?;
+        let digest: String = sha2::Sha256::digest(kept).iter().map(|byte| format!("{byte:02x}")).collect();
+        let code = "import hashlib; print(hashlib.sha256(open('kept.bin', 'rb').read()).hexdigest())";
+        lab::run_in_new_notebook(&browser, code, &digest).await
+    }
+    .await;
+    if outcome.is_err() {
+        browser.save_state(&artifacts.dir, "alice-tls").await;
+    }
+    let _ = browser.close().await;
+    outcome
 }
 
 /// Stops the hub's container on the manager and waits until a new one answers through the proxy.

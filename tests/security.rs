@@ -12,7 +12,7 @@
 //! at a time. Artifacts of a failed case land in `target/acceptance-artifacts/security-<case>/`.
 
 // The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
-use jhub_harness::{browser, cases, client, docker, hub, lab, preflight, progress, stack, steps, tls, wait};
+use jhub_harness::{browser, cases, client, docker, hub, lab, preflight, probes, progress, stack, steps, tls, wait};
 use steps::{Door, Failure, Run, start_image, start_scenario};
 
 use std::collections::HashMap;
@@ -654,49 +654,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 // 7. What a user's container can reach: the Docker socket, the proxy's API, the hub's API beyond its own
 // user, another user's server.
 
-/// Probes, from inside a user's container, what it can reach. Prints one JSON object.
-const REACH_PROBE: &str = r#"
-import json, os, socket, sys, urllib.error, urllib.request
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-opener = urllib.request.build_opener(NoRedirect)
-
-def tcp(host, port):
-    try:
-        socket.create_connection((host, port), 3).close()
-        return "open"
-    except Exception as e:
-        return type(e).__name__
-
-def get(url, token=None, headers=None):
-    request = urllib.request.Request(url, headers=headers or {})
-    if token:
-        request.add_header("Authorization", "token " + token)
-    try:
-        return opener.open(request, timeout=5).status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except Exception as e:
-        return type(e).__name__
-
-other, other_ip = sys.argv[1], sys.argv[2]
-token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
-print(json.dumps({
-    "docker_socket": any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock")),
-    "proxy_api_tcp": tcp("proxy", 8001),
-    "proxy_api_routes": get("http://proxy:8001/api/routes"),
-    "hub_own_user": get("http://hub:8081/hub/api/user", token),
-    "hub_users_list": get("http://hub:8081/hub/api/users", token),
-    "hub_other_user": get(f"http://hub:8081/hub/api/users/{other}", token),
-    "hub_proxy_api": get("http://hub:8081/hub/api/proxy", token),
-    "other_server_no_token": get(f"http://{other_ip}:8888/user/{other}/api/contents"),
-    "other_server_own_token": get(f"http://{other_ip}:8888/user/{other}/api/contents", token),
-}))
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s07_user_container_reaches_only_its_own() -> Result<()> {
     cases::run("security", "s07-isolation", &settings(&[]), async |case| {
@@ -714,31 +671,11 @@ async fn s07_user_container_reaches_only_its_own() -> Result<()> {
             .and_then(|network| network.ip_address)
             .ok_or_else(|| anyhow!("hank's container has no address on {}", stack.network))?;
         let id = gina_container.id.unwrap_or_default();
-        let (code, output) = docker::exec(&setup.docker, &id, &["python3", "-c", REACH_PROBE, "hank", &hank_ip], None).await?;
+        let (code, output) = docker::exec(&setup.docker, &id, &["python3", "-c", probes::REACH_PROBE, "hank", &hank_ip], None).await?;
         ensure!(code == 0, "the probe failed in gina's container: {output}");
         let seen: Value = serde_json::from_str(output.trim().lines().last().unwrap_or_default())?;
         progress!("from gina's container: {seen}");
-        let mut problems = Vec::new();
-        if seen["docker_socket"] != json!(false) {
-            problems.push("the Docker socket is present".to_string());
-        }
-        if seen["proxy_api_tcp"] == json!("open") {
-            problems
-                .push(format!("the proxy's API port 8001 is reachable (GET /api/routes without its token: {})", seen["proxy_api_routes"]));
-        }
-        if seen["hub_own_user"] != json!(200) {
-            problems.push(format!("the server's own token cannot read its user (what a server needs): {}", seen["hub_own_user"]));
-        }
-        for key in ["hub_users_list", "hub_other_user", "hub_proxy_api"] {
-            if !matches!(seen[key].as_u64(), Some(403 | 404)) {
-                problems.push(format!("{key} answered {} to the server's token (expected 403/404)", seen[key]));
-            }
-        }
-        for key in ["other_server_no_token", "other_server_own_token"] {
-            if !matches!(seen[key].as_u64(), Some(401 | 403)) {
-                problems.push(format!("hank's server answered {} to gina's container ({key}); expected 401/403", seen[key]));
-            }
-        }
+        let problems = probes::reach_problems(&seen);
         ensure!(problems.is_empty(), "a user's container reaches too much: {}", problems.join("; "));
         Ok(())
     })

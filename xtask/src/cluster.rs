@@ -34,6 +34,9 @@ pub struct Options {
     pub nodes: usize,
     /// The loopback port the hub is published on (the proxy's port on the first node).
     pub http_port: u16,
+    /// The loopback port nginx's https is published on, with JHUB_TLS on (the same port on the first node,
+    /// so nginx's redirects name the port this machine uses).
+    pub https_port: u16,
     /// Single-user images every node pulls at once; `None`: all of them.
     pub pull: Option<Vec<String>>,
 }
@@ -91,7 +94,7 @@ async fn up_async(options: &Options) -> anyhow::Result<()> {
     }
     ensure_network(&host).await?;
     for index in 1..=options.nodes {
-        ensure_node(&host, &node_image, index, options.http_port).await?;
+        ensure_node(&host, &node_image, index, options).await?;
     }
     let mut nodes = Vec::new();
     for index in 1..=options.nodes {
@@ -110,8 +113,12 @@ async fn up_async(options: &Options) -> anyhow::Result<()> {
     pull_on_nodes(&nodes, options.pull.as_deref()).await?;
     ui::note(&format!("images pulled by digest on every node in {:.0} s", pulled.elapsed().as_secs_f64()));
 
-    write_env_file(options.http_port)?;
-    swarm::up(&nodes[0], &manager_host(), &env_file(), &format!("http://localhost:{}", options.http_port)).await?;
+    write_env_file(options)?;
+    let reach = swarm::Reach {
+        http: format!("http://localhost:{}", options.http_port),
+        https: format!("https://localhost:{}", options.https_port),
+    };
+    swarm::up(&nodes[0], &manager_host(), &env_file(), &reach).await?;
     println!("cluster of {} nodes up in {:.0} s", nodes.len(), started.elapsed().as_secs_f64());
     println!("  the other verbs reach its manager with: export DOCKER_HOST={}", manager_host());
     Ok(())
@@ -136,7 +143,7 @@ async fn ensure_network(host: &Docker) -> anyhow::Result<()> {
 /// Creates (or starts) node `index`'s container: an engine with what FACTS says it needs here
 /// (`--privileged` is refused on this machine kind: every capability but SYS_RESOURCE, no seccomp,
 /// AppArmor or masked paths, /dev/net/tun for the overlay), its state in a volume.
-async fn ensure_node(host: &Docker, image: &str, index: usize, http_port: u16) -> anyhow::Result<()> {
+async fn ensure_node(host: &Docker, image: &str, index: usize, options: &Options) -> anyhow::Result<()> {
     let name = cluster_node_name(index);
     if let Ok(existing) = host.inspect_container(&name, None).await {
         if !existing.state.and_then(|state| state.running).unwrap_or(false) {
@@ -149,9 +156,10 @@ async fn ensure_node(host: &Docker, image: &str, index: usize, http_port: u16) -
     let mut ports = HashMap::new();
     let mut exposed = Vec::new();
     if index == 1 {
-        // The proxy (a host-mode port of the swarm service on this node) and the registry, for this
-        // machine only.
-        for (inner, outer) in [(8000, http_port), (REGISTRY_PORT, REGISTRY_PORT)] {
+        // The proxy (a host-mode port of the swarm service on this node; nginx's port 80 with TLS on),
+        // nginx's https and the registry, for this machine only.
+        let https = options.https_port;
+        for (inner, outer) in [(8000, options.http_port), (https, https), (REGISTRY_PORT, REGISTRY_PORT)] {
             let port = format!("{inner}/tcp");
             exposed.push(port.clone());
             ports.insert(port, Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(outer.to_string()) }]));
@@ -327,7 +335,8 @@ async fn pull_on_nodes(nodes: &[Docker], pull: Option<&[String]>) -> anyhow::Res
 
 /// The cluster's stack settings: the Swarm mode with this cluster's registry, open signup (the hub is
 /// published on this machine's loopback only), and a new admin password.
-fn write_env_file(http_port: u16) -> anyhow::Result<()> {
+fn write_env_file(options: &Options) -> anyhow::Result<()> {
+    let (http_port, https_port) = (options.http_port, options.https_port);
     let path = env_file();
     // A new password at every `cluster up`: the hub sets the admin's hash from it at each start.
     let password = crate::stack::random_password();
@@ -339,6 +348,9 @@ fn write_env_file(http_port: u16) -> anyhow::Result<()> {
          JHUB_NETWORK=jupyterhub-net\n\
          # The proxy listens on port 8000 of the first node, which this machine publishes on 127.0.0.1:{http_port}.\n\
          JHUB_HTTP_PORT=8000\n\
+         # With JHUB_TLS on (add it here, then `cargo xtask up --swarm --env-file stack/cluster.env`), nginx's\n\
+         # https port, published by this machine on 127.0.0.1:{https_port}.\n\
+         JHUB_HTTPS_PORT={https_port}\n\
          # Users' servers on the workers: the manager runs the hub, the proxy and the registry.\n\
          JHUB_SWARM_CONSTRAINTS=node.role==worker\n\
          OPEN_SIGNUP=true\n\

@@ -71,13 +71,40 @@ pub async fn run_in_container(docker: &Docker, image: &str, argv: &[String], tim
         labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), "smoke-check".to_string())].into()),
         ..Default::default()
     };
-    run_configured(docker, config, timeout).await
+    run_configured(docker, config, &[], timeout).await
 }
 
-/// Runs a throwaway container made from `config`, waits up to `timeout`, collects its output, removes it.
-pub async fn run_configured(docker: &Docker, config: ContainerCreateBody, timeout: Duration) -> anyhow::Result<RunOutput> {
+/// A file put into a throwaway container before it starts: its absolute path there, content and mode.
+/// Copied through the Engine API, so it works on any engine, also one whose disk is another machine's
+/// (a bind mount names a path on the engine's own host).
+pub struct FileIn<'a> {
+    pub path: &'a str,
+    pub content: &'a [u8],
+    pub mode: u32,
+}
+
+/// Runs a throwaway container made from `config` with `files` in it, waits up to `timeout`, collects its
+/// output, removes it.
+pub async fn run_configured(
+    docker: &Docker,
+    config: ContainerCreateBody,
+    files: &[FileIn<'_>],
+    timeout: Duration,
+) -> anyhow::Result<RunOutput> {
     let container = docker.create_container(None, config).await?.id;
     let outcome = async {
+        if !files.is_empty() {
+            let mut builder = tar::Builder::new(Vec::new());
+            for file in files {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(file.content.len() as u64);
+                header.set_mode(file.mode);
+                header.set_cksum();
+                builder.append_data(&mut header, file.path.trim_start_matches('/'), file.content)?;
+            }
+            let options = bollard::query_parameters::UploadToContainerOptions { path: "/".to_string(), ..Default::default() };
+            docker.upload_to_container(&container, Some(options), bollard::body_full(builder.into_inner()?.into())).await?;
+        }
         docker.start_container(&container, None).await?;
         let exit_code = match tokio::time::timeout(timeout, docker.wait_container(&container, None).next()).await {
             Err(_) => anyhow::bail!("timed out after {} s", timeout.as_secs()),
@@ -128,13 +155,21 @@ pub async fn exec(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Re
     Ok(ExecOutput { exit_code, stdout, stderr })
 }
 
-/// The running container of compose service `service` in project `project`, or None.
+/// The running container of service `service` of stack `project` (compose on one host, or a swarm task on
+/// this engine), or None.
 pub async fn service_container(docker: &Docker, project: &str, service: &str) -> anyhow::Result<Option<String>> {
     use std::collections::HashMap;
 
     use bollard::query_parameters::ListContainersOptionsBuilder;
-    let labels = [format!("com.docker.compose.project={project}"), format!("com.docker.compose.service={service}")];
-    let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
-    let found = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
-    Ok(found.into_iter().find_map(|container| container.id))
+    // Compose's labels on one host; a swarm's task containers carry their service's name instead.
+    let compose = vec![format!("com.docker.compose.project={project}"), format!("com.docker.compose.service={service}")];
+    let swarm = vec![format!("com.docker.swarm.service.name={project}_{service}")];
+    for labels in [compose, swarm] {
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
+        let found = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await?;
+        if let Some(id) = found.into_iter().find_map(|container| container.id) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }

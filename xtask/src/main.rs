@@ -137,6 +137,9 @@ struct ClusterUpArgs {
     /// The port on this machine's loopback the hub is published on
     #[arg(long, default_value_t = 8800)]
     http_port: u16,
+    /// The port on this machine's loopback nginx's https is published on, with JHUB_TLS on
+    #[arg(long, default_value_t = 8843)]
+    https_port: u16,
     /// Single-user images every node pulls before the deploy, comma-separated [default: all]
     #[arg(long, value_name = "IMAGES", value_delimiter = ',')]
     pull: Option<Vec<String>>,
@@ -149,6 +152,25 @@ struct BackupArgs {
     /// The stack's settings [default: stack/.env]
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
+    #[command(flatten)]
+    swarm: SwarmBackupArgs,
+}
+
+/// How backup and restore reach a swarm stack's nodes.
+#[derive(Args, Debug)]
+struct SwarmBackupArgs {
+    /// The stack runs on the swarm DOCKER_HOST manages: homes are read from (or written to) every node
+    #[arg(long)]
+    swarm: bool,
+    /// A node's engine, as NODE=unix:///path/docker.sock (repeat for each node; default: the test cluster's sockets)
+    #[arg(long, value_name = "NODE=ENGINE", requires = "swarm")]
+    node_engine: Vec<String>,
+}
+
+impl SwarmBackupArgs {
+    fn access(self, homes_to: Option<String>) -> Option<backup::SwarmAccess> {
+        self.swarm.then_some(backup::SwarmAccess { node_engines: self.node_engine, homes_to })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +183,11 @@ struct RestoreArgs {
     /// Where the backup's settings go back to [default: stack/.env]
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
+    #[command(flatten)]
+    swarm: SwarmBackupArgs,
+    /// With --swarm: the node that gets the homes whose node the swarm lacks (or a single-host backup's)
+    #[arg(long, value_name = "NODE", requires = "swarm")]
+    homes_to: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -326,7 +353,7 @@ fn main() -> ExitCode {
         Verb::Push(args) => registry::push_cli(&args.registry),
         Verb::Load(args) => registry::load_cli(&args.engines),
         Verb::Cluster(ClusterVerb::Up(args)) => {
-            cluster::up(cluster::Options { nodes: args.nodes, http_port: args.http_port, pull: args.pull })
+            cluster::up(cluster::Options { nodes: args.nodes, http_port: args.http_port, https_port: args.https_port, pull: args.pull })
         }
         Verb::Cluster(ClusterVerb::Down) => cluster::down(),
         Verb::MoveHome(args) => move_home::run(&move_home::Options {
@@ -337,13 +364,16 @@ fn main() -> ExitCode {
             to_engine: args.to_engine,
         }),
         Verb::Bench(args) => bench::run(args),
-        Verb::Backup(args) => {
-            backup::run_backup(&backup::BackupOptions { dir: args.dir, env_file: args.env_file.unwrap_or_else(stack::default_env_file) })
-        }
+        Verb::Backup(args) => backup::run_backup(&backup::BackupOptions {
+            dir: args.dir,
+            env_file: args.env_file.unwrap_or_else(stack::default_env_file),
+            swarm: args.swarm.access(None),
+        }),
         Verb::Restore(args) => backup::run_restore(&backup::RestoreOptions {
             dir: args.dir,
             env_file: args.env_file.unwrap_or_else(stack::default_env_file),
             force: args.force,
+            swarm: args.swarm.access(args.homes_to),
         }),
         Verb::AdoptVolumes(args) => {
             adopt::run(&adopt::AdoptOptions { env_file: args.env_file.unwrap_or_else(stack::default_env_file), yes: args.yes })

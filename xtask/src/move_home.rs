@@ -45,7 +45,10 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
     let volume = contract::user_volume_name(&prefix, &escaped);
     let nodes = manager.list_nodes(None::<ListNodesOptions>).await.context("listing the swarm's nodes (is DOCKER_HOST a manager?)")?;
     let labelled = |node: &&Node| {
-        node.spec.as_ref().and_then(|spec| spec.labels.as_ref()).is_some_and(|labels| labels.get(&label).is_some_and(|v| v == "true"))
+        node.spec
+            .as_ref()
+            .and_then(|spec| spec.labels.as_ref())
+            .is_some_and(|labels| labels.get(&label).is_some_and(|v| v == contract::HOME_PINNED))
     };
     let Some(from) = nodes.iter().find(labelled) else {
         return Err(UserError::new(
@@ -124,7 +127,7 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
         )));
     }
     let (from_id, to_id) = (from.id.clone().unwrap_or_default(), to.id.clone().unwrap_or_default());
-    cluster::set_node_label(&manager, &to_id, &label, Some("true")).await?;
+    cluster::set_node_label(&manager, &to_id, &label, Some(contract::HOME_PINNED)).await?;
     cluster::set_node_label(&manager, &from_id, &label, None).await?;
     // The swarm keeps the stopped containers of a service's earlier tasks (a node that died and came
     // back still has its own); they hold the volume, and no server runs (checked above).
@@ -148,7 +151,7 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
 }
 
 /// The engine of the node `hostname`: `given` (a unix:// socket), else the test cluster's socket for it.
-async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker> {
+pub(crate) async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker> {
     let socket = match given {
         Some(address) => address.strip_prefix("unix://").map(str::to_string),
         None => (1..=9)
@@ -167,7 +170,7 @@ async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker
 }
 
 /// An image with python3 that both engines have: the hub's, as the registry has it (nodes pull it).
-async fn helper_image_on(settings: &Settings, engines: &[&Docker]) -> anyhow::Result<String> {
+pub(crate) async fn helper_image_on(settings: &Settings, engines: &[&Docker]) -> anyhow::Result<String> {
     let root = jhub_docker::repo_root();
     let lock = Lock::load(&jhub_docker::lock_path(&root))?;
     let registry_address = settings.value("JHUB_REGISTRY").filter(|value| !value.is_empty()).map(str::to_string);

@@ -121,8 +121,21 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     set_up_host(&runtime, build.is_some())?;
     let env_file = default_env_file();
-    // JHUB_TLS: bad input refused and the certificate made or renewed before anything is built or started.
     let early = Settings::load(&env_file)?;
+    // The swarm spawner on one engine would make services no swarm runs: `up --swarm` sets the mode. Checked
+    // before anything is written (the admin password) or built.
+    if early.get("JHUB_MODE", "single") != "single" {
+        return Err(UserError::new(
+            format!(
+                "{} sets JHUB_MODE={}, and `cargo xtask up` runs the single-host stack",
+                env_file.display(),
+                early.get("JHUB_MODE", "")
+            ),
+            "deploy on a swarm with `cargo xtask up --swarm` (it sets the mode itself), or remove the line",
+        )
+        .into());
+    }
+    // JHUB_TLS: bad input refused and the certificate made or renewed before anything is built or started.
     let mut tls = tls::prepare(|key, default| early.get(key, default))?;
     if let Some(options) = build {
         // Cached images cost a few seconds; missing or changed ones are built.
@@ -135,18 +148,6 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         println!("  (shown once; it is kept in stack/.env, mode 600)");
     }
     let settings = Settings::load(&env_file)?;
-    // The swarm spawner on one engine would make services no swarm runs: `up --swarm` sets the mode.
-    if settings.get("JHUB_MODE", "single") != "single" {
-        return Err(UserError::new(
-            format!(
-                "{} sets JHUB_MODE={}, and `cargo xtask up` runs the single-host stack",
-                env_file.display(),
-                settings.get("JHUB_MODE", "")
-            ),
-            "deploy on a swarm with `cargo xtask up --swarm` (it sets the mode itself), or remove the line",
-        )
-        .into());
-    }
     if let Some((message, hint)) = signup_exposure(&settings.get("JHUB_BIND_ADDRESS", "127.0.0.1"), &settings.get("OPEN_SIGNUP", "")) {
         ui::warn(&message, &hint);
     }

@@ -9,17 +9,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{NodeSpecRoleEnum, NodeState};
-use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder};
+use bollard::models::{NodeSpecRoleEnum, NodeState, TaskState};
+use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use jhub_docker::catalog::Catalog;
-use jhub_docker::compose::{self, Compose};
+use jhub_docker::compose::{self, Compose, HUB_VIEW_TARGET, SwarmFile, TLS_CERT_TARGET, TLS_KEY_TARGET};
 use jhub_docker::contract::{HUB_NODE_LABEL, STACK_LABEL};
 use jhub_docker::lock::Lock;
 use jhub_docker::view::HubView;
 
-use crate::registry;
 use crate::stack::{Settings, stack_dir};
 use crate::ui::{self, UserError};
+use crate::{registry, tls};
 
 /// How long the hub may take to answer through the proxy after the deploy (nodes may still be pulling).
 const READY_LIMIT: Duration = Duration::from_secs(300);
@@ -123,10 +123,19 @@ pub fn doctor_cli(env_file: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// Where this machine reaches the hub's node: the proxy's plain port, and nginx's https port (with TLS).
+pub struct Reach {
+    pub http: String,
+    pub https: String,
+}
+
 /// Deploys the stack whose settings are `env_file` on the swarm `manager` (reached by the `docker` CLI as
-/// `docker_host`), then waits until the hub answers at `url`.
-pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, url: &str) -> anyhow::Result<()> {
+/// `docker_host`), with nginx in front when JHUB_TLS is on (as `up`), then waits until the hub answers.
+pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, reach: &Reach) -> anyhow::Result<()> {
     let settings = Settings::load(env_file)?;
+    // A swarm publishes on every address of its node (host-mode ports have no bind address): what
+    // JHUB_BIND_ADDRESS=0.0.0.0 means to the TLS checks and their warnings.
+    let mut tls = tls::prepare(|key, default| if key == "JHUB_BIND_ADDRESS" { "0.0.0.0".to_string() } else { settings.get(key, default) })?;
     if let Some((message, hint)) = problems(manager, &settings).await.into_iter().next() {
         return Err(UserError::new(message, hint).into());
     }
@@ -135,23 +144,55 @@ pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, url: &str)
     let lock = Lock::load(&jhub_docker::lock_path(&root))?;
     let registry = settings.get("JHUB_REGISTRY", "");
     let view = HubView::resolve_for_swarm(&catalog, &lock, &registry)?;
-    let hub_digest = lock.image.get("hub").and_then(|image| image.registry.as_ref()).map(|pushed| pushed.digest.clone());
-    let Some(hub_digest) = hub_digest else {
+    let pushed = |name: &str| {
+        lock.image
+            .get(name)
+            .and_then(|image| image.registry.as_ref())
+            .map(|pushed| registry::pinned_reference(&registry, name, &pushed.digest))
+    };
+    let Some(hub_image) = pushed("hub") else {
         return Err(UserError::new("images.lock records no push of the hub image", "run `cargo xtask push`").into());
     };
-    let hub_image = registry::pinned_reference(&registry, "hub", &hub_digest);
+    let pair = tls.pair().map(|(cert, key)| (cert.to_path_buf(), key.to_path_buf()));
+    if pair.is_some() {
+        let Some(nginx_image) = pushed("nginx") else {
+            return Err(
+                UserError::new("images.lock records no push of the nginx image, which JHUB_TLS needs", "run `cargo xtask push`").into()
+            );
+        };
+        // `nginx -t` on the manager, which runs nginx: it pulls the pinned image from the registry as the
+        // deploy would.
+        registry::pull(manager, &nginx_image).await?;
+        tls.test_nginx_image(manager, &nginx_image).await?;
+    }
     let view_text = view.write_atomically(&view_path())?;
     let view_digest = crate::context::sha256_hex(view_text.as_bytes());
     let project = settings.stack_name.clone();
-    let merged = Compose::new(compose::detect_cli()?, &stack_dir().join("docker-compose.yml"), &project)
-        .with_overlay(&stack_dir().join("docker-compose.swarm.yml"))
+    let mut compose = Compose::new(compose::detect_cli()?, &stack_dir().join("docker-compose.yml"), &project);
+    compose = tls.apply(compose).with_overlay(&stack_dir().join("docker-compose.swarm.yml"));
+    if pair.is_some() {
+        compose = compose.with_overlay(&stack_dir().join("docker-compose.swarm-tls.yml"));
+    }
+    let merged = compose
         .with_env_file(env_file)
         .with_env("JHUB_HUB_IMAGE", &hub_image)
         .with_env("JHUB_HUB_VIEW", &view_path().to_string_lossy())
         .with_env("JHUB_CONFIG_DIGEST", &view_digest)
         .run(&["config", "--format", "json"])?;
     let merged: serde_json::Value = serde_json::from_str(&merged)?;
-    let stack = compose::swarm_stack(&merged, &view_path(), &view_digest)?;
+    let view_file = view_path();
+    let mut files = vec![SwarmFile { name: "hub_view", target: HUB_VIEW_TARGET, source: &view_file, digest: &view_digest, secret: false }];
+    let pair_digests = match &pair {
+        Some((cert, key)) => Some((file_digest(cert)?, file_digest(key)?)),
+        None => None,
+    };
+    if let (Some((cert, key)), Some((cert_digest, key_digest))) = (&pair, &pair_digests) {
+        // The key goes to the hub's node as a secret: kept encrypted in the swarm's store, on the node
+        // only in memory (tmpfs), readable by root in nginx's container alone.
+        files.push(SwarmFile { name: "tls_cert", target: TLS_CERT_TARGET, source: cert, digest: cert_digest, secret: false });
+        files.push(SwarmFile { name: "tls_key", target: TLS_KEY_TARGET, source: key, digest: key_digest, secret: true });
+    }
+    let stack = compose::swarm_stack(&merged, &files)?;
     // It holds the settings' secrets (ADMIN_PASSWORD): private, and gone after the deploy.
     let stack_file = stack_dir().join(".swarm-stack.json");
     jhub_docker::write_atomically(&stack_file, serde_json::to_string_pretty(&stack)?.as_bytes(), 0o600)?;
@@ -172,10 +213,101 @@ pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, url: &str)
         .into());
     }
     let started = Instant::now();
-    wait_for_hub(url, docker_host, &project).await?;
+    // Until every service runs a task of its new spec, the old hub still answers /hub/health (with its
+    // old settings), so the checks below alone would say ready too early.
+    wait_converged(manager, docker_host, &project).await?;
+    let url = if pair.is_some() {
+        wait_for_front(manager, &reach.http, docker_host, &project).await?;
+        // The URL users open: the per-user origins' host, else the address this machine reached.
+        match tls.url.as_deref() {
+            Some(url) if !url.starts_with("https://localhost") => url.to_string(),
+            _ => reach.https.clone(),
+        }
+    } else {
+        wait_for_hub(&reach.http, docker_host, &project).await?;
+        reach.http.clone()
+    };
     println!("jhub-docker is up on the swarm at {url} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     println!("admin login: user `admin`, password from ADMIN_PASSWORD in {}", env_file.display());
     Ok(())
+}
+
+fn file_digest(path: &Path) -> anyhow::Result<String> {
+    let content = std::fs::read(path)
+        .map_err(|err| UserError::new(format!("cannot read {}: {err}", path.display()), "check the file and its permissions"))?;
+    Ok(crate::context::sha256_hex(&content))
+}
+
+/// Waits until each service of the stack has a running task (a swarm reports a task with a healthcheck
+/// running only once healthy) whose image and environment are the service's current ones, and no update
+/// in progress.
+async fn wait_converged(manager: &Docker, docker_host: &str, project: &str) -> anyhow::Result<()> {
+    let namespace = format!("com.docker.stack.namespace={project}");
+    let filters = std::collections::HashMap::from([("label", vec![namespace.as_str()])]);
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        let services = manager.list_services(Some(ListServicesOptionsBuilder::default().filters(&filters).build())).await?;
+        let mut waiting = Vec::new();
+        for service in &services {
+            let name = service.spec.as_ref().and_then(|spec| spec.name.clone()).unwrap_or_default();
+            let wanted =
+                service.spec.as_ref().and_then(|spec| spec.task_template.as_ref()).and_then(|template| template.container_spec.as_ref());
+            let updating = service.update_status.as_ref().and_then(|status| status.state).is_some_and(|state| {
+                !matches!(
+                    state,
+                    bollard::models::ServiceUpdateStatusStateEnum::COMPLETED | bollard::models::ServiceUpdateStatusStateEnum::EMPTY
+                )
+            });
+            let task_filters = std::collections::HashMap::from([("service", vec![name.as_str()]), ("desired-state", vec!["running"])]);
+            let tasks = manager.list_tasks(Some(ListTasksOptionsBuilder::default().filters(&task_filters).build())).await?;
+            let current = tasks.iter().any(|task| {
+                let spec = task.spec.as_ref().and_then(|spec| spec.container_spec.as_ref());
+                task.status.as_ref().and_then(|status| status.state) == Some(TaskState::RUNNING)
+                    && spec.map(|spec| (&spec.image, &spec.env)) == wanted.map(|spec| (&spec.image, &spec.env))
+            });
+            if updating || !current {
+                waiting.push(name);
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(UserError::new(
+                format!("the swarm did not run the new spec of {} within {} s", waiting.join(", "), READY_LIMIT.as_secs()),
+                format!("see `DOCKER_HOST={docker_host} docker service ps --no-trunc {}`", waiting[0]),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// With TLS on, the proxy's plain port is closed and nginx's port 80 only redirects: the stack is up when
+/// the redirect answers and nginx's task runs, which a swarm reports only once its healthcheck (a request
+/// for /hub/health through nginx, the proxy and the hub) passed.
+async fn wait_for_front(manager: &Docker, http_url: &str, docker_host: &str, project: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none()).build()?;
+    let health = format!("{http_url}/hub/health");
+    let service = format!("{project}_nginx");
+    let filters = std::collections::HashMap::from([("service", vec![service.as_str()]), ("desired-state", vec!["running"])]);
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        let redirects = client.get(&health).send().await.is_ok_and(|response| response.status().as_u16() == 301);
+        let tasks = manager.list_tasks(Some(ListTasksOptionsBuilder::default().filters(&filters).build())).await.unwrap_or_default();
+        let healthy = tasks.iter().any(|task| task.status.as_ref().and_then(|status| status.state) == Some(TaskState::RUNNING));
+        if redirects && healthy {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(UserError::new(
+                format!("nginx did not become healthy (or {health} did not redirect to https) within {} s", READY_LIMIT.as_secs()),
+                format!("see `DOCKER_HOST={docker_host} docker service ps --no-trunc {service}` and `docker service logs {service}`"),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn wait_for_hub(url: &str, docker_host: &str, project: &str) -> anyhow::Result<()> {
@@ -208,8 +340,11 @@ pub fn up_cli(env_file: &Path) -> anyhow::Result<()> {
         let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let settings = Settings::load(env_file)?;
         let address = hub_node_address(&manager).await.unwrap_or_else(|| "127.0.0.1".into());
-        let url = format!("http://{address}:{}", settings.get("JHUB_HTTP_PORT", "8000"));
-        up(&manager, &docker_host, env_file, &url).await
+        let reach = Reach {
+            http: format!("http://{address}:{}", settings.get("JHUB_HTTP_PORT", "8000")),
+            https: format!("https://{address}:{}", settings.get("JHUB_HTTPS_PORT", "443")),
+        };
+        up(&manager, &docker_host, env_file, &reach).await
     })
 }
 

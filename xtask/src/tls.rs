@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use jhub_docker::compose::Compose;
+use bollard::models::ContainerCreateBody;
+use jhub_docker::compose::{self, Compose};
 use jhub_docker::lock::Lock;
 use time::OffsetDateTime;
 
@@ -60,7 +60,9 @@ impl Plan {
     /// With TLS on, after the images are built: `nginx -t` on the locked nginx image's config with the
     /// certificate and key, in a throwaway container; then the image is what the overlay runs.
     pub fn test_nginx(&mut self, docker: &Docker, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let Some((cert, key)) = &self.pair else { return Ok(()) };
+        if self.pair.is_none() {
+            return Ok(());
+        }
         let nginx_image = locked_nginx_image()?;
         if !runtime.block_on(engine::image_exists(docker, &nginx_image)) {
             return Err(UserError::new(
@@ -69,9 +71,22 @@ impl Plan {
             )
             .into());
         }
-        runtime.block_on(test_nginx_config(docker, &nginx_image, cert, key))?;
-        self.env.push(("JHUB_NGINX_IMAGE".to_string(), nginx_image));
+        runtime.block_on(self.test_nginx_image(docker, &nginx_image))
+    }
+
+    /// With TLS on: `nginx -t` with `image` (on `docker`, which holds it) and the certificate and key,
+    /// copied into a throwaway container (so any engine will do, a swarm manager's too); then `image` is
+    /// what the overlay runs.
+    pub async fn test_nginx_image(&mut self, docker: &Docker, image: &str) -> anyhow::Result<()> {
+        let Some((cert, key)) = &self.pair else { return Ok(()) };
+        test_nginx_config(docker, image, cert, key).await?;
+        self.env.push(("JHUB_NGINX_IMAGE".to_string(), image.to_string()));
         Ok(())
+    }
+
+    /// The certificate and key nginx gets, with TLS on.
+    pub fn pair(&self) -> Option<(&Path, &Path)> {
+        self.pair.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()))
     }
 
     /// `compose` with the overlay files and variables added.
@@ -358,16 +373,18 @@ async fn test_nginx_config(docker: &Docker, image: &str, cert: &Path, key: &Path
         cmd: Some(vec!["test".to_string()]),
         network_disabled: Some(true),
         labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), "nginx-config-test".to_string())].into()),
-        host_config: Some(HostConfig {
-            binds: Some(vec![
-                format!("{}:/etc/jhub-tls/server.crt:ro", cert.display()),
-                format!("{}:/etc/jhub-tls/server.key:ro", key.display()),
-            ]),
-            ..Default::default()
-        }),
         ..Default::default()
     };
-    let output = engine::run_configured(docker, config, NGINX_TEST_TIMEOUT).await?;
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|err| UserError::new(format!("cannot read {}: {err}", path.display()), "check the file and its permissions"))
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let files = [
+        engine::FileIn { path: compose::TLS_CERT_TARGET, content: &cert_pem, mode: 0o444 },
+        engine::FileIn { path: compose::TLS_KEY_TARGET, content: &key_pem, mode: 0o400 },
+    ];
+    let output = engine::run_configured(docker, config, &files, NGINX_TEST_TIMEOUT).await?;
     if output.exit_code != 0 {
         let said = format!("{}{}", output.stdout, output.stderr);
         let hint = if said.contains("key values mismatch") {

@@ -84,6 +84,15 @@ pub fn say(bar: &ProgressBar, text: &str) {
     }
 }
 
+/// What the bar is doing now: its message on a terminal, a plain line in logs.
+pub fn status(bar: &ProgressBar, text: &str) {
+    if bar.is_hidden() {
+        note(text);
+    } else {
+        bar.set_message(text.to_string());
+    }
+}
+
 /// A line that stays: printed above the bar on a terminal, plain in logs.
 pub fn line(bar: &ProgressBar, text: &str) {
     if bar.is_hidden() {

@@ -14,11 +14,14 @@ use jhub_docker::settings::Settings;
 
 use crate::cases::xtask;
 use crate::stack::{HubAddress, free_port, keeps};
+use crate::tls::Front;
 use crate::wait;
 
 pub struct Cluster {
     pub nodes: usize,
     pub port: u16,
+    /// The loopback port of nginx's https on node 1, when the stack is deployed with JHUB_TLS on.
+    pub https_port: u16,
     /// The engine of node 1, the manager (the hub, the proxy, the registry).
     pub manager: Docker,
     /// This machine's engine, which runs the nodes themselves.
@@ -31,6 +34,18 @@ pub struct Cluster {
 impl HubAddress for Cluster {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The cluster's hub behind its TLS front door (`Cluster::deploy` with JHUB_TLS on): nginx on node 1,
+/// its https port published on this machine's loopback, a certificate naming localhost.
+pub struct TlsCluster<'a> {
+    pub front: &'a Front,
+}
+
+impl HubAddress for TlsCluster<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.front.hub_authority())
     }
 }
 
@@ -49,13 +64,16 @@ impl Cluster {
         if !removed {
             bail!("`cargo xtask cluster down` (before the test) failed:\n{output}");
         }
-        let port = free_port()?;
-        let (nodes_arg, port_arg, pull_arg) = (nodes.to_string(), port.to_string(), pull.join(","));
+        let (port, https_port) = (free_port()?, free_port()?);
+        let (nodes_arg, port_arg, https_arg, pull_arg) = (nodes.to_string(), port.to_string(), https_port.to_string(), pull.join(","));
         let keep = keeps();
         // Made before `up` returns, so a failed start is torn down too.
-        let mut cluster = Cluster { nodes, port, manager: host.clone(), host, admin_password: String::new(), stack: String::new(), keep };
-        let (started, output) =
-            xtask(&["cluster", "up", "--nodes", &nodes_arg, "--http-port", &port_arg, "--pull", &pull_arg], &[("DOCKER_HOST", "")])?;
+        let mut cluster =
+            Cluster { nodes, port, https_port, manager: host.clone(), host, admin_password: String::new(), stack: String::new(), keep };
+        let (started, output) = xtask(
+            &["cluster", "up", "--nodes", &nodes_arg, "--http-port", &port_arg, "--https-port", &https_arg, "--pull", &pull_arg],
+            &[("DOCKER_HOST", "")],
+        )?;
         if !started {
             bail!("`cargo xtask cluster up` failed:\n{output}");
         }
@@ -66,11 +84,36 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// `cargo xtask up --swarm --env-file env_file` on the cluster's manager: the stack deployed again
+    /// with these settings (the cluster's own are stack/cluster.env).
+    pub fn deploy(&self, env_file: &std::path::Path) -> Result<()> {
+        let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+        let (deployed, output) = xtask(&["up", "--swarm", "--env-file", &env_file.to_string_lossy()], &[("DOCKER_HOST", &manager_host)])?;
+        if !deployed {
+            bail!("`cargo xtask up --swarm --env-file {}` failed:\n{output}", env_file.display());
+        }
+        Ok(())
+    }
+
     /// The engine of node `index` (1-based).
     pub async fn node(&self, index: usize) -> Result<Docker> {
         connect_socket(&contract::cluster_node_socket(index))
             .await
             .with_context(|| format!("cannot reach {}", contract::cluster_node_name(index)))
+    }
+
+    /// Node `index`'s address on the cluster's own network (what the nodes reach each other, the registry
+    /// and the swarm's control plane at).
+    pub async fn node_address(&self, index: usize) -> Result<String> {
+        let name = contract::cluster_node_name(index);
+        let inspected = self.host.inspect_container(&name, None).await?;
+        inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .and_then(|mut networks| networks.remove(contract::CLUSTER_NETWORK))
+            .and_then(|network| network.ip_address)
+            .filter(|address| !address.is_empty())
+            .with_context(|| format!("{name} has no address on {}", contract::CLUSTER_NETWORK))
     }
 
     /// The index of the node called `hostname`.
@@ -107,7 +150,7 @@ impl Cluster {
                 node.spec
                     .as_ref()
                     .and_then(|spec| spec.labels.as_ref())
-                    .is_some_and(|labels| labels.get(&label).is_some_and(|v| v == "true"))
+                    .is_some_and(|labels| labels.get(&label).is_some_and(|v| v == contract::HOME_PINNED))
             })
             .filter_map(|node| node.description.and_then(|description| description.hostname))
             .collect();
@@ -116,6 +159,56 @@ impl Cluster {
             [one] => Ok(Some(one.clone())),
             several => bail!("{} nodes carry {label}: {several:?}; a home is on one node", several.len()),
         }
+    }
+
+    /// The value of `user`'s home label on the node `hostname` (`true` pins the home there, `deleted` marks
+    /// the home of a deleted account set aside), if it carries one.
+    pub async fn home_label_on(&self, user: &str, hostname: &str) -> Result<Option<String>> {
+        let label = contract::home_node_label(&self.stack, &contract::escaped_user_name(user));
+        let nodes = self.manager.list_nodes(None::<ListNodesOptions>).await?;
+        let node = nodes
+            .into_iter()
+            .find(|node| node.description.as_ref().and_then(|description| description.hostname.as_deref()) == Some(hostname))
+            .with_context(|| format!("no node {hostname}"))?;
+        Ok(node.spec.and_then(|spec| spec.labels).and_then(|mut labels| labels.remove(&label)))
+    }
+
+    /// Takes `user`'s home label off every node that carries it (as a swarm rebuilt from scratch would
+    /// have none), so a test can see who sets it again.
+    pub async fn unpin_home(&self, user: &str) -> Result<()> {
+        let label = contract::home_node_label(&self.stack, &contract::escaped_user_name(user));
+        for node in self.manager.list_nodes(None::<ListNodesOptions>).await? {
+            let Some(mut spec) = node.spec else { continue };
+            let Some(labels) = spec.labels.as_mut().filter(|labels| labels.contains_key(&label)) else { continue };
+            labels.remove(&label);
+            let (id, version) = (
+                node.id.context("a node without an id")?,
+                node.version.and_then(|version| version.index).context("a node without a version")?,
+            );
+            let options = bollard::query_parameters::UpdateNodeOptionsBuilder::default().version(version as i64).build();
+            self.manager.update_node(&id, spec, options).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `index`'s engine holds no container of the stack (its services', its users'
+    /// servers') and removes what stays stopped: a swarm keeps a removed task's container a while, and it
+    /// holds its volumes.
+    pub async fn clear_stack_containers(&self, index: usize) -> Result<()> {
+        let node = self.node(index).await?;
+        for label in [format!("com.docker.stack.namespace={}", self.stack), format!("{}={}", contract::STACK_LABEL, self.stack)] {
+            let labels = [label];
+            wait::until(&format!("the stack's containers on {} to stop", contract::cluster_node_name(index)), wait::APP, || async {
+                Ok(crate::docker::containers_with_labels(&node, &labels, false).await?.is_empty().then_some(()))
+            })
+            .await?;
+            for container in crate::docker::containers_with_labels(&node, &labels, true).await? {
+                let Some(id) = container.id else { continue };
+                node.remove_container(&id, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build()))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the manager sees node `index` in `state` (a killed node is `down` after the swarm's

@@ -4,7 +4,8 @@
 //! project whose `up` starts it), one hub client without a browser (`client`: signup, login, `_xsrf`, REST
 //! spawn, contents, kernels), headless Chromium (`browser`) and what a person does with it (`hub`, `lab`,
 //! `apps`, `steps`), the TLS front door (`tls`, on `jhub_docker::certs`), engine helpers (`docker`), the
-//! preflight (`preflight`), artifacts of failed steps (`artifacts`) and waiting for a condition (`wait`).
+//! preflight (`preflight`), what a user's container reaches (`probes`), the test cluster (`cluster`),
+//! artifacts of failed steps (`artifacts`) and waiting for a condition (`wait`).
 
 /// Progress and timings on stderr, written past libtest's output capture so they show in every run (CI
 /// logs included), not only for failing tests or with `--nocapture`.
@@ -27,6 +28,7 @@ pub mod docker;
 pub mod hub;
 pub mod lab;
 pub mod preflight;
+pub mod probes;
 pub mod stack;
 pub mod steps;
 pub mod tls;

@@ -22,6 +22,12 @@ VALUE_SYMBOLS = ":-_./*()?+[]^$|\\"
 HOME_LABEL_PREFIX = "io.jhub-docker.home"
 ESCAPED_NAME_RE = re.compile(r"^[a-z0-9-]+$")
 
+# The home label's value while it pins a home, and once its account was deleted: the files stay on that node
+# (the hub reaches no other node's volumes to archive them), set aside. A first start of an account created
+# later under the same name avoids every node holding such a home, so it never mounts them.
+PINNED_HOME = "true"
+DELETED_HOME = "deleted"
+
 # Task states (swarmkit's TaskState) on the way to "running"; any other state is the end of that task.
 TASK_WAITING_STATES = frozenset(
     {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
@@ -66,15 +72,18 @@ def home_label_key(stack_name, escaped_user_name):
 
 def home_constraint(label_key):
     """The constraint that sends a spawn to the node carrying the home label."""
-    return f"node.labels.{label_key}==true"
+    return f"node.labels.{label_key}=={PINNED_HOME}"
 
 
-def spawn_constraints(platform, image, home_label=None):
+def spawn_constraints(platform, image, home_label=None, first_start_label=None):
     """The constraints of one spawn, in order, each once: the platform's (JHUB_SWARM_CONSTRAINTS), the
-    image's (the view's `placement`), and the home pin's when the user has one."""
+    image's (the view's `placement`), and the home pin's when the user has one; a first start (no pin yet,
+    `first_start_label` the label it will set) avoids the nodes holding a deleted namesake's home."""
     wanted = [*platform, *image]
     if home_label:
         wanted.append(home_constraint(home_label))
+    if first_start_label:
+        wanted.append(f"node.labels.{first_start_label}!={DELETED_HOME}")
     seen, result = set(), []
     for constraint in wanted:
         normal = normalized_constraint(constraint)
@@ -91,7 +100,7 @@ def node_hostname(node):
 
 def nodes_pinned(nodes, label_key):
     """The nodes whose label `label_key` is "true" (a filter by key alone also returns other values)."""
-    return [node for node in nodes if ((node.get("Spec") or {}).get("Labels") or {}).get(label_key) == "true"]
+    return [node for node in nodes if ((node.get("Spec") or {}).get("Labels") or {}).get(label_key) == PINNED_HOME]
 
 
 def move_home_command(user_name):
@@ -115,10 +124,10 @@ def pinned_node_refusal(node, user_name):
     )
 
 
-def with_home_label(node_spec, label_key):
-    """A copy of a node's Spec with the home label set (the node update replaces the whole Spec)."""
+def with_home_label(node_spec, label_key, value=PINNED_HOME):
+    """A copy of a node's Spec with the home label set to `value` (the node update replaces the whole Spec)."""
     spec = dict(node_spec)
-    spec["Labels"] = {**(spec.get("Labels") or {}), label_key: "true"}
+    spec["Labels"] = {**(spec.get("Labels") or {}), label_key: value}
     return spec
 
 

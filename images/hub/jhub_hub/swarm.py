@@ -206,15 +206,20 @@ class JhubSwarmSpawner(JhubDockerSpawner, SwarmSpawner):
         return pinned[0] if pinned else None
 
     async def pin_home(self, node_id):
-        """Put this user's home label on node `node_id` (re-read and retried when the node changed meanwhile)."""
+        """Put this user's home label on node `node_id`."""
+        await self.set_home_label(node_id, placement.PINNED_HOME)
+
+    async def set_home_label(self, node_id, value):
+        """Set this user's home label on node `node_id` to `value` (re-read and retried when the node changed
+        meanwhile)."""
         for attempt in range(1, PIN_ATTEMPTS + 1):
             node = await self.docker("inspect_node", node_id)
-            if ((node.get("Spec") or {}).get("Labels") or {}).get(self.home_label) == "true":
+            if ((node.get("Spec") or {}).get("Labels") or {}).get(self.home_label) == value:
                 return
-            spec = placement.with_home_label(node["Spec"], self.home_label)
+            spec = placement.with_home_label(node["Spec"], self.home_label, value)
             try:
                 await self.docker("update_node", node_id, node["Version"]["Index"], spec)
-                self.log.info("home of %r pinned to node %s", self.user.name, placement.node_hostname(node))
+                self.log.info("home label of %r is %s on node %s", self.user.name, value, placement.node_hostname(node))
                 return
             except docker.errors.APIError as e:
                 if attempt == PIN_ATTEMPTS or not is_version_conflict(e):
@@ -232,7 +237,10 @@ class JhubSwarmSpawner(JhubDockerSpawner, SwarmSpawner):
                     self.log.warning("%s refused: %s (node %s)", self._log_name, refusal, node.get("Status"))
                     raise web.HTTPError(503, refusal)
             self._jhub_constraints = placement.spawn_constraints(
-                self.jhub_constraints, image.placement, self.home_label if node is not None else None
+                self.jhub_constraints,
+                image.placement,
+                self.home_label if node is not None else None,
+                first_start_label=self.home_label if node is None else None,
             )
             self.log.info(
                 "spawning %s as a service with catalog image %r (%s), constraints %s",
@@ -256,20 +264,27 @@ class JhubSwarmSpawner(JhubDockerSpawner, SwarmSpawner):
         return ip, port
 
     async def delete_forever(self):
-        """The user's volume is on their pinned node, which the hub's engine cannot reach: it stays there, and so
-        does the pin (the only record of where it is). Archiving deleted users is not supported in swarm mode
-        yet; an account created later with the same name would get these files."""
+        """The user's volume is on their pinned node, whose volumes the hub's engine cannot reach, so it is not
+        archived as on one host: it stays there, set aside (its label's value becomes "deleted"), and an
+        account created later under the same name starts on another node with an empty home."""
         if self.name:
             return
         node = await self.pinned_node()
         volume, _ = self.user_volume()
-        where = f"on node {placement.node_hostname(node)}" if node else "on no pinned node (never spawned?)"
+        if node is None:
+            self.log.info("deleted user %r: no home pinned to any node (never started?)", self.user.name)
+            return
+        await self.set_home_label(node["ID"], placement.DELETED_HOME)
         self.log.warning(
-            "deleted user %r: volume %s stays %s (node label %s); archiving is not supported in swarm mode yet: "
-            "archive or remove it there before an account of the same name is created, or that account gets "
-            "these files",
+            "deleted user %r: volume %s stays on node %s, set aside (node label %s=%s); a new account of this name "
+            "starts elsewhere. Remove it there when it is no longer wanted: docker volume rm %s, then "
+            "docker node update --label-rm %s %s",
             self.user.name,
             volume,
-            where,
+            placement.node_hostname(node),
             self.home_label,
+            placement.DELETED_HOME,
+            volume,
+            self.home_label,
+            placement.node_hostname(node),
         )

@@ -69,6 +69,16 @@ def test_spawn_constraints_are_platform_then_image_then_home_each_once():
     assert placement.spawn_constraints([], (), None) == []
 
 
+def test_a_first_start_avoids_the_nodes_holding_a_deleted_namesakes_home():
+    home = placement.home_label_key("jhub", "alice")
+    assert placement.spawn_constraints(["node.role==worker"], (), None, first_start_label=home) == [
+        "node.role==worker",
+        "node.labels.io.jhub-docker.home.jhub.alice!=deleted",
+    ]
+    for constraint in placement.spawn_constraints([], (), None, first_start_label=home):
+        assert placement.constraint_problem(constraint) is None
+
+
 def node(hostname="worker-2", state="ready", availability="active", labels=None):
     """A node as GET /nodes returns it (the fields the hub reads)."""
     return {
@@ -103,6 +113,7 @@ def test_the_move_command_quotes_odd_user_names():
 def test_only_nodes_whose_home_label_is_true_are_pinned():
     key = placement.home_label_key("jhub", "alice")
     nodes = [node("a", labels={key: "true"}), node("b", labels={key: "false"}), node("c"), node("d", labels=None)]
+    nodes.append(node("e", labels={key: placement.DELETED_HOME}))
     assert [placement.node_hostname(n) for n in placement.nodes_pinned(nodes, key)] == ["a"]
 
 
@@ -113,6 +124,8 @@ def test_pinning_adds_the_label_and_keeps_the_rest_of_the_spec():
     assert pinned == {"Availability": "active", "Role": "worker", "Labels": {"jhub.users": "true", key: "true"}}
     assert spec["Labels"] == {"jhub.users": "true"}, "the node as read is left alone"
     assert placement.with_home_label({"Availability": "active"}, key)["Labels"] == {key: "true"}
+    set_aside = placement.with_home_label(pinned, key, placement.DELETED_HOME)
+    assert set_aside["Labels"] == {"jhub.users": "true", key: "deleted"}
 
 
 def task(state, err=None, message="", node_id="n0d3"):

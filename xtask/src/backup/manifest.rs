@@ -35,6 +35,9 @@ pub(super) struct FileEntry {
     /// For a user volume, the user it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) user: Option<String>,
+    /// For a user volume of a swarm stack, the node (hostname) that held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) node: Option<String>,
     pub(super) bytes: u64,
     pub(super) sha256: String,
 }
@@ -56,7 +59,7 @@ pub(super) fn write_private(dir: &Path, relative: &str, bytes: &[u8], kind: File
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    Ok(FileEntry { path: relative.to_string(), kind, user: None, bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
+    Ok(FileEntry { path: relative.to_string(), kind, user: None, node: None, bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
@@ -207,7 +210,7 @@ mod tests {
     }
 
     fn entry(path: &str, kind: FileKind, user: Option<&str>) -> FileEntry {
-        FileEntry { path: path.to_string(), kind, user: user.map(str::to_string), bytes: 0, sha256: String::new() }
+        FileEntry { path: path.to_string(), kind, user: user.map(str::to_string), node: None, bytes: 0, sha256: String::new() }
     }
 
     fn manifest(files: Vec<FileEntry>) -> Manifest {

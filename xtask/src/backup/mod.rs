@@ -11,19 +11,21 @@
 //!
 //! By responsibility: `manifest` (what a backup holds, its path checks and sums), `save` (the backup),
 //! `restore` (choosing and checking the target, then writing it), `staging` (the all-or-nothing volume
-//! moves), `containers` (the throwaway helper containers all of them, and `adopt-volumes`, run).
+//! moves), `containers` (the throwaway helper containers all of them, and `adopt-volumes`, run), `engines`
+//! (where the volumes live: one host's engine, or each node of a swarm).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use jhub_docker::contract;
 
 use crate::stack::Settings;
-use crate::ui::{self, UserError};
+use crate::ui::UserError;
+// The xtask's one progress style: a bar on a terminal, plain lines in logs.
+use crate::ui::{bar, status as say};
 
 mod containers;
+mod engines;
 mod manifest;
 mod restore;
 mod save;
@@ -32,6 +34,7 @@ mod staging;
 pub(crate) use containers::{
     AccountsFrom, create_helper, engine_failed, helper_image, read_accounts, refuse_while_running, remove_container, run_helper_once,
 };
+pub use engines::SwarmAccess;
 pub use restore::run_restore;
 pub use save::run_backup;
 
@@ -50,6 +53,8 @@ pub struct BackupOptions {
     pub dir: PathBuf,
     /// The stack's settings (`stack/.env` by default); the backup keeps a copy.
     pub env_file: PathBuf,
+    /// The stack runs on the swarm `DOCKER_HOST` manages: the homes are read on every node.
+    pub swarm: Option<SwarmAccess>,
 }
 
 /// `cargo xtask restore` options.
@@ -60,6 +65,8 @@ pub struct RestoreOptions {
     pub env_file: PathBuf,
     /// Replace the stack's existing data (database, users' files, differing settings or lock).
     pub force: bool,
+    /// The stack runs on the swarm `DOCKER_HOST` manages: each home goes back to its node.
+    pub swarm: Option<SwarmAccess>,
 }
 
 /// The stack a verb works on, from its settings.
@@ -91,27 +98,5 @@ impl Target {
         let user = contract::user_of_escaped_name(escaped_user).unwrap_or_else(|| escaped_user.to_string());
         let created = accounts.get(&user).map(String::as_str).unwrap_or_default();
         contract::user_volume_labels(&self.stack, &user, created).into_iter().collect()
-    }
-}
-
-/// A bar over `steps` when stderr is a terminal; hidden (and replaced by plain lines) otherwise.
-fn bar(steps: u64, prefix: &str) -> ProgressBar {
-    let template = if ui::colour_wanted() {
-        "{spinner:.cyan} {prefix:.bold} [{bar:30}] {pos}/{len} {elapsed:>4} {wide_msg}"
-    } else {
-        "{spinner} {prefix} [{bar:30}] {pos}/{len} {elapsed:>4} {wide_msg}"
-    };
-    let bar = ProgressBar::new(steps).with_prefix(prefix.to_string());
-    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
-/// A line for logs that are not a terminal (CI), where the bar is not drawn.
-fn say(bar: &ProgressBar, text: &str) {
-    if bar.is_hidden() {
-        ui::note(text);
-    } else {
-        bar.set_message(text.to_string());
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use jhub_docker::contract;
 
-use super::containers::{AccountsFrom, helper_image, read_accounts, refuse_while_running};
+use super::containers::{AccountsFrom, read_accounts, refuse_while_running};
 use super::manifest::{FileKind, Manifest, read_manifest, verify};
 use super::staging::{
     RESTORE_STAGE_PREFIX, TarSource, VolumeJob, finish_volumes, occupied_volumes, prepare_volumes, stage_volume, undo_stages,
@@ -54,7 +54,7 @@ pub fn run_restore(options: &RestoreOptions) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("start it with `cargo xtask up`");
+    println!("start it with `cargo xtask up{}`", if options.swarm.is_some() { " --swarm" } else { "" });
     Ok(())
 }
 
@@ -116,9 +116,15 @@ pub(super) async fn write_restore(
     manifest: &Manifest,
     written: &mut Written,
 ) -> anyhow::Result<()> {
-    let docker = engine::connect().await?;
-    refuse_while_running(&docker, &target.stack, "a restore").await?;
-    let helper_image = helper_image(&docker).await?;
+    let settings = crate::stack::Settings::load(&options.env_file)?;
+    let manager = engine::connect().await?;
+    match options.swarm {
+        Some(_) => super::engines::refuse_while_deployed(&manager, &target.stack).await?,
+        None => refuse_while_running(&manager, &target.stack, "a restore").await?,
+    }
+    let engines = super::engines::engines(&settings, options.swarm.as_ref()).await?;
+    let hub_index = engines.iter().position(|engine| engine.holds_hub).expect("engines() names the hub's engine");
+    let hub = &engines[hub_index];
     let file_of = |kind: FileKind| manifest.files.iter().find(|file| file.kind == kind);
 
     let (Some(database), Some(secret)) = (file_of(FileKind::Database), file_of(FileKind::CookieSecret)) else {
@@ -126,31 +132,48 @@ pub(super) async fn write_restore(
     };
     let database_bytes = std::fs::read(options.dir.join(&database.path))?;
     // Each account's creation time, for the label the hub checks before it mounts a volume.
-    let accounts = read_accounts(&docker, &helper_image, AccountsFrom::Copy(&database_bytes)).await?;
+    let accounts = read_accounts(&hub.docker, &hub.helper_image, AccountsFrom::Copy(&database_bytes)).await?;
 
     // The volumes, users first and the hub's data last: a restore that stops half way then leaves a hub
-    // that does not know the restored users yet, rather than users whose files are missing.
-    let mut jobs = Vec::new();
+    // that does not know the restored users yet, rather than users whose files are missing. On a swarm,
+    // each home goes back to its node (the hub's node last), and is pinned there at the end.
+    let mut groups: Vec<Vec<VolumeJob>> = engines.iter().map(|_| Vec::new()).collect();
+    let mut homes = Vec::new();
     for file in manifest.files.iter().filter(|file| file.kind == FileKind::UserVolume) {
         let user = file.user.clone().expect("checked by read_manifest");
-        jobs.push(VolumeJob {
+        let index = engine_for_home(&engines, file.node.as_deref(), options, &user)?;
+        if let Some(node) = &engines[index].node {
+            homes.push((user.clone(), node.clone()));
+        }
+        groups[index].push(VolumeJob {
             volume: target.user_volume(&user),
-            what: format!("files of {user}"),
+            what: format!("files of {user}{}", super::save::on_node(engines[index].node.as_deref())),
             tar: TarSource::File(options.dir.join(&file.path), file.bytes),
             labels: target.user_volume_labels(&user, &accounts),
         });
     }
     let hub_tar = hub_data_tar(&database_bytes, &std::fs::read(options.dir.join(&secret.path))?)?;
-    jobs.push(VolumeJob {
+    let data_labels = match options.swarm {
+        // `docker stack deploy` finds the volume as its own `jupyterhub_data` by name; it labels what it makes so.
+        Some(_) => [("com.docker.stack.namespace".to_string(), target.stack.clone())].into(),
+        // Compose then finds the volume as its own `jupyterhub_data`, labelled as if it had made it.
+        None => contract::data_volume_labels(&target.stack, &compose_label_version()?).into_iter().collect(),
+    };
+    groups[hub_index].push(VolumeJob {
         volume: target.data_volume(),
         what: "the hub's database and cookie secret".to_string(),
         tar: TarSource::Bytes(hub_tar),
-        // Compose then finds the volume as its own `jupyterhub_data`, labelled as if it had made it.
-        labels: contract::data_volume_labels(&target.stack, &compose_label_version()?).into_iter().collect(),
+        labels: data_labels,
     });
+    // The order every step takes: the other nodes first, the hub's last (its data volume is its last job).
+    let order: Vec<usize> =
+        (0..engines.len()).filter(|index| *index != hub_index && !groups[*index].is_empty()).chain([hub_index]).collect();
 
     // What is already there.
-    let mut conflicts = occupied_volumes(&docker, &helper_image, &jobs).await?;
+    let mut conflicts = Vec::new();
+    for &index in &order {
+        conflicts.extend(occupied_volumes(&engines[index].docker, &engines[index].helper_image, &groups[index]).await?);
+    }
     let settings_file = file_of(FileKind::Env).map(|file| std::fs::read(options.dir.join(&file.path))).transpose()?;
     let lock_bytes = file_of(FileKind::Lock).map(|file| std::fs::read(options.dir.join(&file.path))).transpose()?;
     let lock_path = jhub_docker::lock_path(&jhub_docker::repo_root());
@@ -166,9 +189,11 @@ pub(super) async fn write_restore(
         conflicts.push(format!("{} (it records other images)", lock_path.display()));
     }
     if !conflicts.is_empty() && !options.force {
+        let fresh =
+            if options.swarm.is_some() { "`cargo xtask down --swarm` and removing its volumes" } else { "`cargo xtask down --volumes`" };
         return Err(UserError::new(
             format!("restoring into stack `{}` would overwrite: {}", target.stack, conflicts.join(", ")),
-            "restore into a fresh stack (`cargo xtask down --volumes` deletes this one's data), or pass --force to replace it",
+            format!("restore into a fresh stack ({fresh} deletes this one's data), or pass --force to replace it"),
         )
         .into());
     }
@@ -176,48 +201,63 @@ pub(super) async fn write_restore(
     // Stage every volume's tar inside that volume, next to what it holds. Until all are staged nothing of
     // the stack has changed: a failure removes the stages and the volumes this restore created.
     let stage = format!("{RESTORE_STAGE_PREFIX}{}", random_hex());
-    let created = prepare_volumes(&docker, &helper_image, &jobs, &stage).await?;
-    let total: u64 = jobs
+    let mut created: Vec<Vec<String>> = engines.iter().map(|_| Vec::new()).collect();
+    for &index in &order {
+        created[index] = prepare_volumes(&engines[index].docker, &engines[index].helper_image, &groups[index], &stage).await?;
+    }
+    let total: u64 = groups
         .iter()
+        .flatten()
         .map(|job| match &job.tar {
             TarSource::File(_, bytes) => *bytes,
             TarSource::Bytes(bytes) => bytes.len() as u64,
         })
         .sum();
     let bar = bar(total, "restore");
-    for job in &jobs {
-        say(&bar, &format!("staging {} in volume {}", job.what, job.volume));
-        if let Err(err) = stage_volume(&docker, &helper_image, job, &stage, &bar).await {
-            bar.finish_and_clear();
-            undo_stages(&docker, &helper_image, &jobs, &stage, &created).await;
-            return Err(UserError::new(
-                format!("nothing was restored: staging the {} in volume {} failed: {err:#}", job.what, job.volume),
-                "check the engine's free disk space (`docker system df`) and the backup's files, then run the restore again",
-            )
-            .into());
+    for &index in &order {
+        let engine = &engines[index];
+        for job in &groups[index] {
+            say(&bar, &format!("staging {} in volume {}", job.what, job.volume));
+            if let Err(err) = stage_volume(&engine.docker, &engine.helper_image, job, &stage, &bar).await {
+                bar.finish_and_clear();
+                for &undo in &order {
+                    undo_stages(&engines[undo].docker, &engines[undo].helper_image, &groups[undo], &stage, &created[undo]).await;
+                }
+                return Err(UserError::new(
+                    format!("nothing was restored: staging the {} in volume {} failed: {err:#}", job.what, job.volume),
+                    "check the engine's free disk space (`docker system df`) and the backup's files, then run the restore again",
+                )
+                .into());
+            }
         }
     }
     bar.finish_and_clear();
 
     // Everything arrived: move each stage into place, users first and the hub's data last (renames within
     // each volume; a stop here leaves a hub that does not know the restored users yet, never the reverse).
-    written.pending = jobs.iter().map(|job| format!("{} (volume {})", job.what, job.volume)).collect();
+    written.pending = order.iter().flat_map(|index| &groups[*index]).map(|job| format!("{} (volume {})", job.what, job.volume)).collect();
     if settings_file.is_some() {
         written.pending.push(format!("settings ({})", options.env_file.display()));
     }
     if lock_bytes.is_some() {
         written.pending.push("images.lock".to_string());
     }
-    let finished = finish_volumes(&docker, &helper_image, &jobs, &stage, options.force).await;
-    let count = match &finished {
-        Ok(count) | Err((count, _)) => *count,
-    };
-    for _ in 0..count {
-        let item = written.pending.remove(0);
-        written.done.push(item);
+    for &index in &order {
+        let engine = &engines[index];
+        let finished = finish_volumes(&engine.docker, &engine.helper_image, &groups[index], &stage, options.force).await;
+        let count = match &finished {
+            Ok(count) | Err((count, _)) => *count,
+        };
+        for _ in 0..count {
+            let item = written.pending.remove(0);
+            written.done.push(item);
+        }
+        if let Err((_, err)) = finished {
+            return Err(err);
+        }
     }
-    if let Err((_, err)) = finished {
-        return Err(err);
+    if options.swarm.is_some() {
+        super::engines::pin_homes(&manager, &target.stack, &homes).await?;
     }
     if let Some(text) = settings_file {
         write_atomically(&options.env_file, &text)?;
@@ -228,6 +268,42 @@ pub(super) async fn write_restore(
         written.done.push(written.pending.remove(0));
     }
     Ok(())
+}
+
+/// The engine a user's home goes back to: one host's; on a swarm, the node the backup found it on, or
+/// `--homes-to` for a home whose node this swarm lacks (or a single-host backup's).
+fn engine_for_home(
+    engines: &[super::engines::NodeEngine],
+    node: Option<&str>,
+    options: &RestoreOptions,
+    user: &str,
+) -> anyhow::Result<usize> {
+    if options.swarm.is_none() {
+        return Ok(0);
+    }
+    let position = |name: &str| engines.iter().position(|engine| engine.node.as_deref() == Some(name));
+    if let Some(index) = node.and_then(position) {
+        return Ok(index);
+    }
+    let homes_to = options.swarm.as_ref().and_then(|access| access.homes_to.as_deref());
+    match homes_to {
+        Some(name) => position(name).ok_or_else(|| {
+            let names: Vec<&str> = engines.iter().filter_map(|engine| engine.node.as_deref()).collect();
+            UserError::new(
+                format!("--homes-to names `{name}`, which is no node of this swarm"),
+                format!("name one of: {}", names.join(", ")),
+            )
+            .into()
+        }),
+        None => Err(UserError::new(
+            match node {
+                Some(node) => format!("the home of `{user}` was on node {node}, which this swarm does not have"),
+                None => format!("the backup is of a single-host stack, so the home of `{user}` names no node"),
+            },
+            "pass --homes-to NODE to put such homes on one node (move them later with `cargo xtask move-home`)",
+        )
+        .into()),
+    }
 }
 
 /// 16 random hex digits, for names no one else picks.

@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use jhub_docker::contract::{self, STACK_LABEL};
 use sha2::{Digest, Sha256};
 
-use super::containers::{create_helper, download_file, engine_failed, helper_image, remove_container, run_helper, running_users};
+use super::containers::{create_helper, download_file, engine_failed, remove_container, run_helper, running_users};
 use super::manifest::{FORMAT, FileEntry, FileKind, MANIFEST, Manifest, digest_hex, write_private};
 use super::{BackupOptions, COOKIE_SECRET, DATA_DIR, DATABASE, STAGING, Target, bar, say};
 use crate::engine;
@@ -93,23 +93,75 @@ pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
 }
 
 pub(super) async fn write_backup(target: &Target, options: &BackupOptions, partial: &Path) -> anyhow::Result<Manifest> {
-    let docker = engine::connect().await?;
-    let helper_image = helper_image(&docker).await?;
+    let settings = crate::stack::Settings::load(&options.env_file)?;
+    let engines = super::engines::engines(&settings, options.swarm.as_ref()).await?;
+    let hub = engines.iter().find(|engine| engine.holds_hub).expect("engines() names the hub's engine");
+    let (docker, helper_image) = (&hub.docker, hub.helper_image.as_str());
     let data_volume = target.data_volume();
     if docker.inspect_volume(&data_volume).await.is_err() {
         return Err(UserError::new(
-            format!("stack `{}` has no hub data (no volume {data_volume})", target.stack),
-            "check JHUB_STACK_NAME in the settings; `cargo xtask up` creates the stack",
+            format!("stack `{}` has no hub data (no volume {data_volume}{})", target.stack, on_node(hub.node.as_deref())),
+            "check JHUB_STACK_NAME in the settings; `cargo xtask up` (or `up --swarm`) creates the stack",
         )
         .into());
     }
-    let users = user_volumes(&docker, target).await?;
-    let running_servers = running_users(&docker, &target.stack).await?;
+    // Every home on every engine; on a swarm, a home found on two nodes is the one its pin names (the
+    // other is a copy a move or a lost node left behind, which the hub never mounts).
+    let labels = match options.swarm {
+        Some(_) => super::engines::home_labels(&crate::engine::connect().await?, &target.stack).await?,
+        None => Default::default(),
+    };
+    let pins = &labels.pinned;
+    let mut found: Vec<(String, usize)> = Vec::new();
+    let mut running_servers = Vec::new();
+    for (index, engine) in engines.iter().enumerate() {
+        for user in user_volumes(&engine.docker, target).await? {
+            // A deleted account's home, set aside on its node, is not the stack's any more (on one host it
+            // is an archive under another name, which no backup holds either).
+            if engine.node.as_ref().is_some_and(|node| labels.set_aside.contains(&(user.clone(), node.clone())))
+                && pins.get(&user) != engine.node.as_ref()
+            {
+                ui::note(&format!("skipping the home of a deleted account `{user}`{}", on_node(engine.node.as_deref())));
+                continue;
+            }
+            found.push((user, index));
+        }
+        running_servers.extend(running_users(&engine.docker, &target.stack).await?);
+    }
+    running_servers.sort();
+    running_servers.dedup();
+    let mut users: Vec<(String, usize)> = Vec::new();
+    for (user, index) in &found {
+        let copies: Vec<usize> = found.iter().filter(|(other, _)| other == user).map(|(_, index)| *index).collect();
+        let chosen = if copies.len() == 1 {
+            copies[0]
+        } else {
+            let pinned = pins.get(user).and_then(|node| copies.iter().copied().find(|index| engines[*index].node.as_ref() == Some(node)));
+            let Some(pinned) = pinned else {
+                let nodes: Vec<String> = copies.iter().map(|index| engines[*index].node.clone().unwrap_or_default()).collect();
+                return Err(UserError::new(
+                    format!("`{user}` has a home on each of {} and no pin names one of them", nodes.join(", ")),
+                    "keep the right one (`cargo xtask move-home` pins it) and remove the other volume, then run this again",
+                )
+                .into());
+            };
+            pinned
+        };
+        if chosen == *index {
+            users.push((user.clone(), chosen));
+        } else {
+            ui::note(&format!(
+                "skipping the stale copy of {user}'s home{} (the home is pinned elsewhere)",
+                on_node(engines[*index].node.as_deref())
+            ));
+        }
+    }
+    users.sort();
     let bar = bar(users.len() as u64 + 2, "backup");
     let mut files = Vec::new();
 
     say(&bar, "copying the hub's database (sqlite online backup) and cookie secret");
-    let (database, cookie_secret) = copy_hub_data(&docker, target, &helper_image).await?;
+    let (database, cookie_secret) = copy_hub_data(docker, target, helper_image).await?;
     files.push(write_private(partial, "hub/jupyterhub.sqlite", &database, FileKind::Database)?);
     files.push(write_private(partial, "hub/jupyterhub_cookie_secret", &cookie_secret, FileKind::CookieSecret)?);
     bar.inc(1);
@@ -130,12 +182,21 @@ pub(super) async fn write_backup(target: &Target, options: &BackupOptions, parti
     files.push(write_private(partial, "images.lock", &lock, FileKind::Lock)?);
     bar.inc(1);
 
-    for user in &users {
+    for (user, index) in &users {
+        let engine = &engines[*index];
         bar.set_message(format!("user {user}"));
-        say(&bar, &format!("saving the files of {user} (volume {})", target.user_volume(user)));
+        say(&bar, &format!("saving the files of {user} (volume {}{})", target.user_volume(user), on_node(engine.node.as_deref())));
         let relative = format!("users/{user}.tar");
-        let (bytes, sha256) = save_volume(&docker, &helper_image, &target.user_volume(user), &partial.join(&relative), &bar).await?;
-        files.push(FileEntry { path: relative, kind: FileKind::UserVolume, user: Some(user.clone()), bytes, sha256 });
+        let (bytes, sha256) =
+            save_volume(&engine.docker, &engine.helper_image, &target.user_volume(user), &partial.join(&relative), &bar).await?;
+        files.push(FileEntry {
+            path: relative,
+            kind: FileKind::UserVolume,
+            user: Some(user.clone()),
+            node: engine.node.clone(),
+            bytes,
+            sha256,
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -151,6 +212,11 @@ pub(super) async fn write_backup(target: &Target, options: &BackupOptions, parti
     let text = serde_json::to_vec_pretty(&manifest)?;
     write_private(partial, MANIFEST, &text, FileKind::Lock)?;
     Ok(manifest)
+}
+
+/// ` on node N` on a swarm, nothing on one host.
+pub(super) fn on_node(node: Option<&str>) -> String {
+    node.map(|node| format!(" on node {node}")).unwrap_or_default()
 }
 
 /// The users with a volume in this stack, by escaped name (the volume's name after the prefix), sorted:
