@@ -12,8 +12,8 @@ mod build;
 mod checks;
 mod cluster;
 mod context;
-mod doctor;
 mod engine;
+mod host;
 mod move_home;
 mod new_image;
 mod pin;
@@ -350,7 +350,7 @@ fn main() -> ExitCode {
         Verb::Down(args) => stack::down(args.volumes, args.force, &args.env_file.unwrap_or_else(stack_settings::default_env_file)),
         Verb::Logs(args) => stack::logs(&args.services),
         Verb::Doctor(args) if args.swarm => swarm::doctor_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file)),
-        Verb::Doctor(_) => doctor::run(),
+        Verb::Doctor(_) => host::doctor(),
         Verb::Push(args) => registry::push_cli(&args.registry),
         Verb::Load(args) => registry::load_cli(&args.engines),
         Verb::Cluster(ClusterVerb::Up(args)) => {

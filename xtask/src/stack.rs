@@ -1,7 +1,8 @@
-//! `cargo xtask up` / `down` / `logs`: the compose stack in `stack/`, started with the hub image the lock
-//! records after setting up what the host lacks, waited for by Compose v2's `up --wait` (the services'
-//! healthchecks), and torn down together with the user containers that DockerSpawner started (compose does
-//! not know those; they carry the stack's label) and, on request, this stack's user volumes only.
+//! `cargo xtask up` / `down` / `logs`: the compose lifecycle of the stack in `stack/`, started with the hub
+//! image the lock records after setting up what the host lacks (`host`) and the admin password
+//! (`stack_settings`), waited for by Compose v2's `up --wait` (the services' healthchecks), and torn down
+//! together with the user containers that DockerSpawner started (compose does not know those; they carry
+//! the stack's label) and, on request, this stack's user volumes only.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use jhub_docker::lock::Lock;
 
 use crate::stack_settings::{Settings, default_env_file, ensure_admin_password, signup_exposure};
 use crate::ui::{self, UserError};
-use crate::{build, engine, tls};
+use crate::{build, engine, host, tls};
 
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
@@ -54,62 +55,10 @@ fn hub_image_to_interpolate() -> String {
     locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string())
 }
 
-/// What `up` needs from the host that `ci/setup-host.sh` installs; mmdebstrap only when it may build.
-fn missing_on_host(runtime: &tokio::runtime::Runtime, building: bool) -> Vec<&'static str> {
-    let mut missing = Vec::new();
-    if runtime.block_on(engine::connect()).is_err() {
-        missing.push("a running Docker engine");
-    }
-    if compose::detect().is_err() {
-        missing.push("Compose v2");
-    }
-    if building && crate::base::which("mmdebstrap").is_none() {
-        missing.push("mmdebstrap");
-    }
-    missing
-}
-
-/// Runs `ci/setup-host.sh` when the host lacks what `up` needs: itself as root, or says which command to
-/// run otherwise.
-fn set_up_host(runtime: &tokio::runtime::Runtime, building: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let missing = missing_on_host(runtime, building);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let script = jhub_docker::repo_root().join("ci").join("setup-host.sh");
-    // /proc/self belongs to the process's effective user.
-    let is_root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
-    if !is_root {
-        // A socket that exists but does not answer this user is a permission, not a missing engine.
-        let socket_exists = std::path::Path::new("/var/run/docker.sock").exists();
-        let hint = if missing == ["a running Docker engine"] && socket_exists {
-            "if dockerd runs, this user may not use its socket: run as root or join the `docker` group; \
-             otherwise sudo bash ci/setup-host.sh starts it"
-        } else {
-            "sudo bash ci/setup-host.sh (it installs and starts them), then run `cargo xtask up` again"
-        };
-        return Err(UserError::new(format!("this host lacks {}", missing.join(", ")), hint).into());
-    }
-    ui::note(&format!("this host lacks {}: running `bash {}` as root", missing.join(", "), script.display()));
-    let status = std::process::Command::new("bash").arg(&script).stdin(Stdio::null()).status()?;
-    let still_missing = missing_on_host(runtime, building);
-    let outcome = if status.success() { "ran".to_string() } else { format!("failed ({status})") };
-    if !status.success() || !still_missing.is_empty() {
-        let lacks = if still_missing.is_empty() { String::new() } else { format!("; this host still lacks {}", still_missing.join(", ")) };
-        return Err(UserError::new(
-            format!("ci/setup-host.sh {outcome}{lacks}"),
-            "read its `error:` lines above, fix what they name and run `cargo xtask up` again",
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// `cargo xtask up`; `build` is None with --no-build.
 pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    set_up_host(&runtime, build.is_some())?;
+    host::set_up_host(&runtime, build.is_some())?;
     let env_file = default_env_file();
     let early = Settings::load(&env_file)?;
     // The swarm spawner on one engine would make services no swarm runs: `up --swarm` sets the mode. Checked
