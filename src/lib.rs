@@ -1,12 +1,13 @@
 //! The model of jhub-docker's source of truth, shared by the xtask (which writes it) and the acceptance
 //! harness (which asserts against it): the image catalog, the lock the build pipeline writes, the resolved
 //! view the hub reads, the stack's names and labels (the contract both sides keep), the stack's settings
-//! (its `.env` reader), and the compose CLI both use to drive the stack.
+//! (its `.env` reader), the compose CLI both use to drive the stack, and the programs a host needs.
 
 pub mod catalog;
 pub mod certs;
 pub mod compose;
 pub mod contract;
+pub mod host;
 pub mod lock;
 pub mod settings;
 pub mod tree_sum;

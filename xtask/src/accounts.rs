@@ -2,9 +2,9 @@
 //! `jhub-account` run in the hub's container (images/hub/jhub_hub/accounts.py), which leaves a request the
 //! running hub applies at the name's next login attempt; no hub restart, nobody else logged out.
 
-use crate::stack::Settings;
+use crate::engine;
+use crate::stack_settings::{self, Settings};
 use crate::ui::{self, UserError};
-use crate::{engine, stack};
 
 /// What to do to an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ impl Action {
 }
 
 pub fn run(action: Action, name: &str) -> anyhow::Result<()> {
-    let project = Settings::load(&stack::default_env_file())?.stack_name;
+    let project = Settings::load(&stack_settings::default_env_file())?.stack_name;
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
     let hub = runtime.block_on(engine::service_container(&docker, &project, "hub"))?.ok_or_else(|| {

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveVolumeOptions};
 
-use crate::stack::Settings;
+use crate::engine;
+use crate::stack_settings::{self, Settings};
 use crate::ui::{self, UserError};
-use crate::{engine, stack};
 
 use jhub_docker::contract::{ARCHIVED_AT_LABEL, ARCHIVED_USER_LABEL, STACK_LABEL};
 
@@ -58,7 +58,7 @@ pub fn chosen<'a>(archives: &'a [Archive], purge: &Purge) -> Result<Vec<&'a Arch
 }
 
 pub fn run(purge: Purge, yes: bool) -> anyhow::Result<()> {
-    let stack_name = Settings::load(&stack::default_env_file())?.stack_name;
+    let stack_name = Settings::load(&stack_settings::default_env_file())?.stack_name;
     let runtime = tokio::runtime::Runtime::new()?;
     let docker = runtime.block_on(engine::connect())?;
     let labels = [format!("{STACK_LABEL}={stack_name}"), ARCHIVED_USER_LABEL.to_string()];

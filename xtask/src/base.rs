@@ -9,6 +9,7 @@ use std::process::Stdio;
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
+use jhub_docker::host::which;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
@@ -196,11 +197,6 @@ pub async fn package_versions(docker: &Docker, image: &str) -> anyhow::Result<BT
         .filter_map(|line| line.split_once('='))
         .map(|(name, version)| (name.to_string(), version.to_string()))
         .collect())
-}
-
-/// The path of `program` on PATH, if any.
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|path| path.is_file())
 }
 
 #[cfg(test)]

@@ -339,7 +339,7 @@ fn write_env_file(options: &Options) -> anyhow::Result<()> {
     let (http_port, https_port) = (options.http_port, options.https_port);
     let path = env_file();
     // A new password at every `cluster up`: the hub sets the admin's hash from it at each start.
-    let password = crate::stack::random_password();
+    let password = crate::stack_settings::random_password();
     let text = format!(
         "# The test cluster's stack settings, written by `cargo xtask cluster up` (see .env.example for each).\n\
          JHUB_MODE=swarm\n\

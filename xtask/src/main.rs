@@ -12,13 +12,14 @@ mod build;
 mod checks;
 mod cluster;
 mod context;
-mod doctor;
 mod engine;
+mod host;
 mod move_home;
 mod new_image;
 mod pin;
 mod registry;
 mod stack;
+mod stack_settings;
 mod swarm;
 mod tls;
 mod ui;
@@ -340,16 +341,16 @@ fn main() -> ExitCode {
             display_name: args.display_name,
             description: args.description,
         }),
-        Verb::Up(args) if args.swarm => swarm::up_cli(&args.env_file.unwrap_or_else(stack::default_env_file)),
+        Verb::Up(args) if args.swarm => swarm::up_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file)),
         Verb::Up(args) => {
             let build = (!args.no_build).then(|| build::Options { selection: Vec::new(), locked: false, ca_bundle: ca_bundle(None) });
             stack::up(build)
         }
-        Verb::Down(args) if args.swarm => swarm::down_cli(&args.env_file.unwrap_or_else(stack::default_env_file)),
-        Verb::Down(args) => stack::down(args.volumes, args.force, &args.env_file.unwrap_or_else(stack::default_env_file)),
+        Verb::Down(args) if args.swarm => swarm::down_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file)),
+        Verb::Down(args) => stack::down(args.volumes, args.force, &args.env_file.unwrap_or_else(stack_settings::default_env_file)),
         Verb::Logs(args) => stack::logs(&args.services),
-        Verb::Doctor(args) if args.swarm => swarm::doctor_cli(&args.env_file.unwrap_or_else(stack::default_env_file)),
-        Verb::Doctor(_) => doctor::run(),
+        Verb::Doctor(args) if args.swarm => swarm::doctor_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file)),
+        Verb::Doctor(_) => host::doctor(),
         Verb::Push(args) => registry::push_cli(&args.registry),
         Verb::Load(args) => registry::load_cli(&args.engines),
         Verb::Cluster(ClusterVerb::Up(args)) => {
@@ -359,24 +360,24 @@ fn main() -> ExitCode {
         Verb::MoveHome(args) => move_home::run(&move_home::Options {
             user: args.user,
             to: args.to,
-            env_file: args.env_file.unwrap_or_else(stack::default_env_file),
+            env_file: args.env_file.unwrap_or_else(stack_settings::default_env_file),
             from_engine: args.from_engine,
             to_engine: args.to_engine,
         }),
         Verb::Bench(args) => bench::run(args),
         Verb::Backup(args) => backup::run_backup(&backup::BackupOptions {
             dir: args.dir,
-            env_file: args.env_file.unwrap_or_else(stack::default_env_file),
+            env_file: args.env_file.unwrap_or_else(stack_settings::default_env_file),
             swarm: args.swarm.access(None),
         }),
         Verb::Restore(args) => backup::run_restore(&backup::RestoreOptions {
             dir: args.dir,
-            env_file: args.env_file.unwrap_or_else(stack::default_env_file),
+            env_file: args.env_file.unwrap_or_else(stack_settings::default_env_file),
             force: args.force,
             swarm: args.swarm.access(args.homes_to),
         }),
         Verb::AdoptVolumes(args) => {
-            adopt::run(&adopt::AdoptOptions { env_file: args.env_file.unwrap_or_else(stack::default_env_file), yes: args.yes })
+            adopt::run(&adopt::AdoptOptions { env_file: args.env_file.unwrap_or_else(stack_settings::default_env_file), yes: args.yes })
         }
         Verb::Archives(args) => {
             let purge = match (args.purge, args.purge_all) {

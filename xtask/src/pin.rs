@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use jhub_docker::catalog::{Catalog, ImageEntry};
+use jhub_docker::host::which;
 use jhub_docker::lock::Lock;
 
-use crate::base::{BaseSpec, which};
+use crate::base::BaseSpec;
 use crate::context::sha256_hex;
 use crate::ui::{self, UserError};
 

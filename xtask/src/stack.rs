@@ -1,10 +1,10 @@
-//! `cargo xtask up` / `down` / `logs`: the compose stack in `stack/`, started with the hub image the lock
-//! records after setting up what the host lacks, waited for by Compose v2's `up --wait` (the services'
-//! healthchecks), and torn down together with the user containers that DockerSpawner started (compose does
-//! not know those; they carry the stack's label) and, on request, this stack's user volumes only.
+//! `cargo xtask up` / `down` / `logs`: the compose lifecycle of the stack in `stack/`, started with the hub
+//! image the lock records after setting up what the host lacks (`host`) and the admin password
+//! (`stack_settings`), waited for by Compose v2's `up --wait` (the services' healthchecks), and torn down
+//! together with the user containers that DockerSpawner started (compose does not know those; they carry
+//! the stack's label) and, on request, this stack's user volumes only.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,24 +18,15 @@ use jhub_docker::compose::{self, Compose};
 use jhub_docker::contract::{ARCHIVED_USER_LABEL, STACK_LABEL};
 use jhub_docker::lock::Lock;
 
+use crate::stack_settings::{Settings, default_env_file, ensure_admin_password, signup_exposure};
 use crate::ui::{self, UserError};
-use crate::{build, engine, tls};
+use crate::{build, engine, host, tls};
 
 /// How long `up --wait` may take for every service to pass its healthcheck.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The stack's settings: `stack/.env` overlaid by the process environment (as compose does it), read by
-/// the shared crate's one reader.
-pub(crate) use jhub_docker::settings::Settings;
-
 pub(crate) fn stack_dir() -> PathBuf {
     jhub_docker::repo_root().join("stack")
-}
-
-/// The stack's settings file, where `up` keeps them; `down`, `backup`, `restore` and `adopt-volumes` take
-/// another with `--env-file`.
-pub(crate) fn default_env_file() -> PathBuf {
-    stack_dir().join(".env")
 }
 
 /// Where `up` writes the hub's resolved view (not committed: it holds this engine's image ids).
@@ -64,62 +55,10 @@ fn hub_image_to_interpolate() -> String {
     locked_hub_image().unwrap_or_else(|_| "jhub/hub:latest".to_string())
 }
 
-/// What `up` needs from the host that `ci/setup-host.sh` installs; mmdebstrap only when it may build.
-fn missing_on_host(runtime: &tokio::runtime::Runtime, building: bool) -> Vec<&'static str> {
-    let mut missing = Vec::new();
-    if runtime.block_on(engine::connect()).is_err() {
-        missing.push("a running Docker engine");
-    }
-    if compose::detect().is_err() {
-        missing.push("Compose v2");
-    }
-    if building && crate::base::which("mmdebstrap").is_none() {
-        missing.push("mmdebstrap");
-    }
-    missing
-}
-
-/// Runs `ci/setup-host.sh` when the host lacks what `up` needs: itself as root, or says which command to
-/// run otherwise.
-fn set_up_host(runtime: &tokio::runtime::Runtime, building: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let missing = missing_on_host(runtime, building);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let script = jhub_docker::repo_root().join("ci").join("setup-host.sh");
-    // /proc/self belongs to the process's effective user.
-    let is_root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
-    if !is_root {
-        // A socket that exists but does not answer this user is a permission, not a missing engine.
-        let socket_exists = std::path::Path::new("/var/run/docker.sock").exists();
-        let hint = if missing == ["a running Docker engine"] && socket_exists {
-            "if dockerd runs, this user may not use its socket: run as root or join the `docker` group; \
-             otherwise sudo bash ci/setup-host.sh starts it"
-        } else {
-            "sudo bash ci/setup-host.sh (it installs and starts them), then run `cargo xtask up` again"
-        };
-        return Err(UserError::new(format!("this host lacks {}", missing.join(", ")), hint).into());
-    }
-    ui::note(&format!("this host lacks {}: running `bash {}` as root", missing.join(", "), script.display()));
-    let status = std::process::Command::new("bash").arg(&script).stdin(Stdio::null()).status()?;
-    let still_missing = missing_on_host(runtime, building);
-    let outcome = if status.success() { "ran".to_string() } else { format!("failed ({status})") };
-    if !status.success() || !still_missing.is_empty() {
-        let lacks = if still_missing.is_empty() { String::new() } else { format!("; this host still lacks {}", still_missing.join(", ")) };
-        return Err(UserError::new(
-            format!("ci/setup-host.sh {outcome}{lacks}"),
-            "read its `error:` lines above, fix what they name and run `cargo xtask up` again",
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// `cargo xtask up`; `build` is None with --no-build.
 pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    set_up_host(&runtime, build.is_some())?;
+    host::set_up_host(&runtime, build.is_some())?;
     let env_file = default_env_file();
     let early = Settings::load(&env_file)?;
     // The swarm spawner on one engine would make services no swarm runs: `up --swarm` sets the mode. Checked
@@ -186,79 +125,6 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
             println!("admin login: sign up as `admin` at {url}/hub/signup before anyone else does");
         }
         None => println!("admin login: user `admin`, password from ADMIN_PASSWORD (stack/.env or the environment)"),
-    }
-    Ok(())
-}
-
-/// Whether `address` (JHUB_BIND_ADDRESS) serves this machine only: 127.0.0.0/8, ::1 or localhost.
-pub(crate) fn is_loopback(address: &str) -> bool {
-    let address = address.trim().trim_start_matches('[').trim_end_matches(']');
-    address.eq_ignore_ascii_case("localhost") || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The warning `up` prints when OPEN_SIGNUP=true is set explicitly for a stack published beyond loopback
-/// (where the hub's default is signup with the admin's approval), as (message, hint).
-fn signup_exposure(bind_address: &str, open_signup: &str) -> Option<(String, String)> {
-    let open = matches!(open_signup.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
-    (open && !is_loopback(bind_address)).then(|| {
-        (
-            format!(
-                "OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={bind_address}: anyone who reaches the port gets an approved account \
-                 and a shell in a container"
-            ),
-            "remove OPEN_SIGNUP from stack/.env (beyond loopback the default is approval by the admin at /hub/authorize), \
-             or bind to 127.0.0.1"
-                .to_string(),
-        )
-    })
-}
-
-/// Makes sure `stack/.env` (mode 600) names an admin password: creates the file with a generated one, or
-/// appends one to a file (such as a copy of .env.example) that has no `ADMIN_PASSWORD=` line at all. An
-/// explicit empty `ADMIN_PASSWORD=` is left alone: that admin chose the sign-up-as-admin path. Returns the
-/// password when it made one, so it is printed exactly once.
-fn ensure_admin_password(env_file: &Path) -> anyhow::Result<Option<String>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let existing = match std::fs::read_to_string(env_file) {
-        Ok(text) => Some(text),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(UserError::new(format!("cannot read {}: {err}", env_file.display()), "check its permissions").into()),
-    };
-    if existing.is_some() {
-        keep_private(env_file)?;
-    }
-    let names_password = |text: &str| text.lines().any(|line| line.trim_start().starts_with("ADMIN_PASSWORD="));
-    if existing.as_deref().is_some_and(names_password) || std::env::var_os("ADMIN_PASSWORD").is_some() {
-        return Ok(None);
-    }
-    let password = random_password();
-    let mut text = String::new();
-    if existing.is_none() {
-        text.push_str("# Written by `cargo xtask up`; see stack/.env.example for every setting.\n");
-    }
-    text.push_str(&format!("# The admin account `admin` is created with this password at the hub's start.\nADMIN_PASSWORD={password}\n"));
-    let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(env_file)?;
-    file.write_all(text.as_bytes())?;
-    Ok(Some(password))
-}
-
-/// A new password of 18 characters from an alphabet without look-alikes (about 105 bits).
-pub(crate) fn random_password() -> String {
-    let mut random = [0u8; 18];
-    std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut random)).expect("/dev/urandom is readable");
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    random.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect()
-}
-
-/// Gives an existing settings file mode 600 when others could read it (a copy of `.env.example` keeps
-/// that file's 644, and appending the password does not change a mode), and says so.
-fn keep_private(env_file: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(env_file)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(env_file, std::fs::Permissions::from_mode(0o600))
-            .map_err(|err| UserError::new(format!("cannot make {} private: {err}", env_file.display()), "check who owns it"))?;
-        ui::note(&format!("{} was mode {mode:o}; made it 600: it holds the admin password", env_file.display()));
     }
     Ok(())
 }
@@ -500,7 +366,7 @@ pub fn logs(services: &[String]) -> anyhow::Result<()> {
 mod tests {
     use std::collections::{BTreeSet, HashMap};
 
-    use super::{VolumeChoice, choose_user_volumes, keep_private, without_terminal_codes};
+    use super::{VolumeChoice, choose_user_volumes, without_terminal_codes};
 
     #[test]
     fn terminal_codes_are_dropped_from_log_lines() {
@@ -538,34 +404,5 @@ mod tests {
         let forced = choose_user_volumes(&volumes, "jhub", "jupyterhub-user-", &mounted, true);
         assert_eq!(forced.remove, ["custom-name", "jupyterhub-user-alice", "jupyterhub-user-carol", "jupyterhub-user-dave"]);
         assert!(forced.unlabelled.is_empty());
-    }
-
-    #[test]
-    fn a_settings_file_others_can_read_is_made_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let path = std::env::temp_dir().join(format!("jhub-env-mode-{}", std::process::id()));
-        std::fs::write(&path, "ADMIN_PASSWORD=x\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        keep_private(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(mode, 0o600);
-    }
-
-    #[test]
-    fn open_signup_beyond_loopback_is_warned_about() {
-        for loopback in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"] {
-            assert!(super::is_loopback(loopback), "{loopback}");
-            assert_eq!(super::signup_exposure(loopback, "true"), None);
-        }
-        for exposed in ["0.0.0.0", "::", "192.168.1.20"] {
-            assert!(!super::is_loopback(exposed), "{exposed}");
-            let (message, hint) = super::signup_exposure(exposed, "True").expect("a warning");
-            assert!(message.starts_with(&format!("OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={exposed}: anyone")), "{message}");
-            assert!(hint.contains("approval by the admin"), "{hint}");
-            // Unset (the hub's default there is approval) or false: nothing to warn about.
-            assert_eq!(super::signup_exposure(exposed, ""), None);
-            assert_eq!(super::signup_exposure(exposed, "false"), None);
-        }
     }
 }

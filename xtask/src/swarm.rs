@@ -17,7 +17,8 @@ use jhub_docker::contract::{HUB_NODE_LABEL, STACK_LABEL};
 use jhub_docker::lock::Lock;
 use jhub_docker::view::HubView;
 
-use crate::stack::{Settings, stack_dir};
+use crate::stack::stack_dir;
+use crate::stack_settings::Settings;
 use crate::ui::{self, UserError};
 use crate::{registry, tls};
 

@@ -13,6 +13,7 @@ use fantoccini::elements::Element;
 use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use jhub_docker::host::{chromedriver_program, chromium_binary};
 use serde_json::{Value, json};
 
 use crate::wait;
@@ -30,16 +31,6 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--no-first-run",
     "--window-size=1400,1000",
 ];
-
-/// Where Chromium is; `JHUB_CHROMIUM` overrides.
-pub fn chromium_binary() -> PathBuf {
-    std::env::var_os("JHUB_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// The chromedriver program; `JHUB_CHROMEDRIVER` overrides the one on PATH.
-pub fn chromedriver_program() -> PathBuf {
-    std::env::var_os("JHUB_CHROMEDRIVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromedriver"))
-}
 
 /// A chromedriver child process in its own process group, with a scratch folder for browser profiles.
 /// Dropping it kills the whole group (chromedriver and every Chromium it started) and removes the folder.

@@ -10,9 +10,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Result, bail};
 use bollard::Docker;
 use jhub_docker::catalog::Catalog;
+use jhub_docker::host::{self, CHROMEDRIVER, CHROMIUM};
 use jhub_docker::lock::Lock;
-
-use crate::browser;
 
 /// Everything a run reads from the checkout and the host, checked.
 pub struct Setup {
@@ -84,15 +83,15 @@ pub async fn check() -> Result<Setup> {
             Vec::new()
         }
     };
-    if !answers(&browser::chromedriver_program().to_string_lossy(), &["--version"]) {
-        problems.push(format!(
-            "chromedriver (`{}`) does not run\nhint: apt-get install -y chromium-driver (or set JHUB_CHROMEDRIVER)",
-            browser::chromedriver_program().display()
-        ));
+    // The browser the tests drive, looked for where they will start it, with `jhub_docker::host`'s hints
+    // (the ones `cargo xtask doctor` gives).
+    let chromedriver = host::chromedriver_program();
+    if !answers(&chromedriver.to_string_lossy(), &["--version"]) {
+        problems.push(format!("chromedriver (`{}`) does not run\nhint: {}", chromedriver.display(), CHROMEDRIVER.install));
     }
-    let chromium = browser::chromium_binary();
+    let chromium = host::chromium_binary();
     if !chromium.is_file() {
-        problems.push(format!("Chromium is not at {}\nhint: apt-get install -y chromium (or set JHUB_CHROMIUM)", chromium.display()));
+        problems.push(format!("Chromium is not at {}\nhint: {}", chromium.display(), CHROMIUM.install));
     }
     let compose_file = root.join("stack").join("docker-compose.yml");
     if !compose_file.is_file() {

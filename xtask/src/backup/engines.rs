@@ -11,7 +11,7 @@ use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder};
 use jhub_docker::contract::{self, HUB_NODE_LABEL, STACK_LABEL};
 
 use super::containers::helper_image;
-use crate::stack::Settings;
+use crate::stack_settings::Settings;
 use crate::ui::UserError;
 use crate::{cluster, move_home};
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use jhub_docker::contract;
 
-use crate::stack::Settings;
+use crate::stack_settings::Settings;
 use crate::ui::UserError;
 // The xtask's one progress style: a bar on a terminal, plain lines in logs.
 use crate::ui::{bar, status as say};

@@ -116,7 +116,7 @@ pub(super) async fn write_restore(
     manifest: &Manifest,
     written: &mut Written,
 ) -> anyhow::Result<()> {
-    let settings = crate::stack::Settings::load(&options.env_file)?;
+    let settings = crate::stack_settings::Settings::load(&options.env_file)?;
     let manager = engine::connect().await?;
     match options.swarm {
         Some(_) => super::engines::refuse_while_deployed(&manager, &target.stack).await?,

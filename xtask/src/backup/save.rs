@@ -93,7 +93,7 @@ pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
 }
 
 pub(super) async fn write_backup(target: &Target, options: &BackupOptions, partial: &Path) -> anyhow::Result<Manifest> {
-    let settings = crate::stack::Settings::load(&options.env_file)?;
+    let settings = crate::stack_settings::Settings::load(&options.env_file)?;
     let engines = super::engines::engines(&settings, options.swarm.as_ref()).await?;
     let hub = engines.iter().find(|engine| engine.holds_hub).expect("engines() names the hub's engine");
     let (docker, helper_image) = (&hub.docker, hub.helper_image.as_str());
