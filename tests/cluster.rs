@@ -88,6 +88,10 @@ async fn server_image_id(cluster: &Cluster, user: &str, hostname: &str) -> Resul
 async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, admin: &Browser, artifacts: &Artifacts) -> Result<()> {
     let workers = [contract::cluster_node_name(2), contract::cluster_node_name(3)];
 
+    // `doctor --swarm` asks every node's own engine for the registry: ready as `cluster up` left it; a
+    // node that cannot reach the registry (its engine's connections to port 5000 refused) is named.
+    doctor_sees_every_node(cluster).await?;
+
     // Alice signs up in the browser and starts the full image; Lab, a kernel, VS Code and marimo work
     // through the proxy of the manager, her server on a worker.
     let password = cases::fresh_password("Cluster");
@@ -253,6 +257,37 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     // takes the hub node's ports (its port 80 only redirects), the certificate and key come as a swarm
     // config and secret; alice's server, started before, still runs and answers through nginx.
     tls_front_door(cluster, artifacts, &password, &kept).await
+}
+
+async fn doctor_sees_every_node(cluster: &Cluster) -> Result<()> {
+    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
+    let env_arg = env_file.to_string_lossy().into_owned();
+    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let doctor = || cases::xtask(&["doctor", "--swarm", "--env-file", &env_arg], &[("DOCKER_HOST", manager_host.as_str())]);
+    let (ready, output) = doctor()?;
+    ensure!(ready && output.contains("every node reaches it"), "doctor --swarm on the fresh cluster:\n{output}");
+    let cut_off = contract::cluster_node_name(3);
+    let rule = ["OUTPUT", "-p", "tcp", "--dport", "5000", "-j", "REJECT"];
+    let iptables = |action: &'static str| {
+        let mut argv = vec!["iptables", action];
+        argv.extend(rule);
+        argv
+    };
+    let (code, said) = docker::exec(&cluster.host, &cut_off, &iptables("-I"), None).await?;
+    ensure!(code == 0, "cutting {cut_off} off the registry failed: {said}");
+    let outcome = doctor();
+    let (code, said) = docker::exec(&cluster.host, &cut_off, &iptables("-D"), None).await?;
+    ensure!(code == 0, "giving {cut_off} the registry back failed: {said}");
+    let (ready, output) = outcome?;
+    ensure!(
+        !ready && output.contains(&format!("node {cut_off} cannot read")),
+        "doctor --swarm with {cut_off} cut off the registry should name it:\n{output}"
+    );
+    progress!(
+        "doctor --swarm names a node cut off the registry: {}",
+        output.lines().find(|line| line.contains("cannot read")).unwrap_or_default()
+    );
+    Ok(())
 }
 
 async fn user_reach(cluster: &Cluster, (user, node): (&str, &str), (other, other_node): (&str, &str)) -> Result<()> {

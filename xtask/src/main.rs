@@ -288,6 +288,10 @@ struct DoctorArgs {
     /// The stack's settings, with --swarm [default: stack/.env]
     #[arg(long, value_name = "FILE", requires = "swarm")]
     env_file: Option<PathBuf>,
+    /// With --swarm: a node's engine, as NODE=unix:///path/docker.sock, to check that node's own view of the
+    /// registry (repeat for each node; default: the test cluster's sockets)
+    #[arg(long, value_name = "NODE=ENGINE", requires = "swarm")]
+    node_engine: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -349,7 +353,9 @@ fn main() -> ExitCode {
         Verb::Down(args) if args.swarm => swarm::down_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file)),
         Verb::Down(args) => stack::down(args.volumes, args.force, &args.env_file.unwrap_or_else(stack_settings::default_env_file)),
         Verb::Logs(args) => stack::logs(&args.services),
-        Verb::Doctor(args) if args.swarm => swarm::doctor_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file)),
+        Verb::Doctor(args) if args.swarm => {
+            swarm::doctor_cli(&args.env_file.unwrap_or_else(stack_settings::default_env_file), &args.node_engine)
+        }
         Verb::Doctor(_) => host::doctor(),
         Verb::Push(args) => registry::push_cli(&args.registry),
         Verb::Load(args) => registry::load_cli(&args.engines),

@@ -106,22 +106,77 @@ pub async fn problems(manager: &Docker, settings: &Settings) -> Vec<(String, Str
     found
 }
 
-/// `cargo xtask doctor --swarm`: every problem of the swarm for this stack, or that it is ready.
-pub fn doctor_cli(env_file: &Path) -> anyhow::Result<()> {
+/// `cargo xtask doctor --swarm`: every problem of the swarm for this stack, or that it is ready. Beyond
+/// what the manager sees, each node's own engine is asked for the hub's pushed manifest, so a node that
+/// does not reach (or trust) the registry is named: the test cluster's nodes through their sockets, other
+/// nodes through `node_engines` (`NODE=unix:///path/docker.sock`); a node with neither is listed as not
+/// checked.
+pub fn doctor_cli(env_file: &Path, node_engines: &[String]) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let manager = crate::engine::connect().await?;
-        let found = problems(&manager, &Settings::load(env_file)?).await;
+        let settings = Settings::load(env_file)?;
+        let mut found = problems(&manager, &settings).await;
+        let mut unchecked = Vec::new();
+        if found.is_empty() {
+            let (more, skipped) = registry_from_every_node(&manager, &settings, node_engines).await?;
+            found.extend(more);
+            unchecked = skipped;
+        }
         for (message, hint) in &found {
             ui::warn(message, hint);
         }
-        if found.is_empty() {
-            println!("the swarm is ready for the stack: a manager, the hub's node, every node ready, the registry has every pushed image");
-            Ok(())
-        } else {
-            Err(UserError::new(format!("{} problem(s) with the swarm", found.len()), "fix each one above, then run this again").into())
+        if !found.is_empty() {
+            return Err(
+                UserError::new(format!("{} problem(s) with the swarm", found.len()), "fix each one above, then run this again").into()
+            );
         }
+        if !unchecked.is_empty() {
+            ui::note(&format!(
+                "not checked from {} (no way to reach its engine): give --node-engine NODE=unix:///path/docker.sock",
+                unchecked.join(", ")
+            ));
+        }
+        println!(
+            "the swarm is ready for the stack: a manager, the hub's node, every node ready, the registry has every pushed image{}",
+            if unchecked.is_empty() { " and every node reaches it" } else { "" }
+        );
+        Ok(())
     })
+}
+
+/// Each node whose engine this machine reaches asks the registry for the hub's pushed manifest, as it does
+/// before it pulls. Returns the nodes that cannot (each with a hint), and the nodes not checked.
+async fn registry_from_every_node(
+    manager: &Docker,
+    settings: &Settings,
+    node_engines: &[String],
+) -> anyhow::Result<(Vec<(String, String)>, Vec<String>)> {
+    let registry = settings.get("JHUB_REGISTRY", "");
+    let lock = Lock::load(&jhub_docker::lock_path(&jhub_docker::repo_root()))?;
+    let Some(pushed) = lock.image.get("hub").and_then(|image| image.registry.as_ref()) else {
+        return Ok((vec![("images.lock records no push of the hub image".into(), "run `cargo xtask push`".into())], Vec::new()));
+    };
+    let reference = registry::pinned_reference(&registry, "hub", &pushed.digest);
+    let given: std::collections::HashMap<&str, &str> = node_engines.iter().filter_map(|pair| pair.split_once('=')).collect();
+    let (mut found, mut unchecked) = (Vec::new(), Vec::new());
+    for node in manager.list_nodes(None::<ListNodesOptions>).await? {
+        let hostname = crate::cluster::node_hostname(&node);
+        let Ok(engine) = crate::move_home::engine_of(given.get(hostname.as_str()).copied(), &hostname).await else {
+            unchecked.push(hostname);
+            continue;
+        };
+        if !registry::registry_has(&engine, &reference).await {
+            found.push((
+                format!("node {hostname} cannot read {reference} from the registry at {registry}"),
+                format!(
+                    "on {hostname}, list {registry} under \"insecure-registries\" in /etc/docker/daemon.json and open {registry}'s port to it \
+                     (README, \"Growing past one machine\")"
+                ),
+            ));
+        }
+    }
+    Ok((found, unchecked))
 }
 
 /// Where this machine reaches the hub's node: the proxy's plain port, and nginx's https port (with TLS).

@@ -2,6 +2,7 @@
 //! users would (signup, login, spawn, Lab, a kernel running `5 * 4`, stop) and prints p50 / p95 / max per
 //! phase, every failure named, and keeps every sample as JSON under `target/bench/` for `--compare`.
 
+mod reference;
 mod report;
 mod stack;
 mod stats;
@@ -208,6 +209,15 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
     }
     let hub_image = runtime.block_on(stack::hub_image(&docker, &lock))?;
     let machine = runtime.block_on(machine(&docker))?;
+    // The fixed work every figure is also shown against, measured before anything else loads the machine.
+    let import_image = view
+        .images
+        .iter()
+        .find(|image| image.name == reference::IMPORT_IMAGE)
+        .map(|image| image.image_id.clone())
+        .ok_or_else(|| UserError::new("the catalog has no datascience image, the bench's reference", "see images/catalog.toml"))?;
+    ui::note("measuring the reference: the single-user server's imports and one bcrypt hash, three times each");
+    let reference = runtime.block_on(reference::measure(&docker, &import_image, &hub_image))?;
     let (commit, dirty) = git_commit(&root);
     let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let started_utc = report::utc_stamp(unix_now);
@@ -235,6 +245,7 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
         commit: &commit,
         dirty,
         machine: &machine,
+        reference,
     };
     let run = run_pass(&runtime, &docker, &pass, &hub_image, &view, None)?;
     print!("{}", report::render(&run));
@@ -279,6 +290,7 @@ struct Pass<'a> {
     commit: &'a str,
     dirty: bool,
     machine: &'a Machine,
+    reference: reference::Reference,
 }
 
 /// Runs the scenario once: on a bench stack of its own (`swarm` None, the stack removed after), or on the
@@ -355,6 +367,7 @@ fn run_pass(
         dirty: pass.dirty,
         machine: pass.machine.clone(),
         settings,
+        reference: Some(pass.reference),
         samples: std::mem::take(&mut *bench.samples.lock().expect("no poisoned lock")),
         failures: std::mem::take(&mut *bench.failures.lock().expect("no poisoned lock")),
     })

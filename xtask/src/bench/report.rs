@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::reference::Reference;
 use super::stats::{self, Summary};
 use crate::ui::UserError;
 
@@ -53,6 +54,9 @@ pub struct Run {
     pub dirty: bool,
     pub machine: Machine,
     pub settings: serde_json::Value,
+    /// The fixed work measured on this machine at the start of the run (absent in runs before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
     pub samples: Vec<Sample>,
     pub failures: Vec<Failure>,
 }
@@ -114,11 +118,22 @@ pub fn render(run: &Run) -> String {
     let mut out = String::new();
     let mut current_group: Option<&str> = None;
     let keys = ordered_keys(run);
+    if let Some(reference) = &run.reference {
+        out.push_str(&format!(
+            "\nreference on this machine: the server's imports {} + one bcrypt hash {} = {} (×ref: a figure divided by it)\n",
+            format_value("cpu-s", reference.import_cpu_seconds),
+            format_value("cpu-s", reference.bcrypt_cpu_seconds),
+            format_value("cpu-s", reference.seconds()),
+        ));
+    }
     for (group, phase) in &keys {
         if current_group != Some(group.as_str()) {
             current_group = Some(group.as_str());
             out.push_str(&format!("\n{} · {group}\n", run.scenario));
-            out.push_str(&format!("  {:<16} {:>5} {:>6} {:>12} {:>12} {:>12}\n", "phase", "ok", "failed", "p50", "p95", "max"));
+            out.push_str(&format!(
+                "  {:<16} {:>5} {:>6} {:>12} {:>12} {:>12} {:>9}\n",
+                "phase", "ok", "failed", "p50", "p95", "max", "p50 ×ref"
+            ));
         }
         let figure = &figures[&(group.clone(), phase.clone())];
         let (count, p50, p95, max) = match figure.summary {
@@ -130,7 +145,13 @@ pub fn render(run: &Run) -> String {
             ),
             None => ("0".to_string(), "-".to_string(), "-".to_string(), "-".to_string()),
         };
-        out.push_str(&format!("  {phase:<16} {count:>5} {:>6} {p50:>12} {p95:>12} {max:>12}\n", figure.failed));
+        let times_reference = figure
+            .summary
+            .zip(run.reference)
+            .and_then(|(summary, reference)| reference.ratio(&figure.unit, summary.p50))
+            .map(|ratio| format!("{ratio:.2}"))
+            .unwrap_or_else(|| "-".to_string());
+        out.push_str(&format!("  {phase:<16} {count:>5} {:>6} {p50:>12} {p95:>12} {max:>12} {times_reference:>9}\n", figure.failed));
     }
     let users: Vec<&str> = {
         let mut users: Vec<&str> =
@@ -171,10 +192,30 @@ pub fn render(run: &Run) -> String {
     out
 }
 
+/// Whether two runs' figures are compared as ratios to each run's reference: when they ran on machines
+/// that differ (cores, memory, kernel or engine) and both measured it. On one machine the raw figures are
+/// compared, as the reference would only add its own noise.
+pub fn compares_by_reference(new: &Run, old: &Run) -> bool {
+    let machine = |run: &Run| (run.machine.cores, run.machine.memory_bytes, run.machine.kernel.clone(), run.machine.engine_version.clone());
+    new.reference.is_some() && old.reference.is_some() && machine(new) != machine(old)
+}
+
+/// new/old of one summary value of a figure: raw, or, by reference, each value divided by its run's
+/// reference first.
+fn compared(new: &Run, old: &Run, unit: &str, new_value: f64, old_value: f64) -> Option<f64> {
+    if compares_by_reference(new, old) {
+        let (new_reference, old_reference) = (new.reference?, old.reference?);
+        stats::ratio(new_reference.ratio(unit, new_value)?, old_reference.ratio(unit, old_value)?)
+    } else {
+        stats::ratio(new_value, old_value)
+    }
+}
+
 /// new/old for every figure both runs have, and the failure counts side by side.
 pub fn render_comparison(new: &Run, old: &Run, old_path: &Path) -> String {
     let new_figures = figures(new);
     let old_figures = figures(old);
+    let by_reference = compares_by_reference(new, old);
     let mut out = format!(
         "\ncompared with {} ({}, commit {}{}, {} cores): ratios new/old, below 1 is faster or smaller\n",
         old_path.display(),
@@ -183,6 +224,19 @@ pub fn render_comparison(new: &Run, old: &Run, old_path: &Path) -> String {
         if old.dirty { "+dirty" } else { "" },
         old.machine.cores
     );
+    if let (Some(new_reference), Some(old_reference)) = (new.reference, old.reference) {
+        out.push_str(&format!(
+            "  reference: {} now, {} then ({}){}\n",
+            format_value("cpu-s", new_reference.seconds()),
+            format_value("cpu-s", old_reference.seconds()),
+            stats::format_ratio(stats::ratio(new_reference.seconds(), old_reference.seconds())),
+            if by_reference {
+                "; the machines differ, so times are compared as multiples of each run's reference (memory and % as they are)"
+            } else {
+                "; the same machine, so figures are compared as measured"
+            }
+        ));
+    }
     if old.scenario != new.scenario {
         out.push_str(&format!("  note: the old run is scenario `{}`, this one `{}`\n", old.scenario, new.scenario));
     }
@@ -192,7 +246,8 @@ pub fn render_comparison(new: &Run, old: &Run, old_path: &Path) -> String {
         let new_figure = &new_figures[&key];
         let cell = |pick: fn(&Summary) -> f64| match (new_figure.summary, old_figure.summary) {
             (Some(n), Some(o)) => {
-                format!("{} ({})", stats::format_ratio(stats::ratio(pick(&n), pick(&o))), format_value(&new_figure.unit, pick(&n)))
+                let ratio = compared(new, old, &new_figure.unit, pick(&n), pick(&o)).or_else(|| stats::ratio(pick(&n), pick(&o)));
+                format!("{} ({})", stats::format_ratio(ratio), format_value(&new_figure.unit, pick(&n)))
             }
             _ => "-".to_string(),
         };
@@ -263,9 +318,46 @@ mod tests {
             dirty: false,
             machine: Machine { cores: 2, memory_bytes: 1 << 34, engine_version: "20.10".into(), kernel: "6.1".into() },
             settings: serde_json::json!({}),
+            reference: None,
             samples,
             failures,
         }
+    }
+
+    #[test]
+    fn runs_on_different_machines_compare_times_as_multiples_of_their_reference() {
+        let mut old = run(vec![sample("minimal", "spawn", 1.0, "u1")], Vec::new());
+        old.samples.push(Sample { unit: "MB".into(), ..sample("stack", "hub-rss", 200.0, "") });
+        let mut new = run(vec![sample("minimal", "spawn", 3.0, "u1")], Vec::new());
+        new.samples.push(Sample { unit: "MB".into(), ..sample("stack", "hub-rss", 300.0, "") });
+        // The same machine: figures as measured, the reference only shown.
+        assert!(!compares_by_reference(&new, &old));
+        assert_eq!(compared(&new, &old, "s", 3.0, 1.0), Some(3.0));
+        // A machine half as fast (its reference took twice as long): a spawn three times as long is 1.5×.
+        old.reference = Some(Reference { import_cpu_seconds: 0.8, bcrypt_cpu_seconds: 0.2 });
+        new.reference = Some(Reference { import_cpu_seconds: 1.6, bcrypt_cpu_seconds: 0.4 });
+        new.machine.cores = 4;
+        assert!(compares_by_reference(&new, &old));
+        assert_eq!(compared(&new, &old, "s", 3.0, 1.0), Some(1.5));
+        assert_eq!(compared(&new, &old, "MB", 300.0, 200.0), None, "memory has no reference ratio");
+        let table = render_comparison(&new, &old, Path::new("old.json"));
+        assert!(table.contains("the machines differ"), "{table}");
+        assert!(table.contains("1.50×"), "{table}");
+        assert!(table.contains("1.50× (300 MB)"), "memory is compared as measured: {table}");
+        // A run without a reference (an older file) is compared as measured.
+        old.reference = None;
+        assert!(!compares_by_reference(&new, &old));
+    }
+
+    #[test]
+    fn the_table_shows_each_time_as_a_multiple_of_the_reference() {
+        let mut measured = run(vec![sample("minimal", "spawn", 2.0, "u1")], Vec::new());
+        let spawn_line = |table: &str| table.lines().find(|line| line.trim_start().starts_with("spawn")).unwrap_or_default().to_string();
+        assert!(spawn_line(&render(&measured)).trim_end().ends_with('-'), "no reference, no multiple");
+        measured.reference = Some(Reference { import_cpu_seconds: 0.75, bcrypt_cpu_seconds: 0.25 });
+        let table = render(&measured);
+        assert!(table.contains("reference on this machine"), "{table}");
+        assert!(spawn_line(&table).trim_end().ends_with("2.00"), "{table}");
     }
 
     #[test]
