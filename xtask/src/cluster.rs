@@ -325,7 +325,13 @@ async fn pull_on_nodes(nodes: &[Docker], pull: Option<&[String]>) -> anyhow::Res
         let digest = digest.with_context(|| format!("images.lock records no push of `{name}`"))?;
         let reference = registry::pinned_reference(&registry_address(), name, &digest);
         for (index, node) in nodes.iter().enumerate() {
-            if registry::pull(node, &reference).await? {
+            let pulled = registry::pull(node, &reference).await.map_err(|err| {
+                UserError::new(
+                    format!("{}: {err:#}", cluster_node_name(index + 1)),
+                    "run `cargo xtask cluster up` again (it keeps what the nodes have); `cargo xtask cluster down` starts afresh",
+                )
+            })?;
+            if pulled {
                 ui::note(&format!("{}: pulled {name}", cluster_node_name(index + 1)));
             }
         }

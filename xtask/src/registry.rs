@@ -115,19 +115,44 @@ pub async fn registry_has(docker: &Docker, reference: &str) -> bool {
     docker.inspect_registry_image(reference, None).await.is_ok()
 }
 
+/// How often a pull is tried when its progress stream breaks off (the engine keeps the layers it has).
+const PULL_ATTEMPTS: usize = 3;
+
 /// Pulls `reference` (pinned by digest) into the engine `docker` unless it has it; returns whether it pulled.
+/// An error the engine reports (the registry refused, no such manifest) ends it at once; a progress stream
+/// that breaks off ("bytes remaining on stream", seen once in a few dozen cluster starts) is tried again,
+/// and the engine goes on from the layers it already has.
 pub async fn pull(docker: &Docker, reference: &str) -> anyhow::Result<bool> {
     if engine::image_exists(docker, reference).await {
         return Ok(false);
     }
-    let options = CreateImageOptionsBuilder::default().from_image(reference).build();
-    let mut stream = docker.create_image(Some(options), None, None);
-    while let Some(info) = stream.next().await {
-        if let Some(error) = info?.error_detail.and_then(|detail| detail.message) {
-            anyhow::bail!("pulling {reference}: {error}");
+    let mut attempt = 1;
+    loop {
+        let options = CreateImageOptionsBuilder::default().from_image(reference).build();
+        let mut stream = docker.create_image(Some(options), None, None);
+        let mut broken = None;
+        while let Some(info) = stream.next().await {
+            match info {
+                Ok(info) => {
+                    if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
+                        anyhow::bail!("pulling {reference}: {error}");
+                    }
+                }
+                Err(err) => {
+                    broken = Some(err);
+                    break;
+                }
+            }
+        }
+        match broken {
+            None => return Ok(true),
+            Some(err) if attempt < PULL_ATTEMPTS => {
+                ui::note(&format!("pulling {reference}: the engine's stream broke off ({err}); trying again"));
+                attempt += 1;
+            }
+            Some(err) => anyhow::bail!("pulling {reference}: the engine's stream broke off {PULL_ATTEMPTS} times, last: {err}"),
         }
     }
-    Ok(true)
 }
 
 /// Copies the image `reference` from the engine `from` into the engine `to` (a `docker save | docker load`
