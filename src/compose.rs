@@ -183,10 +183,10 @@ impl SwarmFile<'_> {
 /// Turns the merged compose file (`compose -f docker-compose.yml [-f docker-compose.tls.yml] -f
 /// docker-compose.swarm.yml config --format json`, variables already filled in) into a stack file
 /// `docker stack deploy` takes: the Compose-only keys dropped (`name`, `depends_on`, `restart`,
-/// `security_opt`, nulls), each published port in host mode (this kernel kind has no IPVS for the ingress
-/// mesh; a swarm port binds every address of its node), and each of `files` (the hub's view, nginx's
-/// certificate and key), a bind mount of a file on one host, made a Swarm config or secret named after
-/// its digest. Each of `files` must be mounted by some service.
+/// `security_opt`, `cpu_shares`, nulls), each published port in host mode (this kernel kind has no IPVS
+/// for the ingress mesh; a swarm port binds every address of its node), and each of `files` (the hub's
+/// view, nginx's certificate and key), a bind mount of a file on one host, made a Swarm config or secret
+/// named after its digest. Each of `files` must be mounted by some service.
 pub fn swarm_stack(merged: &serde_json::Value, files: &[SwarmFile]) -> Result<serde_json::Value, ComposeError> {
     use serde_json::{Map, Value, json};
     let invalid = |what: &str| {
@@ -203,8 +203,9 @@ pub fn swarm_stack(merged: &serde_json::Value, files: &[SwarmFile]) -> Result<se
     let mut mounted = vec![false; files.len()];
     for (name, service) in services.iter_mut() {
         let service = service.as_object_mut().ok_or_else(|| invalid(&format!("mapping for the service {name}")))?;
-        service
-            .retain(|key, value| !value.is_null() && !["depends_on", "restart", "security_opt", "container_name"].contains(&key.as_str()));
+        service.retain(|key, value| {
+            !value.is_null() && !["depends_on", "restart", "security_opt", "container_name", "cpu_shares"].contains(&key.as_str())
+        });
         // An overlay's `disable: true` merges into the base's healthcheck; swarm refuses a test beside it.
         if service.get("healthcheck").and_then(|check| check.get("disable")).and_then(Value::as_bool) == Some(true) {
             service.insert("healthcheck".into(), json!({"disable": true}));
@@ -320,6 +321,7 @@ mod tests {
                     "depends_on": {"nginx": {"condition": "service_started"}},
                     "security_opt": ["no-new-privileges:true"],
                     "container_name": null,
+                    "cpu_shares": 8192,
                     "healthcheck": {"test": ["CMD", "true"], "disable": true},
                     "volumes": [
                         {"type": "volume", "source": "jupyterhub_data", "target": "/srv/jupyterhub"},
@@ -353,7 +355,7 @@ mod tests {
         let stack = swarm_stack(&merged(), &files(view, cert, key)).unwrap();
         assert_eq!(stack.get("name"), None);
         let hub = &stack["services"]["hub"];
-        for key in ["restart", "depends_on", "security_opt", "container_name"] {
+        for key in ["restart", "depends_on", "security_opt", "container_name", "cpu_shares"] {
             assert_eq!(hub.get(key), None, "{key} is Compose's own");
         }
         assert_eq!(hub["healthcheck"], json!({"disable": true}), "a swarm refuses a test beside disable");
