@@ -93,10 +93,18 @@ pub fn doctor() -> anyhow::Result<()> {
         Err(err) => report(false, "docker engine", err.message, host::ENGINE_INSTALL),
     }
     for program in host::PROGRAMS {
-        let overridden = program.override_variable.and_then(std::env::var_os).map(PathBuf::from).filter(|path| path.is_file());
-        match overridden.or_else(|| host::which(program.name)) {
-            Some(path) => report(true, program.name, format!("{} ({})", path.display(), program.purpose), ""),
-            None => report(false, program.name, format!("not on PATH ({})", program.purpose), program.install),
+        // A variable that names the program is what the tests use, so it is checked alone: falling back to
+        // PATH would say ok while the tests fail.
+        let overridden = program.override_variable.and_then(|variable| Some((variable, PathBuf::from(std::env::var_os(variable)?))));
+        match overridden {
+            Some((_, path)) if path.is_file() => report(true, program.name, format!("{} ({})", path.display(), program.purpose), ""),
+            Some((variable, path)) => {
+                report(false, program.name, format!("{variable}={} is no file ({})", path.display(), program.purpose), program.install)
+            }
+            None => match host::which(program.name) {
+                Some(path) => report(true, program.name, format!("{} ({})", path.display(), program.purpose), ""),
+                None => report(false, program.name, format!("not on PATH ({})", program.purpose), program.install),
+            },
         }
     }
     match jhub_docker::compose::detect() {

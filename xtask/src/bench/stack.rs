@@ -26,14 +26,6 @@ pub async fn hub_image(docker: &Docker, lock: &Lock) -> Result<String, UserError
     Ok(image)
 }
 
-/// A password the bench stack gives its admin: random, never shown, gone with the stack.
-fn random_password() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut random = [0u8; 18];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-    Ok(random.iter().map(|byte| format!("{byte:02x}")).collect())
-}
-
 /// The folder of the stack's view and settings file (mode 600: the admin's password), removed with it.
 pub fn folder() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("jhubbench{}", std::process::id()))
@@ -48,7 +40,8 @@ pub async fn start(hub_image: &str, view: &HubView) -> anyhow::Result<Stack> {
     let compose_file = jhub_docker::repo_root().join("stack/docker-compose.yml");
     let source =
         Source { project_prefix: "jhubbench", compose_cli: &compose_cli, compose_file: &compose_file, hub_image, nginx_image: None, view };
-    let password = random_password()?;
+    // The admin's password: random, never shown, gone with the stack.
+    let password = crate::stack_settings::random_password();
     let settings = [
         ("JHUB_BIND_ADDRESS", "127.0.0.1"),
         ("AUTH_STRATEGY", "native"),
