@@ -237,9 +237,7 @@ pub fn subdomain_host(mode: Mode, setting: &str, public_hosts: &[Name]) -> Resul
 /// The warning `up` prints when the stack is served beyond this machine while every user's server shares
 /// the hub's origin: a page a user serves then runs with the hub's origin in an admin's browser.
 pub fn exposure_warning(bind_address: &str, mode: Mode, subdomains: bool) -> Option<(String, String)> {
-    let address = bind_address.trim().trim_start_matches('[').trim_end_matches(']');
-    let loopback = address == "localhost" || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback || subdomains {
+    if crate::stack_settings::is_loopback(bind_address) || subdomains {
         return None;
     }
     let hint = if mode == Mode::Off {
