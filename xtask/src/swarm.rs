@@ -395,10 +395,18 @@ pub fn up_cli(env_file: &Path) -> anyhow::Result<()> {
         let manager = crate::engine::connect().await?;
         let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let settings = Settings::load(env_file)?;
-        let address = hub_node_address(&manager).await.unwrap_or_else(|| "127.0.0.1".into());
-        let reach = Reach {
-            http: format!("http://{address}:{}", settings.get("JHUB_HTTP_PORT", "8000")),
-            https: format!("https://{address}:{}", settings.get("JHUB_HTTPS_PORT", "443")),
+        let https_port = settings.get("JHUB_HTTPS_PORT", "443");
+        let reach = match settings.value("JHUB_CLUSTER_URL").filter(|url| !url.is_empty()) {
+            // The test cluster (stack/cluster.env): its ports are published on this machine's loopback, where
+            // the certificate's `localhost` is the name to use.
+            Some(url) => Reach { http: url.to_string(), https: format!("https://localhost:{https_port}") },
+            None => {
+                let address = hub_node_address(&manager).await.unwrap_or_else(|| "127.0.0.1".into());
+                Reach {
+                    http: format!("http://{address}:{}", settings.get("JHUB_HTTP_PORT", "8000")),
+                    https: format!("https://{address}:{https_port}"),
+                }
+            }
         };
         up(&manager, &docker_host, env_file, &reach).await
     })
