@@ -205,7 +205,7 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
     backup_and_restore(cluster, artifacts, &[("alice", &alice_api, &alice_node), ("bob", &bob, &bob_node)], &kept).await?;
 
     // Account rescue reaches the swarm's hub as it does one host's: `reset-password` through the manager.
-    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let manager_host = Cluster::manager_host();
     let (reset, output) =
         cases::xtask(&["reset-password", "bob"], &[("DOCKER_HOST", manager_host.as_str()), ("JHUB_STACK_NAME", cluster.stack.as_str())])?;
     ensure!(reset, "reset-password on the swarm failed:\n{output}");
@@ -242,8 +242,8 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
         Ok(docker::containers_with_labels(&home_node, &labels, false).await?.is_empty().then_some(()))
     })
     .await?;
-    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
-    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let env_file = Cluster::env_file();
+    let manager_host = Cluster::manager_host();
     let (moved, output) = cases::xtask(
         &["move-home", "alice", "--to", &bob_node, "--env-file", &env_file.to_string_lossy()],
         &[("DOCKER_HOST", &manager_host)],
@@ -260,9 +260,9 @@ async fn journey(setup: &preflight::Setup, cluster: &Cluster, alice: &Browser, a
 }
 
 async fn doctor_sees_every_node(cluster: &Cluster) -> Result<()> {
-    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
+    let env_file = Cluster::env_file();
     let env_arg = env_file.to_string_lossy().into_owned();
-    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let manager_host = Cluster::manager_host();
     let doctor = || cases::xtask(&["doctor", "--swarm", "--env-file", &env_arg], &[("DOCKER_HOST", manager_host.as_str())]);
     let (ready, output) = doctor()?;
     ensure!(ready && output.contains("every node reaches it"), "doctor --swarm on the fresh cluster:\n{output}");
@@ -318,10 +318,10 @@ async fn user_reach(cluster: &Cluster, (user, node): (&str, &str), (other, other
 }
 
 async fn backup_and_restore(cluster: &Cluster, artifacts: &Artifacts, users: &[(&str, &Api, &str)], kept: &[u8]) -> Result<()> {
-    let env_file = jhub_docker::repo_root().join("stack/cluster.env");
+    let env_file = Cluster::env_file();
     let env_arg = env_file.to_string_lossy().into_owned();
     let settings = jhub_docker::settings::Settings::load(&env_file)?;
-    let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+    let manager_host = Cluster::manager_host();
     let docker_host = [("DOCKER_HOST", manager_host.as_str())];
     let dir = artifacts.dir.join("swarm-backup");
     let dir_arg = dir.to_string_lossy().into_owned();
@@ -374,7 +374,7 @@ async fn tls_front_door(cluster: &Cluster, artifacts: &Artifacts, alice_password
     front.http_port = cluster.port;
     // The test cluster opens signup (OPEN_SIGNUP=true); this deploy leaves it at its default, which on a
     // swarm (published on every address of the hub's node) is the admin's approval.
-    let cluster_env: String = std::fs::read_to_string(jhub_docker::repo_root().join("stack/cluster.env"))?
+    let cluster_env: String = std::fs::read_to_string(Cluster::env_file())?
         .lines()
         .filter(|line| !line.starts_with("OPEN_SIGNUP="))
         .map(|line| format!("{line}\n"))

@@ -150,6 +150,18 @@ async fn run_async(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node engines an admin gave as `--node-engine NODE=ENGINE`, by node; a pair without `=` is refused.
+pub(crate) fn given_node_engines(pairs: &[String]) -> Result<std::collections::HashMap<&str, &str>, UserError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=').ok_or_else(|| {
+                UserError::new(format!("--node-engine {pair} is not NODE=ENGINE"), "write it as NODE=unix:///path/docker.sock")
+            })
+        })
+        .collect()
+}
+
 /// The engine of the node `hostname`: `given` (a unix:// socket), else the test cluster's socket for it.
 pub(crate) async fn engine_of(given: Option<&str>, hostname: &str) -> anyhow::Result<Docker> {
     let socket = match given {

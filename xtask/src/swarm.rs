@@ -158,7 +158,7 @@ async fn registry_from_every_node(
         return Ok((vec![("images.lock records no push of the hub image".into(), "run `cargo xtask push`".into())], Vec::new()));
     };
     let reference = registry::pinned_reference(&registry, "hub", &pushed.digest);
-    let given: std::collections::HashMap<&str, &str> = node_engines.iter().filter_map(|pair| pair.split_once('=')).collect();
+    let given = crate::move_home::given_node_engines(node_engines)?;
     let (mut found, mut unchecked) = (Vec::new(), Vec::new());
     for node in manager.list_nodes(None::<ListNodesOptions>).await? {
         let hostname = crate::cluster::node_hostname(&node);

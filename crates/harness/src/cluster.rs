@@ -77,17 +77,27 @@ impl Cluster {
         if !started {
             bail!("`cargo xtask cluster up` failed:\n{output}");
         }
-        let settings = Settings::load(&jhub_docker::repo_root().join("stack/cluster.env"))?;
+        let settings = Settings::load(&Cluster::env_file())?;
         cluster.admin_password = settings.value("ADMIN_PASSWORD").context("stack/cluster.env has no ADMIN_PASSWORD")?.to_string();
         cluster.stack = settings.stack_name.clone();
         cluster.manager = cluster.node(1).await?;
         Ok(cluster)
     }
 
+    /// `DOCKER_HOST` for node 1, the manager: how `cargo xtask` run by a test reaches the swarm.
+    pub fn manager_host() -> String {
+        format!("unix://{}", contract::cluster_node_socket(1).display())
+    }
+
+    /// The cluster's stack settings, written by `cargo xtask cluster up`.
+    pub fn env_file() -> std::path::PathBuf {
+        jhub_docker::repo_root().join("stack/cluster.env")
+    }
+
     /// `cargo xtask up --swarm --env-file env_file` on the cluster's manager: the stack deployed again
     /// with these settings (the cluster's own are stack/cluster.env).
     pub fn deploy(&self, env_file: &std::path::Path) -> Result<()> {
-        let manager_host = format!("unix://{}", contract::cluster_node_socket(1).display());
+        let manager_host = Cluster::manager_host();
         let (deployed, output) = xtask(&["up", "--swarm", "--env-file", &env_file.to_string_lossy()], &[("DOCKER_HOST", &manager_host)])?;
         if !deployed {
             bail!("`cargo xtask up --swarm --env-file {}` failed:\n{output}", env_file.display());

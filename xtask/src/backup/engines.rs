@@ -44,15 +44,7 @@ pub(super) async fn engines(settings: &Settings, swarm: Option<&SwarmAccess>) ->
         return Ok(vec![NodeEngine { node: None, docker, helper_image, holds_hub: true }]);
     };
     let nodes = swarm_nodes(&docker).await?;
-    let given: HashMap<&str, &str> = access
-        .node_engines
-        .iter()
-        .map(|pair| {
-            pair.split_once('=').ok_or_else(|| {
-                UserError::new(format!("--node-engine {pair} is not NODE=ENGINE"), "write it as NODE=unix:///path/docker.sock")
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let given = move_home::given_node_engines(&access.node_engines)?;
     let mut engines = Vec::new();
     for node in &nodes {
         let hostname = cluster::node_hostname(node);
