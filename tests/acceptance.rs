@@ -391,7 +391,7 @@ async fn step_i_uv_lab(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// locked uv-code image.
 async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-code").await?;
-    alice.url_starts_with(&run.stack.user_url("alice", "/user/alice/"), wait::SPAWN).await?;
+    alice.arrive_at(&run.stack.user_url("alice", "/user/alice/"), wait::SPAWN).await?;
     apps::land_in(alice, apps::VSCODE_RENDERED, SystemTime::now() - started.elapsed()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let url = alice.url().await?;
@@ -410,7 +410,7 @@ async fn step_i_uv_code(run: &Run<'_>, alice: &Browser) -> Result<f64> {
 /// `20 + 22` and shows 42; the container runs the locked uv-marimo image.
 async fn step_i_uv_marimo(run: &Run<'_>, alice: &Browser) -> Result<f64> {
     let started = start_image(run, alice, "uv-marimo").await?;
-    alice.url_starts_with(&run.stack.user_url("alice", "/user/alice/"), wait::SPAWN).await?;
+    alice.arrive_at(&run.stack.user_url("alice", "/user/alice/"), wait::SPAWN).await?;
     apps::land_in(alice, apps::MARIMO_HOME_NEW_NOTEBOOK, SystemTime::now() - started.elapsed()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let url = alice.url().await?;

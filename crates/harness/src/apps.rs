@@ -47,6 +47,15 @@ pub async fn land_in(browser: &Browser, rendered: &str, since: SystemTime) -> Re
             if browser.is_visible(rendered).await? {
                 return Ok(Some(()));
             }
+            if reloads.get() < 3
+                && let Some(code) = browser.network_error().await?
+            {
+                // The page itself did not load (its navigation was aborted): Chromium's error page.
+                reloads.set(reloads.get() + 1);
+                progress!("the page did not load ({code}, Chromium's error page); reloading it");
+                browser.client.refresh().await?;
+                return Ok(None);
+            }
             if check_console && reloads.get() < 2 {
                 let lines = browser.new_console_lines().await?;
                 let aborted = lines.lines().find(|line| {

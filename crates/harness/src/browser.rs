@@ -220,6 +220,66 @@ impl Browser {
         .await
     }
 
+    /// Waits until the page's URL starts with `prefix`, as `url_starts_with`, reloading the page (at most
+    /// three times, saying so) while it is Chromium's own network error page. A spawn's last redirect can
+    /// land there: the engine adding the new container's interface is a network change to Chromium, which
+    /// aborts the navigation in flight (`ERR_NETWORK_CHANGED`) and leaves its error page under the URL it
+    /// was loading, for good. A person reloads. On timeout the error says what the page shows.
+    pub async fn arrive_at(&self, prefix: &str, timeout: Duration) -> Result<String> {
+        let reloads = std::cell::Cell::new(0u32);
+        let arrived = wait::until(&format!("the page's URL to start with {prefix}"), timeout, || async {
+            let url = self.client.current_url().await?.to_string();
+            if url.starts_with(prefix) {
+                return Ok(Some(url));
+            }
+            if reloads.get() < 3
+                && let Some(code) = self.network_error().await?
+            {
+                reloads.set(reloads.get() + 1);
+                progress!("{url} shows Chromium's network error page ({code}); reloading it");
+                self.client.refresh().await?;
+            }
+            Ok(None)
+        })
+        .await;
+        match arrived {
+            Ok(url) => Ok(url),
+            Err(err) => Err(anyhow!("{err:#}; the page shows: {}", self.page_summary().await)),
+        }
+    }
+
+    /// `Some(error code)` when the page is Chromium's own error page for a load that failed on the network
+    /// (its `#main-frame-error`, `body.neterror`), with the code it shows (e.g. `ERR_NETWORK_CHANGED`).
+    pub async fn network_error(&self) -> Result<Option<String>> {
+        let code = self
+            .js(
+                r#"
+                const page = document.getElementById('main-frame-error')
+                    || (document.body && document.body.classList.contains('neterror') ? document.body : null);
+                if (!page) { return null; }
+                const code = document.querySelector('.error-code');
+                return code && code.textContent.trim() ? code.textContent.trim() : 'no error code shown';
+                "#,
+                Vec::new(),
+            )
+            .await?;
+        Ok(code.as_str().map(str::to_owned))
+    }
+
+    /// The page's URL, title and the start of its text, for a failure message; best effort.
+    pub async fn page_summary(&self) -> String {
+        let summary = self
+            .js(
+                "return `${location.href} - title ${JSON.stringify(document.title)}: ${(document.body ? document.body.innerText : '').replace(/\\s+/g, ' ').trim().slice(0, 300)}`;",
+                Vec::new(),
+            )
+            .await;
+        match summary {
+            Ok(summary) => summary.as_str().unwrap_or_default().to_owned(),
+            Err(err) => format!("(cannot read the page: {err:#})"),
+        }
+    }
+
     pub async fn windows(&self) -> Result<Vec<WindowHandle>> {
         Ok(self.client.windows().await?)
     }

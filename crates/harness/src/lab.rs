@@ -18,10 +18,11 @@ use crate::wait;
 /// chunks right after a spawn, when the engine changes the host's network interfaces (this stack's new
 /// container, or another stack's on the shared engine) and Chromium aborts them
 /// (`net::ERR_NETWORK_CHANGED`, seen: a blank page for good): the page is reloaded then, as for the apps
-/// (`apps::land_in`), counting that error from a few minutes back (the spawn began before this wait).
+/// (`apps::land_in`), counting that error from a few minutes back (the spawn began before this wait), and
+/// so is Chromium's error page when that change aborted the redirect to Lab itself (`Browser::arrive_at`).
 pub async fn wait_ready(browser: &Browser, stack: &impl HubAddress, user: &str, timeout: Duration) -> Result<()> {
     let since = std::time::SystemTime::now() - Duration::from_secs(300);
-    browser.url_starts_with(&stack.user_url(user, &format!("/user/{user}/lab")), timeout).await?;
+    browser.arrive_at(&stack.user_url(user, &format!("/user/{user}/lab")), timeout).await?;
     crate::apps::land_in(browser, "#main.jp-LabShell, .jp-LabShell", since).await?;
     browser.gone("#jupyterlab-splash", timeout).await?;
     Ok(())
