@@ -40,6 +40,10 @@ pub struct ImageEntry {
     /// The folder under `images/`.
     pub folder: String,
     pub recipe: Recipe,
+    /// Catalog images this one copies files from (`COPY --from`) besides building FROM its parent: each is
+    /// built first, passed as the build arg `<NAME>_IMAGE` (its image id; `code-server` → `CODE_SERVER_IMAGE`),
+    /// chained into the content key, and its checks (with its ancestors') run on this image too.
+    pub uses: Vec<String>,
     pub single_user: Option<SingleUser>,
 }
 
@@ -49,6 +53,16 @@ impl ImageEntry {
             Recipe::Mmdebstrap => None,
             Recipe::Dockerfile { parent, .. } => Some(parent),
         }
+    }
+
+    /// Every catalog image that must be built before this one: the parent, then the images it `uses`.
+    pub fn inputs(&self) -> impl Iterator<Item = &str> {
+        self.parent().into_iter().chain(self.uses.iter().map(String::as_str))
+    }
+
+    /// The build arg that carries a used image's id into the Dockerfile: `code-server` → `CODE_SERVER_IMAGE`.
+    pub fn build_arg_for(used: &str) -> String {
+        format!("{}_IMAGE", used.to_ascii_uppercase().replace('-', "_"))
     }
 
     pub fn folder_path(&self, root: &Path) -> PathBuf {
@@ -99,6 +113,8 @@ struct RawImage {
     folder: Option<String>,
     dockerfile: Option<String>,
     parent: Option<String>,
+    #[serde(default)]
+    uses: Vec<String>,
     bootstrap: Option<String>,
     #[serde(default)]
     single_user: bool,
@@ -235,19 +251,20 @@ impl Catalog {
         self.images.iter().filter_map(|image| image.single_user.as_ref().map(|single_user| (image, single_user)))
     }
 
-    /// Resolves image names given on a command line, with their ancestors, in build order (parents first).
-    /// An empty selection means every image.
+    /// Resolves image names given on a command line, with every image they build on (parents and the
+    /// images they use, and theirs), in build order (inputs first). An empty selection means every image.
     pub fn with_ancestors(&self, selection: &[String]) -> Result<Vec<&ImageEntry>, CatalogError> {
         let mut wanted = BTreeSet::new();
         for name in selection {
-            let mut current = self.get(name).ok_or_else(|| {
+            let image = self.get(name).ok_or_else(|| {
                 let known: Vec<&str> = self.images.iter().map(|image| image.name.as_str()).collect();
                 error(format!("unknown image `{name}`"), format!("the catalog has: {}", known.join(", ")))
             })?;
-            wanted.insert(current.name.as_str());
-            while let Some(parent) = current.parent() {
-                current = self.get(parent).expect("validated: parents exist");
-                wanted.insert(current.name.as_str());
+            let mut pending = vec![image];
+            while let Some(current) = pending.pop() {
+                if wanted.insert(current.name.as_str()) {
+                    pending.extend(current.inputs().map(|input| self.get(input).expect("validated: inputs exist")));
+                }
             }
         }
         // Catalog order already has parents before children (validated at parse time).
@@ -273,6 +290,7 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
             "`folder` names a folder directly under images/, such as `datascience`",
         ));
     }
+    let raw_parent = raw.parent.clone();
     let recipe = match (raw.bootstrap.as_deref(), raw.parent) {
         (Some("mmdebstrap"), None) => {
             if raw.dockerfile.is_some() {
@@ -308,6 +326,28 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
             Recipe::Dockerfile { dockerfile: raw.dockerfile.unwrap_or_else(|| "Dockerfile".to_string()), parent }
         }
     };
+    let mut uses = Vec::new();
+    for used in raw.uses {
+        if matches!(recipe, Recipe::Mmdebstrap) {
+            return Err(error(
+                format!("image `{name}` is bootstrapped and also uses `{used}`"),
+                "a bootstrapped image is made from base.toml alone: drop `uses`",
+            ));
+        }
+        if !earlier.contains(&used) {
+            return Err(error(
+                format!("image `{name}`: it uses `{used}`, which is not listed before it in images/catalog.toml"),
+                "list every image another one uses above it",
+            ));
+        }
+        if Some(used.as_str()) == raw_parent.as_deref() || uses.contains(&used) {
+            return Err(error(
+                format!("image `{name}` names `{used}` twice (as its parent or in `uses`)"),
+                "an image is either the parent or used, once",
+            ));
+        }
+        uses.push(used);
+    }
     let single_user = if raw.single_user {
         let require = |field: Option<String>, key: &str| {
             field.filter(|value| !value.trim().is_empty()).ok_or_else(|| {
@@ -352,7 +392,7 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
         }
         None
     };
-    Ok(ImageEntry { name, folder, recipe, single_user })
+    Ok(ImageEntry { name, folder, recipe, uses, single_user })
 }
 
 /// Whether `text` is a Swarm placement constraint the engine accepts: `<attribute> == <value>` or `!=`,
@@ -447,10 +487,25 @@ mem_limit = "1G"
 "#;
 
     #[test]
+    fn an_image_that_uses_another_builds_after_it_and_its_parents() {
+        let text = format!(
+            "{GOOD}\n[[image]]\nname = \"shared\"\nparent = \"base\"\n\n[[image]]\nname = \"tools\"\nparent = \"base\"\n\n\
+             [[image]]\nname = \"full\"\nparent = \"tools\"\nuses = [\"shared\"]\n"
+        );
+        let catalog = Catalog::parse(&text).unwrap();
+        let full = catalog.get("full").unwrap();
+        assert_eq!(full.inputs().collect::<Vec<_>>(), ["tools", "shared"]);
+        let names: Vec<&str> = catalog.with_ancestors(&["full".to_string()]).unwrap().iter().map(|image| image.name.as_str()).collect();
+        assert_eq!(names, ["base", "shared", "tools", "full"]);
+        assert_eq!(ImageEntry::build_arg_for("code-server"), "CODE_SERVER_IMAGE");
+    }
+
+    #[test]
     fn parses_a_good_catalog() {
         let catalog = Catalog::parse(GOOD).unwrap();
         assert_eq!(catalog.images.len(), 2);
         assert_eq!(catalog.get("lab").unwrap().parent(), Some("base"));
+        assert!(catalog.get("lab").unwrap().uses.is_empty());
         assert_eq!(catalog.single_user_images().count(), 1);
         assert_eq!(catalog.profiles[0].image, "lab");
     }
@@ -463,6 +518,24 @@ mem_limit = "1G"
             "parent = \"base\"",
             "parent = \"nope\"",
             "image `lab`: parent `nope` is not listed before it in images/catalog.toml",
+        ),
+        (
+            "uses an unknown image",
+            "parent = \"base\"",
+            "parent = \"base\"\nuses = [\"nope\"]",
+            "image `lab`: it uses `nope`, which is not listed before it in images/catalog.toml",
+        ),
+        (
+            "uses its parent",
+            "parent = \"base\"",
+            "parent = \"base\"\nuses = [\"base\"]",
+            "image `lab` names `base` twice (as its parent or in `uses`)",
+        ),
+        (
+            "a bootstrapped image that uses another",
+            "bootstrap = \"mmdebstrap\"",
+            "bootstrap = \"mmdebstrap\"\nuses = [\"lab\"]",
+            "image `base` is bootstrapped and also uses `lab`",
         ),
         ("no home", "home = \"/home/jovyan\"\n", "", "single-user image `lab` has no `home`"),
         ("relative home", "home = \"/home/jovyan\"", "home = \"home/jovyan\"", "image `lab`: home `home/jovyan` is not an absolute path"),

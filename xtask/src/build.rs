@@ -78,9 +78,9 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
     let mut first_error: Option<anyhow::Error> = None;
     loop {
         while first_error.is_none() && running.len() < PARALLEL_BUILDS {
-            // Of the images whose parent is ready, the one most others wait for goes first (code-server
-            // before hub): the longest chain sets the whole build's length.
-            let ready = waiting.iter().enumerate().filter(|(_, image)| image.parent().is_none_or(|parent| resolved.contains_key(parent)));
+            // Of the images whose inputs (parent, used images) are ready, the one most others wait for goes
+            // first (code-server before hub): the longest chain sets the whole build's length.
+            let ready = waiting.iter().enumerate().filter(|(_, image)| image.inputs().all(|input| resolved.contains_key(input)));
             let Some(position) =
                 ready.min_by_key(|(index, image)| (std::cmp::Reverse(waited_for[image.name.as_str()]), *index)).map(|(index, _)| index)
             else {
@@ -88,12 +88,14 @@ async fn build_images(root: &Path, options: &Options) -> anyhow::Result<Vec<Outc
             };
             let image = waiting.remove(position);
             let parent = image.parent().map(|parent| resolved[parent].clone());
+            let used: Vec<(String, Resolved)> = image.uses.iter().map(|used| (used.clone(), resolved[used].clone())).collect();
             let snapshot = lock.clone();
             let (docker, catalog, ca_bundle, bar) = (&docker, &catalog, ca_bundle.as_slice(), &bars[image.name.as_str()]);
             let log = logs_dir.join(format!("{}.log", image.name));
             running.push(async move {
                 let started = Instant::now();
-                let result = build_one(docker, root, catalog, image, parent.as_ref(), &snapshot, ca_bundle, &log, bar).await;
+                let inputs = Inputs { parent: parent.as_ref(), used: &used };
+                let result = build_one(docker, root, catalog, image, inputs, &snapshot, ca_bundle, &log, bar).await;
                 (image, started.elapsed().as_secs_f64(), log, result)
             });
         }
@@ -162,17 +164,36 @@ struct Resolved {
     image_id: String,
 }
 
-/// How many of `images` build on `name`, directly or through other images.
+/// What one build starts from: the parent this run resolved, and each image it uses by name.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    parent: Option<&'a Resolved>,
+    used: &'a [(String, Resolved)],
+}
+
+impl Inputs<'_> {
+    /// What the content key chains: the parent's key, and for each used image its name and key (nothing
+    /// more when it uses none, so the keys of images without `uses` are what they always were).
+    fn key_material(&self) -> String {
+        let mut material = self.parent.map_or(String::new(), |parent| parent.key.clone());
+        for (name, used) in self.used {
+            material.push_str(&format!("\nuses {name}={}", used.key));
+        }
+        material
+    }
+}
+
+/// How many of `images` build on `name` (FROM it or using it), directly or through other images.
 fn descendants(images: &[&ImageEntry], catalog: &Catalog, name: &str) -> usize {
     images
         .iter()
         .filter(|image| {
-            let mut current = image.parent();
-            while let Some(parent) = current {
-                if parent == name {
+            let mut pending: Vec<&str> = image.inputs().collect();
+            while let Some(input) = pending.pop() {
+                if input == name {
                     return true;
                 }
-                current = catalog.get(parent).and_then(|entry| entry.parent());
+                pending.extend(catalog.get(input).into_iter().flat_map(ImageEntry::inputs));
             }
             false
         })
@@ -203,7 +224,7 @@ async fn build_one(
     root: &Path,
     catalog: &Catalog,
     image: &ImageEntry,
-    parent: Option<&Resolved>,
+    inputs: Inputs<'_>,
     lock: &Lock,
     ca_bundle: &[u8],
     log: &Path,
@@ -216,7 +237,7 @@ async fn build_one(
     std::fs::File::create(log)
         .map_err(|err| UserError::new(format!("cannot write {}: {err}", log.display()), "check that target/ is writable"))?;
     let context_tar = context.tar();
-    let key = ContentKey::of(&context_tar, parent.map_or("", |parent| parent.key.as_str()));
+    let key = ContentKey::of(&context_tar, &inputs.key_material());
     let keyed_tag = format!("jhub/{}:{}", image.name, key.short());
     let latest_tag = format!("jhub/{}:latest", image.name);
     let recorded = lock.image.get(&image.name).filter(|recorded| recorded.content_key == key.as_str());
@@ -239,10 +260,12 @@ async fn build_one(
             Recipe::Dockerfile { dockerfile, parent: parent_name } => {
                 // FROM the parent's image id, not a tag: the build uses exactly the parent this run
                 // resolved, whatever another checkout sharing this engine tags meanwhile.
-                let parent_id = parent.map_or("", |parent| parent.image_id.as_str());
+                let parent_id = inputs.parent.map_or("", |parent| parent.image_id.as_str());
                 ui::say(bar, &format!("{}: building FROM {parent_name} {parent_id} (log: {})", image.name, log.display()));
                 let upload = context.tar_with(&[(BUILD_CA_NAME, ca_bundle)]);
-                build_dockerfile(docker, &image.name, dockerfile, parent_id, &keyed_tag, upload, log, bar).await?
+                let mut build_args = HashMap::from([("BASE_IMAGE".to_string(), parent_id.to_string())]);
+                build_args.extend(inputs.used.iter().map(|(name, used)| (ImageEntry::build_arg_for(name), used.image_id.clone())));
+                build_dockerfile(docker, &image.name, dockerfile, &build_args, &keyed_tag, upload, log, bar).await?
             }
         },
     };
@@ -310,14 +333,13 @@ async fn build_dockerfile(
     docker: &Docker,
     image_name: &str,
     dockerfile: &str,
-    parent_id: &str,
+    build_args: &HashMap<String, String>,
     tag: &str,
     upload: Vec<u8>,
     log: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<String> {
-    let build_args = HashMap::from([("BASE_IMAGE", parent_id)]);
-    let options = BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(tag).rm(true).forcerm(true).buildargs(&build_args).build();
+    let options = BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(tag).rm(true).forcerm(true).buildargs(build_args).build();
     let mut log_file = tokio::fs::OpenOptions::new().append(true).create(true).open(log).await?;
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(upload.into())));
     let mut image_id = None;
@@ -451,12 +473,16 @@ mod tests {
              [[image]]\nname = \"hub\"\nparent = \"base\"\n\n\
              [[image]]\nname = \"code\"\nparent = \"base\"\n\n\
              [[image]]\nname = \"full\"\nparent = \"code\"\n\n\
-             [[image]]\nname = \"fuller\"\nparent = \"full\"\n",
+             [[image]]\nname = \"fuller\"\nparent = \"full\"\n\n\
+             [[image]]\nname = \"shared\"\nparent = \"base\"\n\n\
+             [[image]]\nname = \"lab\"\nparent = \"code\"\nuses = [\"shared\"]\n",
         )
         .unwrap();
         let images: Vec<&ImageEntry> = catalog.images.iter().collect();
         let count = |name| descendants(&images, &catalog, name);
-        assert_eq!((count("base"), count("code"), count("full"), count("hub"), count("fuller")), (4, 2, 1, 0, 0));
+        // `lab` counts for `code` (its parent), `shared` (which it uses) and `base` (through both, once).
+        assert_eq!((count("base"), count("code"), count("full"), count("hub"), count("fuller")), (6, 3, 1, 0, 0));
+        assert_eq!(count("shared"), 1);
         // Only the images of this run count: building `hub` alone, nothing waits for `code`.
         let selection: Vec<&ImageEntry> = images.iter().copied().filter(|image| ["base", "hub"].contains(&image.name.as_str())).collect();
         assert_eq!(descendants(&selection, &catalog, "code"), 0);

@@ -32,6 +32,10 @@ struct Check {
     name: String,
     argv: Vec<String>,
     stdout_contains: Option<String>,
+    /// Run on every image built from or using this one, not on this one: an intermediate image's promise
+    /// about what its children install (the shared Jupyter layer's settings need Jupyter to be read).
+    #[serde(default)]
+    children_only: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +63,7 @@ fn builtin_checks(image: &ImageEntry) -> Vec<Check> {
                 ),
             ],
             stdout_contains: None,
+            children_only: false,
         });
     }
     if let Some(single_user) = &image.single_user {
@@ -71,26 +76,31 @@ fn builtin_checks(image: &ImageEntry) -> Vec<Check> {
                 format!("test \"$(id -u)\" = 1000 && test \"$HOME\" = {home} && test \"$(stat -c %u {home})\" = 1000 && test -w {home}"),
             ],
             stdout_contains: None,
+            children_only: false,
         });
     }
     checks
 }
 
 impl Checks {
-    /// Everything `image` must pass: its folder's checks, then each ancestor's (nearest first, named
-    /// `<ancestor>: <check>`), then the built-in ones. The `[versions]` command is the image's own. The
-    /// returned hash covers every `checks.toml` of the chain, so editing any of them reruns the checks.
+    /// Everything `image` must pass: its folder's checks (but those `children_only`), then those of every
+    /// image it builds on, FROM or `uses`, and theirs (nearest first, each once, named `<image>: <check>`),
+    /// then the built-in ones. The `[versions]` command is the image's own. The returned hash covers every
+    /// `checks.toml` read, so editing any of them reruns the checks.
     pub fn for_image(catalog: &Catalog, image: &ImageEntry, root: &Path) -> Result<(Checks, String), UserError> {
         let (mut checks, own_hash) = Checks::load_image(image, root)?;
+        checks.check.retain(|check| !check.children_only);
         let mut chain_hashes = vec![format!("{}={own_hash}", image.name)];
-        let mut ancestor = image.parent().and_then(|parent| catalog.get(parent));
-        while let Some(entry) = ancestor {
+        let mut pending: std::collections::VecDeque<&str> = image.inputs().collect();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(name) = pending.pop_front() {
+            let Some(entry) = catalog.get(name).filter(|_| seen.insert(name)) else { continue };
             let (inherited, hash) = Checks::load_image(entry, root)?;
             checks
                 .check
                 .extend(inherited.check.into_iter().map(|check| Check { name: format!("{}: {}", entry.name, check.name), ..check }));
             chain_hashes.push(format!("{}={hash}", entry.name));
-            ancestor = entry.parent().and_then(|parent| catalog.get(parent));
+            pending.extend(entry.inputs());
         }
         let hash = if chain_hashes.len() == 1 { own_hash } else { crate::context::sha256_hex(chain_hashes.join("\n").as_bytes()) };
         Ok((checks.with_builtin(image), hash))
@@ -131,7 +141,7 @@ impl Checks {
         let checks: Checks = toml::from_str(&String::from_utf8_lossy(&text)).map_err(|err| {
             UserError::new(
                 format!("image `{image_name}`: {file} is not valid: {}", err.to_string().lines().next().unwrap_or_default()),
-                "each [[check]] has name, argv and optionally stdout_contains; [versions] has argv",
+                "each [[check]] has name, argv and optionally stdout_contains and children_only; [versions] has argv",
             )
         })?;
         for check in &checks.check {
@@ -293,6 +303,37 @@ mod tests {
         write("base", "[[check]]\nname = \"no docs, no man pages\"\nargv = [\"true\"]\n");
         let (_, edited) = Checks::for_image(&catalog, leaf, &root).unwrap();
         assert_ne!(hash, edited, "an ancestor's edit reruns the child's checks");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_image_runs_the_checks_of_what_it_uses_and_a_layer_skips_its_children_only_checks() {
+        let root = std::env::temp_dir().join(format!("jhub-checks-uses-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for folder in ["base", "layer", "tools", "lab"] {
+            std::fs::create_dir_all(root.join("images").join(folder)).unwrap();
+        }
+        let write = |folder: &str, text: &str| std::fs::write(root.join("images").join(folder).join("checks.toml"), text).unwrap();
+        write("base", "[[check]]\nname = \"debian\"\nargv = [\"true\"]\n");
+        write(
+            "layer",
+            "[[check]]\nname = \"settings\"\nargv = [\"true\"]\n[[check]]\nname = \"lab offline\"\nargv = [\"true\"]\nchildren_only = true\n",
+        );
+        write("tools", "[[check]]\nname = \"editor\"\nargv = [\"true\"]\n");
+        write("lab", "[[check]]\nname = \"lab\"\nargv = [\"true\"]\n");
+        let catalog = Catalog::parse(
+            "[[image]]\nname = \"base\"\nbootstrap = \"mmdebstrap\"\n\
+             [[image]]\nname = \"layer\"\nparent = \"base\"\n\
+             [[image]]\nname = \"tools\"\nparent = \"base\"\n\
+             [[image]]\nname = \"lab\"\nparent = \"tools\"\nuses = [\"layer\"]\n",
+        )
+        .unwrap();
+        let names = |image: &str| -> Vec<String> {
+            let (checks, _) = Checks::for_image(&catalog, catalog.get(image).unwrap(), &root).unwrap();
+            checks.check.iter().filter(|check| check.argv == ["true"]).map(|check| check.name.clone()).collect()
+        };
+        assert_eq!(names("layer"), ["settings", "base: debian"], "the layer skips its children_only check");
+        assert_eq!(names("lab"), ["lab", "tools: editor", "layer: settings", "layer: lab offline", "base: debian"], "base once");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

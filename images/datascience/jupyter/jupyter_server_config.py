@@ -1,21 +1,12 @@
-# System-wide Jupyter server settings of the datascience image, installed as
-# /etc/jupyter/jupyter_server_config.py, so they apply to `jupyterhub-singleuser` and `jupyter lab` alike
-# and do not live in the user's home (the named volume mounted there would hide them).
+# The datascience image's own Jupyter server settings: marimo behind jupyter-server-proxy. Installed as
+# /usr/local/etc/jupyter/jupyter_server_config.py, which the server loads besides the shared layer's
+# /etc/jupyter/jupyter_server_config.py (images/jupyter: offline Lab, jupyter_lsp off); both are outside
+# the user's home, which the user's named volume covers.
+
 import importlib.util
 import os
 
 c = get_config()  # noqa: F821 (injected by traitlets when the file is loaded)
-
-# jupyter_lsp (a dependency of jupyterlab) spends about 0.8 CPU-seconds at every server start looking for
-# language servers, and the image installs none, so it would serve nothing. Set here, the choice wins
-# over the jupyter_server_config.d file that enables it in the venv.
-c.ServerApp.jpserver_extensions = {"jupyter_lsp": False}
-
-# Offline: these sites are often air-gapped, so JupyterLab neither fetches its news feed nor checks for a
-# newer release (both call the internet and pop up a notification). The announcements plugin that asks
-# about news is also disabled in /etc/jupyter/labconfig/page_config.json.
-c.LabApp.news_url = None
-c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 
 
 def _marimo_icon():

@@ -1,6 +1,7 @@
-# System-wide Jupyter server settings of the minimal image, installed as
-# /etc/jupyter/jupyter_server_config.py, so they apply to `jupyterhub-singleuser` and `jupyter lab` alike
-# and do not live in the user's home (the named volume mounted there would hide them).
+# System-wide Jupyter server settings every JupyterLab image of the catalog shares (the shared Jupyter
+# layer, images/jupyter), installed as /etc/jupyter/jupyter_server_config.py, so they apply to
+# `jupyterhub-singleuser` and `jupyter lab` alike and do not live in the user's home (the named volume
+# mounted there would hide them). An image adds its own in /usr/local/etc/jupyter/ (datascience: marimo).
 
 c = get_config()  # noqa: F821 (injected by traitlets when the file is loaded)
 
