@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub struct Catalog {
     pub images: Vec<ImageEntry>,
     pub profiles: Vec<Profile>,
+    /// The groups images and profiles may be kept to, with the limits their members get.
+    pub groups: Vec<Group>,
 }
 
 /// How an image comes to be.
@@ -32,6 +34,8 @@ pub struct SingleUser {
     /// Swarm mode: the constraints a node must meet to run this image's servers (`node.labels.gpu==true`);
     /// empty: any node. The single-host mode has one node and ignores them.
     pub placement: Vec<String>,
+    /// The groups whose members are offered this image (each a [[group]] of the catalog); empty: everyone.
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +92,22 @@ pub struct Profile {
     pub image: String,
     pub cpu_limit: f64,
     pub mem_limit: String,
+    /// The groups whose members are offered this profile (each a [[group]] of the catalog); empty: everyone.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A group of users (a course, a lab) that images and profiles may be kept to: its members come from the
+/// hub's admin panel or REST API (native accounts) or from the directory (LDAP). Its limits, each
+/// optional, apply to its members' servers of an image (a profile carries its own CPU and memory); a member
+/// of several groups gets the largest of each.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    pub cpu_limit: Option<f64>,
+    pub mem_limit: Option<String>,
+    pub named_server_limit: Option<u32>,
 }
 
 /// A catalog that cannot be used, with the one-line reason and a hint for the admin.
@@ -104,6 +124,8 @@ struct RawCatalog {
     image: Vec<RawImage>,
     #[serde(default)]
     profile: Vec<Profile>,
+    #[serde(default)]
+    group: Vec<Group>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +145,7 @@ struct RawImage {
     home: Option<String>,
     default_url: Option<String>,
     placement: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
 }
 
 impl Catalog {
@@ -149,6 +172,7 @@ impl Catalog {
                 "the fields an [[image]] may have are listed at the top of images/catalog.toml",
             )
         })?;
+        let groups = validate_groups(&raw.group)?;
         let mut seen = BTreeSet::new();
         let mut images = Vec::new();
         for raw_image in raw.image {
@@ -167,6 +191,7 @@ impl Catalog {
                     "users choose by display_name: give every single-user image its own",
                 ));
             }
+            check_group_list(&format!("image `{}`", image.name), &single_user.groups, &groups)?;
         }
         let mut profile_names = BTreeSet::new();
         let mut profile_display_names = BTreeSet::new();
@@ -214,8 +239,9 @@ impl Catalog {
                     "mem_limit is a size such as 512M, 1.5G or 4G (upper-case unit)",
                 ));
             }
+            check_group_list(&format!("profile `{}`", profile.name), &profile.groups, &groups)?;
         }
-        Ok(Catalog { images, profiles: raw.profile })
+        Ok(Catalog { images, profiles: raw.profile, groups })
     }
 
     /// Checks that every entry's folder and Dockerfile (or base.toml) exists under `root/images`.
@@ -382,17 +408,85 @@ fn validate_image(raw: RawImage, earlier: &BTreeSet<String>) -> Result<ImageEntr
                 ));
             }
         }
-        Some(SingleUser { display_name, description: raw.description.unwrap_or_default(), home, default_url, placement })
+        Some(SingleUser {
+            display_name,
+            description: raw.description.unwrap_or_default(),
+            home,
+            default_url,
+            placement,
+            groups: raw.groups.unwrap_or_default(),
+        })
     } else {
-        if raw.display_name.is_some() || raw.home.is_some() || raw.default_url.is_some() || raw.placement.is_some() {
+        if raw.display_name.is_some() || raw.home.is_some() || raw.default_url.is_some() || raw.placement.is_some() || raw.groups.is_some()
+        {
             return Err(error(
                 format!("image `{name}` has single-user fields but not single_user = true"),
-                "add single_user = true, or drop display_name / home / default_url / placement",
+                "add single_user = true, or drop display_name / home / default_url / placement / groups",
             ));
         }
         None
     };
     Ok(ImageEntry { name, folder, recipe, uses, single_user })
+}
+
+/// Checks the [[group]] entries: names a hub and a directory can both carry, each once, sensible limits.
+fn validate_groups(groups: &[Group]) -> Result<Vec<Group>, CatalogError> {
+    let mut names = BTreeSet::new();
+    for group in groups {
+        let name = &group.name;
+        if !is_group_name(name) {
+            return Err(error(
+                format!("group name `{name}` in images/catalog.toml is not valid"),
+                "group names use letters, digits, `-`, `_` and `.` (not first), at most 64, such as `physics-101`",
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(error(format!("group `{name}` is listed twice in images/catalog.toml"), "give every [[group]] its own name"));
+        }
+        if let Some(cpus) = group.cpu_limit
+            && (!cpus.is_finite() || cpus <= 0.0)
+        {
+            return Err(error(format!("group `{name}` has cpu_limit {cpus}"), "cpu_limit is a number of CPUs above 0, such as 1.0 or 0.5"));
+        }
+        if let Some(memory) = &group.mem_limit
+            && !is_memory_size(memory)
+        {
+            return Err(error(
+                format!("group `{name}` has mem_limit `{memory}`"),
+                "mem_limit is a size such as 512M, 1.5G or 4G (upper-case unit)",
+            ));
+        }
+    }
+    Ok(groups.to_vec())
+}
+
+/// An image's or profile's `groups`: each declared as a [[group]], none twice. An empty list, like none,
+/// offers it to everyone.
+fn check_group_list(owner: &str, list: &[String], groups: &[Group]) -> Result<(), CatalogError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let mut seen = BTreeSet::new();
+    for name in list {
+        if !groups.iter().any(|group| &group.name == name) {
+            return Err(error(
+                format!("{owner} is kept to group `{name}`, which images/catalog.toml does not declare"),
+                format!("add [[group]] with name = \"{name}\" (or fix the name in `groups`)"),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(error(format!("{owner} lists group `{name}` twice"), "list each group once in `groups`"));
+        }
+    }
+    Ok(())
+}
+
+/// A group name both JupyterHub and an LDAP directory carry unchanged: letters, digits, `-`, `_` and `.`,
+/// starting with a letter or digit, at most 64 characters.
+pub fn is_group_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.chars().next().is_some_and(|first| first.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Whether `text` is a Swarm placement constraint the engine accepts: `<attribute> == <value>` or `!=`,
@@ -487,6 +581,22 @@ mem_limit = "1G"
 "#;
 
     #[test]
+    fn images_and_profiles_may_be_kept_to_declared_groups_with_their_limits() {
+        let text = GOOD.replacen("default_url = \"/lab\"\n", "default_url = \"/lab\"\ngroups = [\"physics-101\"]\n", 1).replacen(
+            "[[profile]]",
+            "[[group]]\nname = \"physics-101\"\ncpu_limit = 1.5\nmem_limit = \"2G\"\nnamed_server_limit = 1\n\n[[group]]\nname = \"Staff_2026.a\"\n\n[[profile]]",
+            1,
+        ) + "groups = [\"Staff_2026.a\", \"physics-101\"]\n";
+        let catalog = Catalog::parse(&text).unwrap();
+        assert_eq!(catalog.get("lab").unwrap().single_user.as_ref().unwrap().groups, ["physics-101"]);
+        assert_eq!(catalog.profiles[0].groups, ["Staff_2026.a", "physics-101"]);
+        let physics = &catalog.groups[0];
+        assert_eq!((physics.cpu_limit, physics.mem_limit.as_deref(), physics.named_server_limit), (Some(1.5), Some("2G"), Some(1)));
+        assert_eq!((catalog.groups[1].cpu_limit, catalog.groups[1].named_server_limit), (None, None));
+        assert!(Catalog::parse(GOOD).unwrap().groups.is_empty());
+    }
+
+    #[test]
     fn an_image_that_uses_another_builds_after_it_and_its_parents() {
         let text = format!(
             "{GOOD}\n[[image]]\nname = \"shared\"\nparent = \"base\"\n\n[[image]]\nname = \"tools\"\nparent = \"base\"\n\n\
@@ -518,6 +628,54 @@ mem_limit = "1G"
             "parent = \"base\"",
             "parent = \"nope\"",
             "image `lab`: parent `nope` is not listed before it in images/catalog.toml",
+        ),
+        (
+            "an image kept to an undeclared group",
+            "default_url = \"/lab\"\n",
+            "default_url = \"/lab\"\ngroups = [\"physics-101\"]\n",
+            "image `lab` is kept to group `physics-101`, which images/catalog.toml does not declare",
+        ),
+        (
+            "a profile kept to an undeclared group",
+            "mem_limit = \"1G\"\n",
+            "mem_limit = \"1G\"\ngroups = [\"staff\"]\n",
+            "profile `lab-small` is kept to group `staff`, which images/catalog.toml does not declare",
+        ),
+        (
+            "a group listed twice in groups",
+            "default_url = \"/lab\"\n",
+            "default_url = \"/lab\"\ngroups = [\"physics-101\", \"physics-101\"]\n\n[[group]]\nname = \"physics-101\"\n",
+            "image `lab` lists group `physics-101` twice",
+        ),
+        (
+            "a group name with a space",
+            "[[profile]]",
+            "[[group]]\nname = \"physics 101\"\n\n[[profile]]",
+            "group name `physics 101` in images/catalog.toml is not valid",
+        ),
+        (
+            "a group declared twice",
+            "[[profile]]",
+            "[[group]]\nname = \"staff\"\n\n[[group]]\nname = \"staff\"\n\n[[profile]]",
+            "group `staff` is listed twice in images/catalog.toml",
+        ),
+        (
+            "a group without CPUs",
+            "[[profile]]",
+            "[[group]]\nname = \"staff\"\ncpu_limit = 0.0\n\n[[profile]]",
+            "group `staff` has cpu_limit 0",
+        ),
+        (
+            "a group's memory without a unit's case",
+            "[[profile]]",
+            "[[group]]\nname = \"staff\"\nmem_limit = \"2g\"\n\n[[profile]]",
+            "group `staff` has mem_limit `2g`",
+        ),
+        (
+            "groups on an image nobody spawns",
+            "bootstrap = \"mmdebstrap\"",
+            "bootstrap = \"mmdebstrap\"\ngroups = [\"staff\"]",
+            "image `base` has single-user fields but not single_user = true",
         ),
         (
             "uses an unknown image",

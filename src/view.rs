@@ -13,7 +13,7 @@ use crate::catalog::Catalog;
 use crate::lock::Lock;
 
 /// The view format's version; the hub refuses any other.
-pub const VIEW_VERSION: u32 = 2;
+pub const VIEW_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HubView {
@@ -21,6 +21,8 @@ pub struct HubView {
     /// The single-user images, in dropdown (catalog) order.
     pub images: Vec<ViewImage>,
     pub profiles: Vec<ViewProfile>,
+    /// The catalog's groups: the hub creates each at start and gives its members the group's limits.
+    pub groups: Vec<ViewGroup>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +37,8 @@ pub struct ViewImage {
     pub image_id: String,
     /// Swarm mode: the constraints a node must meet to run it (the catalog's `placement`).
     pub placement: Vec<String>,
+    /// The groups whose members are offered it; empty: everyone.
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +49,18 @@ pub struct ViewProfile {
     pub image: String,
     pub cpu_limit: f64,
     pub mem_limit: String,
+    /// The groups whose members are offered it; empty: everyone.
+    pub groups: Vec<String>,
+}
+
+/// A group of the catalog with its optional limits (`null` when the group sets none).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewGroup {
+    pub name: String,
+    pub cpu_limit: Option<f64>,
+    /// A size as the catalog writes it (`2G`), or bytes once lowered to what the engine has.
+    pub mem_limit: Option<String>,
+    pub named_server_limit: Option<u32>,
 }
 
 impl HubView {
@@ -106,6 +122,7 @@ impl HubView {
                 default_url: single_user.default_url.clone(),
                 image_id: image_id.clone(),
                 placement: single_user.placement.clone(),
+                groups: single_user.groups.clone(),
             });
         }
         if images.is_empty() {
@@ -123,9 +140,20 @@ impl HubView {
                 image: profile.image.clone(),
                 cpu_limit: profile.cpu_limit,
                 mem_limit: profile.mem_limit.clone(),
+                groups: profile.groups.clone(),
             })
             .collect();
-        Ok(HubView { version: VIEW_VERSION, images, profiles })
+        let groups = catalog
+            .groups
+            .iter()
+            .map(|group| ViewGroup {
+                name: group.name.clone(),
+                cpu_limit: group.cpu_limit,
+                mem_limit: group.mem_limit.clone(),
+                named_server_limit: group.named_server_limit,
+            })
+            .collect();
+        Ok(HubView { version: VIEW_VERSION, images, profiles, groups })
     }
 
     /// Lowers every profile's CPU and memory limits to what the engine has (`cpus`, `memory` in bytes),
@@ -134,23 +162,30 @@ impl HubView {
     /// PRD's 4-CPU code-server profile) still works on a 2-core one, and says so.
     pub fn fit_to_engine(&mut self, cpus: f64, memory: u64) -> Vec<String> {
         let mut warnings = Vec::new();
-        for profile in &mut self.profiles {
-            if cpus > 0.0 && profile.cpu_limit > cpus {
-                warnings.push(format!(
-                    "profile `{}` asks for {} CPUs; this engine has {cpus}: lowered to {cpus}",
-                    profile.name, profile.cpu_limit
-                ));
-                profile.cpu_limit = cpus;
+        let limits = self
+            .profiles
+            .iter_mut()
+            .map(|profile| (format!("profile `{}`", profile.name), Some(&mut profile.cpu_limit), Some(&mut profile.mem_limit)))
+            .chain(
+                self.groups.iter_mut().map(|group| (format!("group `{}`", group.name), group.cpu_limit.as_mut(), group.mem_limit.as_mut())),
+            );
+        for (owner, cpu_limit, mem_limit) in limits {
+            if let Some(cpu_limit) = cpu_limit
+                && cpus > 0.0
+                && *cpu_limit > cpus
+            {
+                warnings.push(format!("{owner} asks for {cpu_limit} CPUs; this engine has {cpus}: lowered to {cpus}"));
+                *cpu_limit = cpus;
             }
-            let asked = crate::catalog::memory_bytes(&profile.mem_limit).unwrap_or(0);
-            if memory > 0 && asked > memory {
-                warnings.push(format!(
-                    "profile `{}` asks for {} of memory; this engine has {:.1}G: lowered to that",
-                    profile.name,
-                    profile.mem_limit,
-                    memory as f64 / f64::from(1u32 << 30)
-                ));
-                profile.mem_limit = memory.to_string();
+            if let Some(mem_limit) = mem_limit {
+                let asked = crate::catalog::memory_bytes(mem_limit).unwrap_or(0);
+                if memory > 0 && asked > memory {
+                    warnings.push(format!(
+                        "{owner} asks for {mem_limit} of memory; this engine has {:.1}G: lowered to that",
+                        memory as f64 / f64::from(1u32 << 30)
+                    ));
+                    *mem_limit = memory.to_string();
+                }
             }
         }
         warnings
@@ -232,12 +267,44 @@ mem_limit = "1.5G"
         let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
         let view = HubView::resolve(&catalog, &lock(), &ids).unwrap();
         let json: serde_json::Value = serde_json::from_str(&view.to_json()).unwrap();
-        assert_eq!(json["version"], 2);
+        assert_eq!(json["version"], 3);
         assert_eq!(json["images"].as_array().unwrap().len(), 1, "base is not offered to users");
         assert_eq!(json["images"][0]["image_id"], ID);
         assert_eq!(json["images"][0]["display_name"], "Lab <b>", "escaping is the hub's job, at render time");
         assert_eq!(json["profiles"][0]["cpu_limit"], 0.5);
         assert_eq!(json["profiles"][0]["mem_limit"], "1.5G");
+        assert_eq!(json["images"][0]["groups"], serde_json::json!([]), "no groups: offered to everyone");
+        assert_eq!(json["groups"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn groups_and_their_limits_reach_the_view_and_are_lowered_to_the_engine() {
+        let text = CATALOG.replace("default_url = \"/lab\"", "default_url = \"/lab\"\ngroups = [\"physics-101\"]")
+            + "groups = [\"physics-101\"]\n\n[[group]]\nname = \"physics-101\"\ncpu_limit = 8.0\nmem_limit = \"3G\"\nnamed_server_limit = 1\n\n\
+               [[group]]\nname = \"staff\"\n";
+        let catalog = Catalog::parse(&text).unwrap();
+        let ids = BTreeMap::from([("lab".to_string(), ID.to_string())]);
+        let mut view = HubView::resolve(&catalog, &lock(), &ids).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&view.to_json()).unwrap();
+        assert_eq!(json["images"][0]["groups"], serde_json::json!(["physics-101"]));
+        assert_eq!(json["profiles"][0]["groups"], serde_json::json!(["physics-101"]));
+        assert_eq!(
+            json["groups"],
+            serde_json::json!([
+                {"name": "physics-101", "cpu_limit": 8.0, "mem_limit": "3G", "named_server_limit": 1},
+                {"name": "staff", "cpu_limit": null, "mem_limit": null, "named_server_limit": null},
+            ])
+        );
+        let warnings = view.fit_to_engine(2.0, 2 << 30);
+        assert_eq!(
+            warnings,
+            [
+                "group `physics-101` asks for 8 CPUs; this engine has 2: lowered to 2",
+                "group `physics-101` asks for 3G of memory; this engine has 2.0G: lowered to that"
+            ]
+        );
+        assert_eq!((view.groups[0].cpu_limit, view.groups[0].mem_limit.as_deref()), (Some(2.0), Some("2147483648")));
+        assert_eq!(view.groups[1].cpu_limit, None, "a group without limits gets none");
     }
 
     #[test]
@@ -326,6 +393,25 @@ home = "/home/user"
 default_url = "/tree"
 placement = ["node.labels.small==true"]
 
+[[image]]
+name = "physics"
+parent = "base"
+single_user = true
+display_name = "Physics 101"
+description = "The course's image, for its members"
+home = "/home/jovyan"
+default_url = "/lab"
+groups = ["physics-101"]
+
+[[group]]
+name = "physics-101"
+cpu_limit = 1.5
+mem_limit = "3G"
+named_server_limit = 1
+
+[[group]]
+name = "staff"
+
 [[profile]]
 name = "datascience-small"
 display_name = "Full stack, 1 CPU, 2 GB"
@@ -339,6 +425,14 @@ display_name = "Minimal, half a CPU, 512 MB"
 image = "minimal"
 cpu_limit = 0.5
 mem_limit = "512M"
+
+[[profile]]
+name = "physics-big"
+display_name = "Physics 101, 2 CPUs, 4 GB"
+image = "physics"
+cpu_limit = 2.0
+mem_limit = "4G"
+groups = ["physics-101", "staff"]
 "#;
 
     /// The hub's unit tests (images/hub/tests/conftest.py) read this file as their sample view: it is
@@ -349,10 +443,11 @@ mem_limit = "512M"
     #[test]
     fn the_hubs_test_fixture_is_what_resolve_writes() {
         let catalog = Catalog::parse(HUB_FIXTURE_CATALOG).unwrap();
-        let lock = lock_of(&["base", "datascience", "minimal"]);
+        let lock = lock_of(&["base", "datascience", "minimal", "physics"]);
         let ids = BTreeMap::from([
             ("datascience".to_string(), format!("sha256:{}", "a".repeat(64))),
             ("minimal".to_string(), format!("sha256:{}", "b".repeat(64))),
+            ("physics".to_string(), format!("sha256:{}", "c".repeat(64))),
         ]);
         let text = HubView::resolve(&catalog, &lock, &ids).unwrap().to_json();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/hub/tests/fixtures/hub-view.json");

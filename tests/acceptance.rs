@@ -554,6 +554,167 @@ async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
     Ok(seconds)
 }
 
+/// The course of the stack-3 scenario: the minimal image kept to its members, who get its limits.
+const COURSE: &str = "physics-101";
+const COURSE_CPUS: f64 = 1.0;
+const COURSE_MEMORY: &str = "1G";
+
+/// The stack-3 scenario, steps k: teams and classes. The checkout's catalog with a course added (minimal
+/// kept to the group `physics-101`, whose members' servers get 1 CPU and 1G), as an admin would write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_limits_and_announcements() -> Result<(), Failure> {
+    let _one = ONE_STACK_AT_A_TIME.lock().await;
+    Ok(stack_three().await?)
+}
+
+async fn stack_three() -> Result<()> {
+    let test_started = Instant::now();
+    let test = "groups_limits_and_announcements";
+    let admin_password = fresh_password();
+    let settings =
+        [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "true"), ("ADMIN_PASSWORD", admin_password.as_str()), ("IDLE_CULL_TIMEOUT", "0")];
+    let course = format!(
+        "\ngroups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\ncpu_limit = {COURSE_CPUS:.1}\nmem_limit = \"{COURSE_MEMORY}\"\n"
+    );
+    let (setup, artifacts, stack, driver) = steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| {
+        // The group table goes after the minimal image's entry, whose last line is its default_url.
+        let minimal = text.find("name = \"minimal\"").expect("the catalog has the minimal image");
+        let end =
+            minimal + text[minimal..].find("default_url = \"/lab\"").expect("minimal has a default_url") + "default_url = \"/lab\"".len();
+        format!("{}{course}{}", &text[..end], &text[end..])
+    })
+    .await?;
+    let run = Run::new(&setup, &stack, &artifacts);
+    let admin = run.session(&driver, "admin").await?;
+    let alice = run.session(&driver, "alice").await?;
+    let bob = run.session(&driver, "bob").await?;
+    let (alice_password, bob_password) = (fresh_password(), fresh_password());
+    run.step("k1.accounts", "admin", async {
+        hub::log_in(&admin, &stack, "admin", &admin_password).await?;
+        for (browser, name, password) in [(&alice, "alice", &alice_password), (&bob, "bob", &bob_password)] {
+            let signed_up = hub::sign_up(browser, &stack, name, password).await?;
+            ensure!(signed_up.class == "alert-success", "signing up `{name}` said ({}) {}", signed_up.class, signed_up.message);
+            hub::log_in(browser, &stack, name, password).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    run.step("k2.admin-adds-alice-to-the-course", "admin", add_to_group(&admin, &stack, COURSE, "alice")).await?;
+    run.step("k3.dropdowns-follow-groups", "bob", step_k_dropdowns(&run, &alice, &bob)).await?;
+    run.step("k4.forged-hidden-image-refused", "bob", step_k_forged(&run, &bob)).await?;
+    let seconds = run.step("k5.course-limits", "alice", step_k_limits(&run, &alice)).await?;
+    run.step("k6.announcement", "bob", step_k_announcement(&run, &bob)).await?;
+    report_timings(test, &artifacts, &[("alice, minimal (course)".to_string(), seconds)], test_started)?;
+    for browser in [admin, alice, bob] {
+        let _ = browser.close().await;
+    }
+    Ok(())
+}
+
+/// k2. The admin adds `user` to `group` as the admin panel does, through the hub's REST API from the
+/// admin's page (the group exists from the hub's start: the catalog declares it).
+async fn add_to_group(admin: &Browser, stack: &Stack, group: &str, user: &str) -> Result<()> {
+    admin.goto(&stack.url("/hub/admin")).await?;
+    let answer = admin
+        .js(
+            r#"
+            const [group, user] = arguments;
+            const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            return fetch(`/hub/api/groups/${encodeURIComponent(group)}/users`, {
+                method: 'POST',
+                headers: { 'X-XSRFToken': cookie ? cookie.slice('_xsrf='.length) : '', 'Content-Type': 'application/json' },
+                body: JSON.stringify({ users: [user] }),
+            }).then(async r => ({ status: r.status, body: (await r.text()).slice(0, 300) }));
+            "#,
+            vec![json!(group), json!(user)],
+        )
+        .await?;
+    ensure!(answer["status"] == json!(200), "adding {user} to the group {group} answered {answer}");
+    progress!("{user} is in {group}: {}", answer["body"]);
+    Ok(())
+}
+
+/// k3. alice (in the course) is offered every image; bob (in no group) every image but the course's.
+async fn step_k_dropdowns(run: &Run<'_>, alice: &Browser, bob: &Browser) -> Result<()> {
+    let course_image = display_name(run.setup, "minimal")?;
+    let all: Vec<String> = run.setup.catalog.single_user_images().map(|(_, single_user)| single_user.display_name.clone()).collect();
+    for (browser, name, expected) in
+        [(alice, "alice", all.clone()), (bob, "bob", all.iter().filter(|shown| **shown != course_image).cloned().collect::<Vec<_>>())]
+    {
+        browser.goto(&run.stack.url("/hub/spawn")).await?;
+        hub::wait_spawn_form(browser).await?;
+        let offered: Vec<String> = hub::spawn_choices(browser, "image").await?.into_iter().map(|choice| choice.text).collect();
+        ensure!(offered == expected, "{name}'s spawn form offers {offered:?}, expected {expected:?}");
+        progress!("{name} is offered {offered:?}");
+    }
+    Ok(())
+}
+
+/// k4. bob names the course's image anyway, through the REST API and through the form: each refused as an
+/// unknown image (400), and no container of his exists.
+async fn step_k_forged(run: &Run<'_>, bob: &Browser) -> Result<()> {
+    let (setup, stack) = (run.setup, run.stack);
+    let since = SystemTime::now();
+    let course_image = display_name(setup, "minimal")?;
+    for choice in ["minimal", course_image.as_str()] {
+        let answer = hub::api_spawn(bob, "bob", &json!({ "image": choice })).await?;
+        expect_refused(&format!("bob's POST /hub/api/users/bob/server naming the course's image ({choice})"), &answer)?;
+    }
+    let answer = hub::post_spawn_form_with(bob, "image", &course_image).await?;
+    expect_refused(&format!("bob's spawn form posted with image={course_image} (not in his dropdown)"), &answer)?;
+    let events = docker::user_container_events(&setup.docker, &stack.project, "bob", since, SystemTime::now()).await?;
+    ensure!(events.is_empty(), "refused spawns still made containers for bob (engine events: {events:?})");
+    ensure!(docker::user_containers(&setup.docker, &stack.project, "bob").await?.is_empty(), "bob has a container after refusals");
+    Ok(())
+}
+
+/// k5. alice starts the course's image: her container has the course's CPU and memory, not the hub's.
+async fn step_k_limits(run: &Run<'_>, alice: &Browser) -> Result<f64> {
+    let started = start_image(run, alice, "minimal").await?;
+    lab::wait_ready(alice, run.stack, "alice", wait::SPAWN).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let container = running_locked_image(run.setup, &run.stack.project, "alice", "minimal").await?;
+    let host = container.host_config.ok_or_else(|| anyhow!("alice's container has no HostConfig"))?;
+    let memory = host.memory.unwrap_or_default();
+    ensure!(memory == memory_bytes(COURSE_MEMORY)?, "alice's container has HostConfig.Memory {memory}, the course sets {COURSE_MEMORY}");
+    let (quota, period) = (host.cpu_quota.unwrap_or_default(), host.cpu_period.unwrap_or_default());
+    let nano = host.nano_cpus.unwrap_or_default();
+    let cpus = if nano > 0 {
+        nano as f64 / 1e9
+    } else if period > 0 {
+        quota as f64 / period as f64
+    } else {
+        0.0
+    };
+    ensure!(
+        (cpus - COURSE_CPUS).abs() < 1e-6,
+        "alice's container has {cpus} CPUs (NanoCpus {nano}, CpuQuota {quota}), the course sets {COURSE_CPUS}"
+    );
+    progress!("alice's course server: {cpus} CPUs, {memory} bytes, ready in {seconds:.1} s");
+    stop_and_wait_gone(run, alice).await?;
+    Ok(seconds)
+}
+
+/// k6. `cargo xtask announce` shows its text on bob's hub pages at once (as text: the tags are shown, not
+/// run), and `--clear` takes it away.
+async fn step_k_announcement(run: &Run<'_>, bob: &Browser) -> Result<()> {
+    let stack = run.stack;
+    let text = "Exam week: <b>save</b> your notebooks often";
+    let env = [("JHUB_STACK_NAME", stack.project.as_str())];
+    let (ok, output) = cases::xtask(&["announce", text, "--for", "2h"], &env)?;
+    ensure!(ok, "cargo xtask announce failed:\n{output}");
+    bob.goto(&stack.url("/hub/home")).await?;
+    let shown = bob.visible(".announcement", wait::DEFAULT).await?.text().await?;
+    ensure!(shown.trim() == text, "bob's home shows the announcement {shown:?}, expected {text:?}");
+    ensure!(bob.texts(".announcement b").await?.is_empty(), "the announcement's <b> became markup: the text was not escaped");
+    let (ok, output) = cases::xtask(&["announce", "--clear"], &env)?;
+    ensure!(ok, "cargo xtask announce --clear failed:\n{output}");
+    bob.goto(&stack.url("/hub/home")).await?;
+    bob.visible("#start", wait::DEFAULT).await?; // the home page itself, loaded
+    ensure!(!bob.is_visible(".announcement").await?, "the announcement is still shown after --clear");
+    Ok(())
+}
+
 #[test]
 fn user_labels_follow_jupyterhubs_idna_hook() {
     // Computed by JupyterHub 5.5.4's own `subdomain_hook_idna` in the hub image.

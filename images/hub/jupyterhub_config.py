@@ -13,10 +13,10 @@ import sys
 
 from jupyterhub.auth import DummyAuthenticator
 
-from jhub_hub import ConfigError, accounts, config, xheaders
+from jhub_hub import ConfigError, accounts, announcement, config, xheaders
 from jhub_hub.auth import TEMPLATE_DIR, JhubNativeAuthenticator
 from jhub_hub.settings import ADMIN_NAME, MIN_PASSWORD_LENGTH, warnings_for
-from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profiles_config
+from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profile_groups, profiles_config
 from jhub_hub.swarm import JhubSwarmSpawner
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
@@ -76,6 +76,8 @@ c.JhubSwarmSpawner.jhub_constraints = list(settings.swarm_constraints)
 if settings.spawner == "profiles":
     # One choice per profile of the view: its image, CPU and memory, spawned by the mode's spawner.
     c.JhubProfilesSpawner.profiles = profiles_config(view, server_spawner)
+    # A profile kept to groups (catalog `groups`) is offered to their members (and admins) only.
+    c.JhubProfilesSpawner.jhub_profile_groups = profile_groups(view)
 # Shared by the profiles wrapper and its child (both are Spawners).
 c.Spawner.environment = {"JUPYTERHUB_SINGLEUSER_APP": "jupyter_server.serverapp.ServerApp"}
 c.Spawner.default_url = view.images[0].default_url  # each spawn sets its image's own
@@ -133,12 +135,19 @@ c.JupyterHub.last_activity_interval = 30
 if settings.subdomain_host:
     c.JupyterHub.subdomain_host = settings.subdomain_host
 c.JupyterHub.allow_named_servers = True
-c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
+# JHUB_NAMED_SERVER_LIMIT, or the largest a user's groups set (catalog [[group]] named_server_limit).
+c.JupyterHub.named_server_limit_per_user = config.named_server_limit(view, settings.named_server_limit)
+# The catalog's groups exist from the start (an image kept to a group shows to its members only; the
+# group's CPU and memory limits apply to their servers of an image); members come from the admin panel.
+c.JupyterHub.load_groups = config.catalog_groups(view)
 # Forwarded headers count only as the stack's proxies write them: on connections from the proxy, whose
 # own X-Forwarded-For entry names the client, or, with TRUST_XHEADERS, the entry before it when that one is
 # a front named in JHUB_TRUSTED_PROXIES (the TLS overlay: nginx, which overwrites them). X-Real-Ip and
 # X-Scheme never count: a user's container cannot forge the address the hub logs nor the scheme it sees.
 xheaders.install(xheaders.Peers(front_names=settings.trusted_proxies if settings.trust_xheaders else ()))
+# The admin's announcement (`cargo xtask announce "…" --for 2h`), read from the data volume at each page and
+# shown by JupyterHub's page.html on every hub page until it expires.
+c.JupyterHub.template_vars = {"announcement": announcement.template_var(settings.data_dir)}
 # SameSite=Lax on every hub cookie (`_xsrf` too), and Secure behind the TLS front door.
 c.JupyterHub.tornado_settings = {"cookie_options": config.cookie_options(settings)}
 

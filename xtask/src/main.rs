@@ -77,6 +77,8 @@ enum Verb {
     Unlock(AccountArgs),
     /// Give account NAME a new random password (printed once) and lift its lockouts
     ResetPassword(AccountArgs),
+    /// Show TEXT on every hub page for a while (--for), or --clear it; with neither, show what is in force
+    Announce(AnnounceArgs),
     /// Push every image of images.lock to the Swarm mode's registry and record each digest in the lock
     Push(PushArgs),
     /// Copy every image of images.lock into other engines through their APIs (Swarm mode without a registry)
@@ -212,6 +214,19 @@ struct ArchivesArgs {
     /// Really delete (without it, a purge only says what it would delete)
     #[arg(long)]
     yes: bool,
+}
+
+#[derive(Args, Debug)]
+struct AnnounceArgs {
+    /// The message, one line of at most 500 characters (plain text)
+    #[arg(value_name = "TEXT", conflicts_with = "clear")]
+    text: Option<String>,
+    /// How long it shows: 30m, 2h, 3d
+    #[arg(long = "for", value_name = "DURATION", default_value = "1d", value_parser = accounts::parse_duration)]
+    duration: u64,
+    /// Remove the announcement now
+    #[arg(long)]
+    clear: bool,
 }
 
 #[derive(Args, Debug)]
@@ -399,6 +414,11 @@ fn main() -> ExitCode {
         }
         Verb::Unlock(args) => accounts::run(accounts::Action::Unlock, &args.name),
         Verb::ResetPassword(args) => accounts::run(accounts::Action::ResetPassword, &args.name),
+        Verb::Announce(args) => accounts::announce(&match (args.text, args.clear) {
+            (Some(text), _) => accounts::Announcement::Set { text, seconds: args.duration },
+            (None, true) => accounts::Announcement::Clear,
+            (None, false) => accounts::Announcement::Show,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -457,6 +477,19 @@ mod tests {
         assert_eq!(args.display_name, None);
         assert!(Cli::try_parse_from(["xtask", "new-image", "team-demo", "--from", "singleuser-uv"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "new-image", "--from", "singleuser-uv", "--variant", "marimo"]).is_err());
+    }
+
+    #[test]
+    fn announce_takes_a_text_for_a_while_or_clears() {
+        let cli = Cli::try_parse_from(["xtask", "announce", "Exam week", "--for", "2h"]).unwrap();
+        let Verb::Announce(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!((args.text.as_deref(), args.duration, args.clear), (Some("Exam week"), 7200, false));
+        let cli = Cli::try_parse_from(["xtask", "announce", "Maintenance"]).unwrap();
+        let Verb::Announce(args) = cli.verb else { panic!("parsed as {:?}", cli.verb) };
+        assert_eq!(args.duration, 86_400, "a day unless told");
+        assert!(Cli::try_parse_from(["xtask", "announce", "x", "--clear"]).is_err(), "a text and --clear");
+        let bad = Cli::try_parse_from(["xtask", "announce", "x", "--for", "2 weeks"]).unwrap_err().to_string();
+        assert!(bad.contains("not a duration"), "{bad}");
     }
 
     #[test]

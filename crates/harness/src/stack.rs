@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use jhub_docker::catalog::Catalog;
 use jhub_docker::compose::Compose;
 use jhub_docker::settings::Settings;
 use jhub_docker::view::HubView;
@@ -126,9 +127,21 @@ impl Stack {
     /// waits until the hub is healthy. `artifacts` receives the stack's env file. With `tls`, nginx stands in
     /// front (stack/docker-compose.tls.yml) and the proxy's port is closed.
     pub async fn start_with(setup: &Setup, settings: &[(&str, &str)], artifacts: &Path, tls: Option<Front>) -> Result<Stack> {
+        Stack::start_with_catalog(setup, &setup.catalog, settings, artifacts, tls).await
+    }
+
+    /// `start_with`, the hub offering the images of `catalog` (the checkout's, edited by a test: a course's
+    /// groups) with the ids the preflight found for the lock's builds.
+    pub async fn start_with_catalog(
+        setup: &Setup,
+        catalog: &Catalog,
+        settings: &[(&str, &str)],
+        artifacts: &Path,
+        tls: Option<Front>,
+    ) -> Result<Stack> {
         // The hub's view, resolved as `cargo xtask up` resolves it, from the same catalog, lock and ids the
         // test expects.
-        let mut view = HubView::resolve(&setup.catalog, &setup.lock, &setup.image_ids)?;
+        let mut view = HubView::resolve(catalog, &setup.lock, &setup.image_ids)?;
         let info = setup.docker.info().await?;
         view.fit_to_engine(info.ncpu.unwrap_or_default() as f64, info.mem_total.unwrap_or_default().max(0) as u64);
         let source = Source {

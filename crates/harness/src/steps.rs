@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 
 use crate::artifacts::Artifacts;
 use crate::browser::{Browser, Chromedriver};
@@ -90,7 +90,32 @@ pub enum Door {
 /// own with `settings` (behind nginx with a fresh CA unless `door` is plain HTTP), and a chromedriver
 /// whose Chromium trusts that stack's server key only.
 pub async fn start_scenario(test: &str, settings: &[(&str, &str)], door: Door) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
-    let setup = preflight::check().await?;
+    start_scenario_of(preflight::check().await?, test, settings, door).await
+}
+
+/// `start_scenario` with the hub offering the checkout's catalog as `edit` rewrites its text (a course's
+/// groups added): the edited catalog goes through the catalog's own validation and the view `cargo xtask
+/// up` writes, and `Setup::catalog` is the edited one, so the steps expect what the hub offers.
+pub async fn start_scenario_with_catalog(
+    test: &str,
+    settings: &[(&str, &str)],
+    door: Door,
+    edit: impl FnOnce(String) -> String,
+) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
+    let mut setup = preflight::check().await?;
+    let path = jhub_docker::catalog_path(&setup.root);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    setup.catalog =
+        jhub_docker::catalog::Catalog::parse(&edit(text)).map_err(|err| anyhow!("the test's edit of {}: {err}", path.display()))?;
+    start_scenario_of(setup, test, settings, door).await
+}
+
+async fn start_scenario_of(
+    setup: Setup,
+    test: &str,
+    settings: &[(&str, &str)],
+    door: Door,
+) -> Result<(Setup, Artifacts, Stack, Chromedriver)> {
     let artifacts = Artifacts::for_test(&setup.root, test)?;
     let front = match door {
         Door::Http => None,

@@ -140,3 +140,23 @@ def cookie_options(settings):
     if settings.tls_front:
         options["secure"] = True
     return options
+
+
+def catalog_groups(view):
+    """`JupyterHub.load_groups`: every group of the catalog exists from the start, so the admin panel lists it
+    and members can be added before anyone logs in. Only names: membership is the admin panel's, the REST
+    API's or the directory's, and a restart must not take anyone out of a group."""
+    return {group.name: {} for group in view.groups}
+
+
+def named_server_limit(view, default):
+    """`JupyterHub.named_server_limit_per_user`: a callable, asked at each new named server, giving a user the
+    largest limit any of their groups sets, else `default` (JHUB_NAMED_SERVER_LIMIT)."""
+
+    def limit_for(handler):
+        user = handler.current_user
+        groups = [group.name for group in getattr(user, "groups", None) or []]
+        limit = view.limits_for(groups)["named_server_limit"]
+        return default if limit is None else limit
+
+    return limit_for

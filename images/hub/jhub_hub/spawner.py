@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import docker.errors
 from dockerspawner import DockerSpawner
 from tornado import web
-from traitlets import Float, Instance, Integer, Unicode, default, directional_link
+from traitlets import Callable, Dict, Float, Instance, Integer, Unicode, Union, default, directional_link
 from wrapspawner import ProfilesSpawner
 
-from jhub_hub.view import View
+from jhub_hub.view import View, offered
 
 
 def form_html(select_name, label, choices):
@@ -95,6 +95,18 @@ if original != copy:
     sys.exit(1)
 print(f"archived and verified {len(original)} entries")
 """
+
+
+def user_groups(user):
+    """The names of the groups `user` (JupyterHub's User) belongs to now: the admin panel's or REST API's
+    changes and the directory's at each login are in the database, which the hub's User reads through."""
+    return [group.name for group in getattr(user, "groups", None) or []]
+
+
+NOTHING_OFFERED = (
+    "no image is offered to you: the images of this hub are kept to groups you are not in; "
+    "ask the admin to add you to your course's or team's group"
+)
 
 
 def utc_now():
@@ -178,24 +190,51 @@ class JhubDockerSpawner(DockerSpawner):
             return self.view.image_named(self.jhub_image_entry)
         return self.image_for_choice(self.user_options.get("image"))
 
+    def offered_images(self):
+        """The view's images this spawner's user is offered now: those kept to none of the catalog's groups,
+        those kept to a group the user is in, and for an admin all of them."""
+        groups, is_admin = user_groups(self.user), bool(getattr(self.user, "admin", False))
+        return [image for image in self.view.images if image.offered_to(groups, is_admin)]
+
     def image_for_choice(self, choice):
-        """The image a spawn request names (display name or name; none = the first), or a 400."""
-        if choice is None or choice == "":
-            return self.view.images[0]
-        if self.jhub_image_entry:
+        """The image a spawn request names (display name or name; none = the first offered), or a 400. An
+        image kept to groups the user is not in is refused exactly as one the hub does not have, naming
+        only the images the user is offered."""
+        if self.jhub_image_entry and choice not in (None, ""):
             raise web.HTTPError(400, "this hub offers profiles: choose a profile, not an image")
+        offered_images = self.offered_images()
+        if not offered_images:
+            raise web.HTTPError(403, NOTHING_OFFERED)
+        if choice is None or choice == "":
+            return offered_images[0]
         image = self.view.image_for_choice(choice) if isinstance(choice, str) else None
-        if image is None:
-            known = ", ".join(repr(i.name) for i in self.view.images)
+        if image is None or image not in offered_images:
+            known = ", ".join(repr(i.name) for i in offered_images)
             raise web.HTTPError(400, f"unknown image {str(choice)[:100]!r}: choose one of {known}")
         return image
 
+    def apply_group_limits(self):
+        """CPU and memory for a server of an image (not a profile, which carries its own): the largest any
+        of the user's groups sets, else the hub's JHUB_CPU_LIMIT / JHUB_MEM_LIMIT. The hub's values are kept
+        from the first spawn, so a user who leaves a group gets them back at the next."""
+        if not hasattr(self, "_jhub_hub_limits"):
+            self._jhub_hub_limits = (self.cpu_limit, self.mem_limit)
+        cpu_limit, mem_limit = self._jhub_hub_limits
+        limits = self.view.limits_for(user_groups(self.user))
+        self.cpu_limit = limits["cpu_limit"] if limits["cpu_limit"] is not None else cpu_limit
+        self.mem_limit = limits["mem_limit"] if limits["mem_limit"] is not None else mem_limit
+
     @default("options_form")
     def _default_options_form(self):
-        images = self.view.images
-        if len(images) < 2:
-            return ""
-        return form_html("image", "Select an image:", [(i.display_name, i.display_name, i.description) for i in images])
+        # A callable, asked at each visit of the spawn page: group membership changes while the spawner lives.
+        def image_form(spawner):
+            images = spawner.offered_images()
+            if len(images) < 2:
+                return ""
+            choices = [(i.display_name, i.display_name, i.description) for i in images]
+            return form_html("image", "Select an image:", choices)
+
+        return image_form
 
     @default("options_from_form")
     def _default_options_from_form(self):
@@ -219,7 +258,8 @@ class JhubDockerSpawner(DockerSpawner):
         return self.image_for_choice(image).image_id
 
     def apply_catalog_image(self, image):
-        """Point this spawner at `image`: its id, default URL, the user's volume at its home, the labels."""
+        """Point this spawner at `image`: its id, default URL, the user's volume at its home, the labels,
+        and (unless a profile sets them) the CPU and memory of the user's groups."""
         self.image = image.image_id
         # The container name comes from name_template at this start, not from whatever an earlier trait
         # change rendered (DockerSpawner re-renders it when `image` changes, even during __init__, before
@@ -235,6 +275,8 @@ class JhubDockerSpawner(DockerSpawner):
             "io.jhub-docker.image": escape_braces(image.name),
         }
         self.extra_create_kwargs = extra
+        if not self.jhub_image_entry:
+            self.apply_group_limits()
 
     def account_id(self):
         """What tells this account from an earlier one of the same name: its creation time in the hub."""
@@ -382,6 +424,11 @@ class JhubDockerSpawner(DockerSpawner):
             ) from None
 
 
+def profile_groups(view):
+    """`JhubProfilesSpawner.jhub_profile_groups`: each profile's key and the groups it is kept to."""
+    return {p.name: list(p.groups) for p in view.profiles if p.groups}
+
+
 def profiles_config(view, spawner_class=None):
     """`ProfilesSpawner.profiles` for the view: one child spawner per profile, with its image and limits.
 
@@ -420,15 +467,34 @@ class JhubProfilesSpawner(ProfilesSpawner):
     JupyterHub 5 (orm_spawner, so named servers get their own container names) from the profile chosen
     for this very spawn."""
 
+    # wrapspawner declares options_form a plain string; JupyterHub's Spawner takes a callable too, which is
+    # what a form that follows group membership needs.
+    options_form = Union([Unicode(), Callable()]).tag(config=True)
+
+    jhub_profile_groups = Dict(
+        help="Profile key -> the groups whose members are offered it; a profile not listed is offered to all."
+    ).tag(config=True)
+
+    def offered_profiles(self):
+        """The profiles this user is offered now (kept to no group, or to one of theirs; all for an admin)."""
+        groups, is_admin = user_groups(self.user), bool(getattr(self.user, "admin", False))
+        return [p for p in self.profiles if offered(self.jhub_profile_groups.get(p[1], ()), groups, is_admin)]
+
     @default("options_form")
     def _default_options_form(self):
-        return form_html(
-            "profile", "Select a profile:", [(key, display, "") for display, key, _cls, _conf in self.profiles]
-        )
+        # A callable, asked at each visit of the spawn page: group membership changes while the spawner lives.
+        def profile_form(spawner):
+            choices = [(key, display, "") for display, key, _cls, _conf in spawner.offered_profiles()]
+            return form_html("profile", "Select a profile:", choices)
+
+        return profile_form
 
     def profile_for_choice(self, choice):
-        """The profile key a spawn request names (none = the first), or a 400."""
-        keys = [p[1] for p in self.profiles]
+        """The profile key a spawn request names (none = the first offered), or a 400; one kept to groups
+        the user is not in is refused exactly as an unknown one."""
+        keys = [p[1] for p in self.offered_profiles()]
+        if not keys:
+            raise web.HTTPError(403, NOTHING_OFFERED.replace("no image is", "no profile is"))
         if choice is None or choice == "":
             return keys[0]
         if not isinstance(choice, str) or choice not in keys:

@@ -3,7 +3,9 @@
 `cargo xtask up` writes it (JSON, `$JHUB_VIEW`, default /srv/jhub/hub-view.json) after validating the
 catalog and the lock; the catalog's rules live there, once. This module checks only what it must to use
 the file safely: its version and its shape (types, required keys, non-empty values, profiles naming
-images of the view). Version 2 added each image's `placement` (Swarm constraints, used in swarm mode).
+images of the view). Version 2 added each image's `placement` (Swarm constraints, used in swarm mode);
+version 3 the groups: an image's or profile's `groups` (whose members are offered it; none: everyone) and
+the catalog's groups with their optional limits.
 """
 
 import json
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from jhub_hub.errors import ConfigError
 from jhub_hub.placement import constraint_problem
 
-VIEW_VERSION = 2
+VIEW_VERSION = 3
 VIEW_HINT = "run `cargo xtask up` (it writes the view)"
 
 
@@ -28,6 +30,12 @@ class SingleUserImage:
     image_id: str
     # Swarm constraints of the nodes that may run this image (e.g. "node.labels.gpu==true"); none: any node.
     placement: tuple = ()
+    # The groups whose members are offered this image; none: everyone.
+    groups: tuple = ()
+
+    def offered_to(self, group_names, is_admin=False):
+        """Whether a user in `group_names` (admin or not) is offered this image."""
+        return offered(self.groups, group_names, is_admin)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,27 @@ class Profile:
     image: str
     cpu_limit: float
     mem_limit: str
+    groups: tuple = ()
+
+    def offered_to(self, group_names, is_admin=False):
+        """Whether a user in `group_names` (admin or not) is offered this profile."""
+        return offered(self.groups, group_names, is_admin)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of the catalog and the limits its members get (None: the group sets none)."""
+
+    name: str
+    cpu_limit: float | None = None
+    mem_limit: str | None = None
+    named_server_limit: int | None = None
+
+
+def offered(kept_to, group_names, is_admin):
+    """An image or profile kept to the groups `kept_to` (none: everyone) is offered to their members; an
+    admin is offered everything (to try a course's image before its students do)."""
+    return not kept_to or is_admin or any(group in kept_to for group in group_names)
 
 
 @dataclass(frozen=True)
@@ -50,10 +79,24 @@ class View:
 
     images: tuple
     profiles: tuple
+    groups: tuple = ()
 
     def image_named(self, name):
         """The image called `name`; the view guarantees every profile's image exists."""
         return next(image for image in self.images if image.name == name)
+
+    def limits_for(self, group_names):
+        """The limits a member of `group_names` gets from their groups: for each of cpu_limit, mem_limit
+        (in bytes, as an int) and named_server_limit the largest any of their groups sets, else None."""
+        mine = [group for group in self.groups if group.name in set(group_names)]
+        cpus = [group.cpu_limit for group in mine if group.cpu_limit is not None]
+        memory = [memory_bytes(group.mem_limit) for group in mine if group.mem_limit is not None]
+        servers = [group.named_server_limit for group in mine if group.named_server_limit is not None]
+        return {
+            "cpu_limit": max(cpus) if cpus else None,
+            "mem_limit": max(memory) if memory else None,
+            "named_server_limit": max(servers) if servers else None,
+        }
 
     def image_for_choice(self, choice):
         """The image a spawn request names by display name (what the form posts) or by name, else None."""
@@ -97,6 +140,7 @@ def parse(data, path):
             default_url=_text(entry, "default_url", f"{where}: images[{i}]"),
             image_id=_text(entry, "image_id", f"{where}: images[{i}]"),
             placement=_constraints(entry, "placement", f"{where}: images[{i}]"),
+            groups=_names(entry, "groups", f"{where}: images[{i}]"),
         )
         for i, entry in enumerate(_objects(data, "images", where))
     )
@@ -112,11 +156,46 @@ def parse(data, path):
             image=_text(entry, "image", at),
             cpu_limit=_number(entry, "cpu_limit", at),
             mem_limit=_text(entry, "mem_limit", at),
+            groups=_names(entry, "groups", at),
         )
         if profile.image not in names:
             raise ConfigError(f"{at} names image {profile.image!r}, which the view does not list", VIEW_HINT)
         profiles.append(profile)
-    return View(images=images, profiles=tuple(profiles))
+    groups = []
+    for i, entry in enumerate(_objects(data, "groups", where)):
+        at = f"{where}: groups[{i}]"
+        mem_limit = _optional(entry, "mem_limit", at, _text)
+        if mem_limit is not None and memory_bytes(mem_limit) is None:
+            raise ConfigError(f"{at}: 'mem_limit' must be a size such as 2G or bytes, got {mem_limit!r}", VIEW_HINT)
+        groups.append(
+            Group(
+                name=_text(entry, "name", at),
+                cpu_limit=_optional(entry, "cpu_limit", at, _number),
+                mem_limit=mem_limit,
+                named_server_limit=_optional(entry, "named_server_limit", at, _count),
+            )
+        )
+    declared = {group.name for group in groups}
+    for kind, entries in (("images", images), ("profiles", profiles)):
+        for i, entry in enumerate(entries):
+            unknown = [name for name in entry.groups if name not in declared]
+            if unknown:
+                raise ConfigError(
+                    f"{where}: {kind}[{i}] is kept to {unknown[0]!r}, a group the view does not list", VIEW_HINT
+                )
+    return View(images=images, profiles=tuple(profiles), groups=tuple(groups))
+
+
+def memory_bytes(size):
+    """The bytes a size stands for: a number of bytes, or a number with K, M, G or T (powers of 1024, as
+    Docker reads them); None if it is neither."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, factor = (size[:-1], units[size[-1]]) if size and size[-1] in units else (size, 1)
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    return int(value * factor) if value > 0 else None
 
 
 def _objects(data, key, where):
@@ -145,6 +224,26 @@ def _constraints(entry, key, where):
         if problem:
             raise ConfigError(f"{where}: {key!r} holds {item!r}, not a Swarm constraint: {problem}", VIEW_HINT)
     return tuple(value)
+
+
+def _names(entry, key, where):
+    """An optional list of group names (absent: none)."""
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{where}: {key!r} must be a list of group names, got {value!r}", VIEW_HINT)
+    return tuple(value)
+
+
+def _optional(entry, key, where, read):
+    """`read(entry, key, where)` when the key holds a value, None when it is absent or null."""
+    return None if entry.get(key) is None else read(entry, key, where)
+
+
+def _count(entry, key, where):
+    value = entry.get(key)
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{where}: {key!r} must be a whole number of 0 or more, got {value!r}", VIEW_HINT)
+    return value
 
 
 def _text(entry, key, where):

@@ -52,7 +52,11 @@ def test_the_config_loads_with_a_view(environment, tmp_path):
     assert c.DockerSpawner.allowed_images == {
         "Full stack: Lab + VS Code + marimo": IMAGE_ID_A,
         "Minimal: Python only": "sha256:" + "b" * 64,
+        "Physics 101": "sha256:" + "c" * 64,  # the spawners offer it to the group's members only
     }
+    assert c.JupyterHub.load_groups == {"physics-101": {}, "staff": {}}
+    assert callable(c.JupyterHub.named_server_limit_per_user)
+    assert callable(c.JupyterHub.template_vars["announcement"])
     assert c.DockerSpawner.pull_policy == "never"
     assert c.DockerSpawner.remove is True
     assert c.DockerSpawner.network_name == "jupyterhub-net"
@@ -99,7 +103,8 @@ def test_profiles_dummy_auth_no_culler_and_trusted_proxy(environment, monkeypatc
     monkeypatch.setenv("TRUST_XHEADERS", "true")
     c = load_config()
     assert c.JupyterHub.spawner_class is JhubProfilesSpawner
-    assert [p[1] for p in c.JhubProfilesSpawner.profiles] == ["datascience-small", "minimal-tiny"]
+    assert [p[1] for p in c.JhubProfilesSpawner.profiles] == ["datascience-small", "minimal-tiny", "physics-big"]
+    assert c.JhubProfilesSpawner.jhub_profile_groups == {"physics-big": ["physics-101", "staff"]}
     assert c.JupyterHub.authenticator_class.__name__ == "DummyAuthenticator"
     assert c.DummyAuthenticator.password == "shared"
     assert c.Authenticator.admin_users == set()

@@ -12,12 +12,13 @@ from conftest import IMAGE_ID_A, IMAGE_ID_B
 
 def test_a_good_view_is_read_in_order(write_view, view_data):
     view = load(write_view(view_data))
-    assert [i.name for i in view.images] == ["datascience", "minimal"]
+    assert [i.name for i in view.images] == ["datascience", "minimal", "physics"]
     assert view.images[1].image_id == IMAGE_ID_B
     assert view.images[0].home == "/home/jovyan"
     assert [(p.name, p.image, p.cpu_limit, p.mem_limit) for p in view.profiles] == [
         ("datascience-small", "datascience", 1.0, "2G"),
         ("minimal-tiny", "minimal", 0.5, "512M"),
+        ("physics-big", "physics", 2.0, "4G"),
     ]
     assert view.image_named("datascience").image_id == IMAGE_ID_A
     assert view.image_for_choice("Minimal: Python only").name == "minimal"
@@ -36,7 +37,7 @@ def test_profiles_may_be_empty_and_descriptions_absent(write_view, view_data):
 def test_extra_keys_are_ignored(write_view, view_data):
     view_data["generated_by"] = "xtask"
     view_data["images"][0]["parent"] = "base"
-    assert len(load(write_view(view_data)).images) == 2
+    assert len(load(write_view(view_data)).images) == 3
 
 
 def expect_error(path, message):
@@ -47,18 +48,18 @@ def expect_error(path, message):
     return caught.value
 
 
-@pytest.mark.parametrize("version", [1, 3, 0, "2", None, True, 2.0])
+@pytest.mark.parametrize("version", [1, 2, 4, 0, "3", None, True, 3.0])
 def test_another_version_is_refused(write_view, view_data, version):
     # Version 1 (before `placement`) too: an older xtask's view is refused, never half-read.
     view_data["version"] = version
     path = write_view(view_data)
-    expect_error(path, f"view {path} has version {version!r}, this hub reads version 2 only")
+    expect_error(path, f"view {path} has version {version!r}, this hub reads version 3 only")
 
 
 def test_missing_version_is_refused(write_view, view_data):
     del view_data["version"]
     path = write_view(view_data)
-    expect_error(path, f"view {path} has version None, this hub reads version 2 only")
+    expect_error(path, f"view {path} has version None, this hub reads version 3 only")
 
 
 def test_placement_is_read_and_optional(write_view, view_data):
@@ -67,6 +68,37 @@ def test_placement_is_read_and_optional(write_view, view_data):
     view = load(write_view(view_data))
     assert view.images[0].placement == ("node.labels.gpu==true", "node.role != manager")
     assert view.images[1].placement == ()
+
+
+def test_groups_are_read_with_their_optional_limits(view):
+    assert view.images[2].groups == ("physics-101",)
+    assert view.images[0].groups == ()
+    assert view.profiles[2].groups == ("physics-101", "staff")
+    assert [(g.name, g.cpu_limit, g.mem_limit, g.named_server_limit) for g in view.groups] == [
+        ("physics-101", 1.5, "3G", 1),
+        ("staff", None, None, None),
+    ]
+
+
+def test_a_member_gets_the_largest_limit_of_their_groups(view_data, write_view):
+    view_data["groups"][1].update(cpu_limit=4.0, mem_limit="1073741824", named_server_limit=None)
+    view = load(write_view(view_data))
+    assert view.limits_for([]) == {"cpu_limit": None, "mem_limit": None, "named_server_limit": None}
+    assert view.limits_for(["physics-101"]) == {"cpu_limit": 1.5, "mem_limit": 3 << 30, "named_server_limit": 1}
+    assert view.limits_for(["staff", "physics-101", "not-in-the-catalog"]) == {
+        "cpu_limit": 4.0,
+        "mem_limit": 3 << 30,
+        "named_server_limit": 1,
+    }
+
+
+def test_an_image_kept_to_groups_is_offered_to_members_and_admins_only(view):
+    physics = view.images[2]
+    assert not physics.offered_to([])
+    assert not physics.offered_to(["staff"])
+    assert physics.offered_to(["staff", "physics-101"])
+    assert physics.offered_to([], is_admin=True)
+    assert view.images[0].offered_to([])
 
 
 def edit(view_data, change):
@@ -109,6 +141,30 @@ SHAPE_ERRORS = [
     (
         lambda d: d["profiles"][0].update(image="gpu"),
         ": profiles[0] names image 'gpu', which the view does not list",
+    ),
+    (lambda d: d.pop("groups"), " has no 'groups' list"),
+    (
+        lambda d: d["images"][2].update(groups="physics-101"),
+        ": images[2]: 'groups' must be a list of group names, got 'physics-101'",
+    ),
+    (lambda d: d["images"][2].update(groups=[""]), ": images[2]: 'groups' must be a list of group names, got ['']"),
+    (
+        lambda d: d["images"][2].update(groups=["chemistry"]),
+        ": images[2] is kept to 'chemistry', a group the view does not list",
+    ),
+    (
+        lambda d: d["profiles"][2].update(groups=["nobody"]),
+        ": profiles[2] is kept to 'nobody', a group the view does not list",
+    ),
+    (lambda d: d["groups"][0].pop("name"), ": groups[0]: 'name' must be a non-empty string, got missing"),
+    (lambda d: d["groups"][0].update(cpu_limit=0), ": groups[0]: 'cpu_limit' must be a positive number, got 0"),
+    (
+        lambda d: d["groups"][0].update(mem_limit="lots"),
+        ": groups[0]: 'mem_limit' must be a size such as 2G or bytes, got 'lots'",
+    ),
+    (
+        lambda d: d["groups"][0].update(named_server_limit=-1),
+        ": groups[0]: 'named_server_limit' must be a whole number of 0 or more, got -1",
     ),
 ]
 
