@@ -108,6 +108,16 @@ pub struct Group {
     pub cpu_limit: Option<f64>,
     pub mem_limit: Option<String>,
     pub named_server_limit: Option<u32>,
+    /// A folder of course material at `~/<group>/course`: read-only for members (the mount is read-only,
+    /// whatever the files' modes: every user is uid 1000), read-write for the instructors.
+    #[serde(default)]
+    pub course_folder: bool,
+    /// A folder the members (and instructors) share read-write at `~/<group>/shared`.
+    #[serde(default)]
+    pub shared_folder: bool,
+    /// Another [[group]] whose members are this group's instructors: they get its folders, the course
+    /// folder read-write.
+    pub instructors: Option<String>,
 }
 
 /// A catalog that cannot be used, with the one-line reason and a hint for the admin.
@@ -457,6 +467,22 @@ fn validate_groups(groups: &[Group]) -> Result<Vec<Group>, CatalogError> {
             ));
         }
     }
+    for group in groups {
+        let Some(instructors) = &group.instructors else { continue };
+        let name = &group.name;
+        if instructors == name || !groups.iter().any(|other| &other.name == instructors) {
+            return Err(error(
+                format!("group `{name}` names `{instructors}` as its instructors, which is not another [[group]] of images/catalog.toml"),
+                format!("declare [[group]] name = \"{instructors}\" (its members are the instructors), or fix `instructors`"),
+            ));
+        }
+        if !group.course_folder && !group.shared_folder {
+            return Err(error(
+                format!("group `{name}` has instructors but no folder"),
+                "instructors get the group's folders: add course_folder = true (or shared_folder = true), or drop `instructors`",
+            ));
+        }
+    }
     Ok(groups.to_vec())
 }
 
@@ -594,6 +620,16 @@ mem_limit = "1G"
         assert_eq!((physics.cpu_limit, physics.mem_limit.as_deref(), physics.named_server_limit), (Some(1.5), Some("2G"), Some(1)));
         assert_eq!((catalog.groups[1].cpu_limit, catalog.groups[1].named_server_limit), (None, None));
         assert!(Catalog::parse(GOOD).unwrap().groups.is_empty());
+        assert!(!physics.course_folder && !physics.shared_folder && physics.instructors.is_none());
+        let folders = Catalog::parse(&GOOD.replacen(
+            "[[profile]]",
+            "[[group]]\nname = \"physics-101\"\ncourse_folder = true\nshared_folder = true\ninstructors = \"physics-101-staff\"\n\n\
+             [[group]]\nname = \"physics-101-staff\"\n\n[[profile]]",
+            1,
+        ))
+        .unwrap();
+        let course = &folders.groups[0];
+        assert_eq!((course.course_folder, course.shared_folder, course.instructors.as_deref()), (true, true, Some("physics-101-staff")));
     }
 
     #[test]
@@ -670,6 +706,24 @@ mem_limit = "1G"
             "[[profile]]",
             "[[group]]\nname = \"staff\"\nmem_limit = \"2g\"\n\n[[profile]]",
             "group `staff` has mem_limit `2g`",
+        ),
+        (
+            "instructors that are not a group",
+            "[[profile]]",
+            "[[group]]\nname = \"staff\"\ncourse_folder = true\ninstructors = \"teachers\"\n\n[[profile]]",
+            "group `staff` names `teachers` as its instructors, which is not another [[group]] of images/catalog.toml",
+        ),
+        (
+            "a group its own instructors",
+            "[[profile]]",
+            "[[group]]\nname = \"staff\"\ncourse_folder = true\ninstructors = \"staff\"\n\n[[profile]]",
+            "group `staff` names `staff` as its instructors, which is not another [[group]] of images/catalog.toml",
+        ),
+        (
+            "instructors without a folder",
+            "[[profile]]",
+            "[[group]]\nname = \"staff\"\ninstructors = \"teachers\"\n\n[[group]]\nname = \"teachers\"\n\n[[profile]]",
+            "group `staff` has instructors but no folder",
         ),
         (
             "groups on an image nobody spawns",

@@ -18,6 +18,32 @@ pub const IMAGE_LABEL: &str = "io.jhub-docker.image";
 /// the user it was, and when (UTC).
 pub const ARCHIVED_USER_LABEL: &str = "io.jhub-docker.archived-user";
 pub const ARCHIVED_AT_LABEL: &str = "io.jhub-docker.archived-at";
+/// On a group folder's volume (the hub makes them at a member's first spawn): the catalog group, and which
+/// of its folders it is (`course` or `shared`).
+pub const GROUP_LABEL: &str = "io.jhub-docker.group";
+pub const GROUP_FOLDER_LABEL: &str = "io.jhub-docker.group-folder";
+/// The folders a catalog [[group]] may have, as their volumes and mount points name them.
+pub const GROUP_FOLDERS: [&str; 2] = ["course", "shared"];
+
+/// The volume of `group`'s folder `folder` (`course`, `shared`) in `stack` (the hub's `group_volume_name`).
+pub fn group_folder_volume(stack: &str, group: &str, folder: &str) -> String {
+    format!("{}{group}-{folder}", group_folder_prefix(stack))
+}
+
+/// What the names of `stack`'s group folder volumes start with.
+pub fn group_folder_prefix(stack: &str) -> String {
+    format!("{stack}-group-")
+}
+
+/// The labels the hub gives a group folder's volume.
+pub fn group_folder_labels(stack: &str, group: &str, folder: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (STACK_LABEL.to_string(), stack.to_string()),
+        (GROUP_LABEL.to_string(), group.to_string()),
+        (GROUP_FOLDER_LABEL.to_string(), folder.to_string()),
+    ])
+}
+
 /// On throwaway containers and volumes the xtask makes, so a leftover one is recognisable.
 pub const PURPOSE_LABEL: &str = "io.jhub-docker.purpose";
 

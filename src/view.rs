@@ -61,6 +61,12 @@ pub struct ViewGroup {
     /// A size as the catalog writes it (`2G`), or bytes once lowered to what the engine has.
     pub mem_limit: Option<String>,
     pub named_server_limit: Option<u32>,
+    /// `~/<group>/course`: read-only for members, read-write for the instructors.
+    pub course_folder: bool,
+    /// `~/<group>/shared`: read-write for members and instructors.
+    pub shared_folder: bool,
+    /// The group whose members are this one's instructors.
+    pub instructors: Option<String>,
 }
 
 impl HubView {
@@ -151,6 +157,9 @@ impl HubView {
                 cpu_limit: group.cpu_limit,
                 mem_limit: group.mem_limit.clone(),
                 named_server_limit: group.named_server_limit,
+                course_folder: group.course_folder,
+                shared_folder: group.shared_folder,
+                instructors: group.instructors.clone(),
             })
             .collect();
         Ok(HubView { version: VIEW_VERSION, images, profiles, groups })
@@ -291,8 +300,10 @@ mem_limit = "1.5G"
         assert_eq!(
             json["groups"],
             serde_json::json!([
-                {"name": "physics-101", "cpu_limit": 8.0, "mem_limit": "3G", "named_server_limit": 1},
-                {"name": "staff", "cpu_limit": null, "mem_limit": null, "named_server_limit": null},
+                {"name": "physics-101", "cpu_limit": 8.0, "mem_limit": "3G", "named_server_limit": 1,
+                 "course_folder": false, "shared_folder": false, "instructors": null},
+                {"name": "staff", "cpu_limit": null, "mem_limit": null, "named_server_limit": null,
+                 "course_folder": false, "shared_folder": false, "instructors": null},
             ])
         );
         let warnings = view.fit_to_engine(2.0, 2 << 30);
@@ -408,6 +419,9 @@ name = "physics-101"
 cpu_limit = 1.5
 mem_limit = "3G"
 named_server_limit = 1
+course_folder = true
+shared_folder = true
+instructors = "staff"
 
 [[group]]
 name = "staff"

@@ -1,7 +1,7 @@
 //! Acceptance test of jhub-docker: real stacks (compose), real user containers, a real headless Chromium
 //! driven as a person would, and the catalog and images.lock as the expected truth.
 //!
-//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Four tests, run one after
+//! Run with `cargo test --test acceptance` after `cargo xtask build-images`. Five tests, run one after
 //! the other (one stack each): `signup_spawn_switch_restart_stop` walks steps a–f of the scenario on a
 //! stack with closed signup, then spawns the rest of the image family one after the other (i1–i4:
 //! uv-lab, uv-code, uv-marimo, r-notebook), `profiles_limit_the_container` walks step g on a stack with
@@ -10,7 +10,9 @@
 //! door's own checks (h: redirect, TLS versions, Secure cookies, a 50 MB upload, the client's address).
 //! `the_scenario_over_https_with_subdomains` walks the same with per-user origins (the hub at
 //! `hub.localhost`, alice at `alice.hub.localhost`; h4: the certificate names the users; j: an escaped
-//! user name).
+//! user name). `groups_limits_and_announcements` walks k on a stack whose catalog holds a course (README,
+//! "Teams and classes"): group dropdowns and limits, a forged hidden image, the course and shared folders,
+//! an announcement, an nbgitpuller link.
 //!
 //! Environment: `JHUB_ACCEPTANCE_KEEP=1` leaves the stacks up (and prints their URL, the users'
 //! passwords and how to remove them); `JHUB_CHROMIUM` and `JHUB_CHROMEDRIVER` override the browser and
@@ -19,7 +21,7 @@
 //! `target/acceptance-artifacts/<test>/` (with `stack.env`, the variables the stack ran with).
 
 // The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
-use jhub_harness::{apps, artifacts, browser, cases, docker, hub, lab, preflight, progress, stack, steps, tls, wait};
+use jhub_harness::{apps, artifacts, browser, cases, docker, gitserver, hub, lab, preflight, progress, stack, steps, tls, wait};
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -554,8 +556,10 @@ async fn step_g_profiles(run: &Run<'_>, bob: &Browser) -> Result<f64> {
     Ok(seconds)
 }
 
-/// The course of the stack-3 scenario: the minimal image kept to its members, who get its limits.
+/// The course of the stack-3 scenario: the minimal image kept to its members, who get its limits, a
+/// course folder its instructors (the group COURSE_STAFF) write and its members read, and a shared folder.
 const COURSE: &str = "physics-101";
+const COURSE_STAFF: &str = "physics-101-staff";
 const COURSE_CPUS: f64 = 1.0;
 const COURSE_MEMORY: &str = "1G";
 
@@ -574,7 +578,8 @@ async fn stack_three() -> Result<()> {
     let settings =
         [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "true"), ("ADMIN_PASSWORD", admin_password.as_str()), ("IDLE_CULL_TIMEOUT", "0")];
     let course = format!(
-        "\ngroups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\ncpu_limit = {COURSE_CPUS:.1}\nmem_limit = \"{COURSE_MEMORY}\"\n"
+        "\ngroups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\ncpu_limit = {COURSE_CPUS:.1}\nmem_limit = \"{COURSE_MEMORY}\"\n\
+         course_folder = true\nshared_folder = true\ninstructors = \"{COURSE_STAFF}\"\n\n[[group]]\nname = \"{COURSE_STAFF}\"\n"
     );
     let (setup, artifacts, stack, driver) = steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| {
         // The group table goes after the minimal image's entry, whose last line is its default_url.
@@ -588,10 +593,13 @@ async fn stack_three() -> Result<()> {
     let admin = run.session(&driver, "admin").await?;
     let alice = run.session(&driver, "alice").await?;
     let bob = run.session(&driver, "bob").await?;
-    let (alice_password, bob_password) = (fresh_password(), fresh_password());
+    let carol = run.session(&driver, "carol").await?;
+    let (alice_password, bob_password, carol_password) = (fresh_password(), fresh_password(), fresh_password());
     run.step("k1.accounts", "admin", async {
         hub::log_in(&admin, &stack, "admin", &admin_password).await?;
-        for (browser, name, password) in [(&alice, "alice", &alice_password), (&bob, "bob", &bob_password)] {
+        for (browser, name, password) in
+            [(&alice, "alice", &alice_password), (&bob, "bob", &bob_password), (&carol, "carol", &carol_password)]
+        {
             let signed_up = hub::sign_up(browser, &stack, name, password).await?;
             ensure!(signed_up.class == "alert-success", "signing up `{name}` said ({}) {}", signed_up.class, signed_up.message);
             hub::log_in(browser, &stack, name, password).await?;
@@ -599,13 +607,19 @@ async fn stack_three() -> Result<()> {
         Ok(())
     })
     .await?;
-    run.step("k2.admin-adds-alice-to-the-course", "admin", add_to_group(&admin, &stack, COURSE, "alice")).await?;
+    run.step("k2.admin-adds-alice-and-her-instructor", "admin", async {
+        add_to_group(&admin, &stack, COURSE, "alice").await?;
+        add_to_group(&admin, &stack, COURSE_STAFF, "carol").await
+    })
+    .await?;
     run.step("k3.dropdowns-follow-groups", "bob", step_k_dropdowns(&run, &alice, &bob)).await?;
     run.step("k4.forged-hidden-image-refused", "bob", step_k_forged(&run, &bob)).await?;
     let seconds = run.step("k5.course-limits", "alice", step_k_limits(&run, &alice)).await?;
+    run.step("k5b.course-and-shared-folders", "alice", step_k_folders(&run, &alice, &carol)).await?;
     run.step("k6.announcement", "bob", step_k_announcement(&run, &bob)).await?;
+    run.step("k7.nbgitpuller-link-pulls-then-merges", "bob", step_k_nbgitpuller(&run, &bob)).await?;
     report_timings(test, &artifacts, &[("alice, minimal (course)".to_string(), seconds)], test_started)?;
-    for browser in [admin, alice, bob] {
+    for browser in [admin, alice, bob, carol] {
         let _ = browser.close().await;
     }
     Ok(())
@@ -691,8 +705,106 @@ async fn step_k_limits(run: &Run<'_>, alice: &Browser) -> Result<f64> {
         "alice's container has {cpus} CPUs (NanoCpus {nano}, CpuQuota {quota}), the course sets {COURSE_CPUS}"
     );
     progress!("alice's course server: {cpus} CPUs, {memory} bytes, ready in {seconds:.1} s");
-    stop_and_wait_gone(run, alice).await?;
     Ok(seconds)
+}
+
+/// k5b. The course's folders. carol, the course's instructor, writes course material into
+/// ~/physics-101/course from her own server; alice's server, running since before, shows it at once (no
+/// restart). alice can neither write, delete nor rename there (her mount is read-only: every user is uid
+/// 1000, so file modes could not stop her), and what carol wrote stays as it was. Both write and read
+/// ~/physics-101/shared.
+async fn step_k_folders(run: &Run<'_>, alice: &Browser, carol: &Browser) -> Result<()> {
+    let stack = run.stack;
+    start_image(run, carol, "datascience").await?;
+    lab::wait_ready(carol, stack, "carol", wait::SPAWN).await?;
+    let course = format!("{COURSE}/course");
+    let shared = format!("{COURSE}/shared");
+    let material = "# Week 1\nRead chapter 1.\n";
+    lab::write_file(carol, &format!("{course}/week1.md"), material).await?;
+    let seen = lab::read_file(alice, &format!("{course}/week1.md")).await?;
+    ensure!(seen.as_deref() == Some(material), "alice's running server shows {course}/week1.md as {seen:?}, carol wrote {material:?}");
+    let attempts = [
+        ("write a new file", "PUT", format!("{course}/mine.md"), Some(json!({ "type": "file", "format": "text", "content": "mine" }))),
+        (
+            "overwrite the material",
+            "PUT",
+            format!("{course}/week1.md"),
+            Some(json!({ "type": "file", "format": "text", "content": "gone" })),
+        ),
+        ("rename the material", "PATCH", format!("{course}/week1.md"), Some(json!({ "path": format!("{course}/renamed.md") }))),
+        ("delete the material", "DELETE", format!("{course}/week1.md"), None),
+    ];
+    for (what, method, path, body) in attempts {
+        let (status, answer) = lab::contents(alice, method, &path, body).await?;
+        ensure!(status >= 400, "alice could {what} in the course folder ({method} {path} answered {status}: {answer})");
+        progress!("alice cannot {what}: {method} {path} → {status}");
+    }
+    let after = lab::read_file(alice, &format!("{course}/week1.md")).await?;
+    ensure!(after.as_deref() == Some(material), "the course material is {after:?} after alice's attempts");
+    ensure!(lab::read_file(alice, &format!("{course}/mine.md")).await?.is_none(), "alice's file appeared in the course folder");
+    lab::write_file(alice, &format!("{shared}/from-alice.md"), "hello group\n").await?;
+    let shared_seen = lab::read_file(carol, &format!("{shared}/from-alice.md")).await?;
+    ensure!(shared_seen.as_deref() == Some("hello group\n"), "carol sees alice's shared file as {shared_seen:?}");
+    stop_and_wait_gone(run, alice).await?;
+    stop_and_wait_gone(run, carol).await
+}
+
+/// k7. A course's nbgitpuller link (README, "Teams and classes"): bob, whose home has never seen the
+/// course, opens it from his running server; nbgitpuller clones the course's repository (on a git server of
+/// the stack's network) into `~/course` and lands in Lab on its first file. bob edits that file; the teacher
+/// pushes a change to another file and a new one; bob opens the same link again: the change and the new
+/// file arrive, and bob's edit is still there.
+async fn step_k_nbgitpuller(run: &Run<'_>, bob: &Browser) -> Result<()> {
+    let (setup, stack) = (run.setup, run.stack);
+    let server = gitserver::GitServer::start(
+        &setup.docker,
+        setup.image_id("base"),
+        &stack.project,
+        &stack.network,
+        "course",
+        &[("intro.md", "# Week 1\nRead me first.\n"), ("data.csv", "x,y\n1,2\n")],
+    )
+    .await?;
+    start_image(run, bob, "datascience").await?;
+    lab::wait_ready(bob, stack, "bob", wait::SPAWN).await?;
+    let link = nbgitpuller_link(stack, &server.repo_url, "lab/tree/course/intro.md");
+    progress!("the course's link: {link}");
+    bob.goto(&link).await?;
+    bob.arrive_at(&stack.user_url("bob", "/user/bob/lab/tree/course/intro.md"), wait::SPAWN).await?;
+    lab::wait_ready(bob, stack, "bob", wait::SPAWN).await?;
+    let intro = lab::read_file(bob, "course/intro.md").await?;
+    ensure!(intro.as_deref() == Some("# Week 1\nRead me first.\n"), "after the first click ~/course/intro.md is {intro:?}");
+    let notes = "# Week 1\nRead me first.\nbob's notes: ask about y.\n";
+    lab::write_file(bob, "course/intro.md", notes).await?;
+    server.commit(&[("data.csv", "x,y\n1,2\n3,4\n"), ("week2.md", "# Week 2\n")], "second week").await?;
+    bob.goto(&link).await?;
+    bob.arrive_at(&stack.user_url("bob", "/user/bob/lab/tree/course/intro.md"), wait::SPAWN).await?;
+    lab::wait_ready(bob, stack, "bob", wait::SPAWN).await?;
+    let (intro, data, week2) = (
+        lab::read_file(bob, "course/intro.md").await?,
+        lab::read_file(bob, "course/data.csv").await?,
+        lab::read_file(bob, "course/week2.md").await?,
+    );
+    ensure!(intro.as_deref() == Some(notes), "the second click lost bob's edit: ~/course/intro.md is {intro:?}");
+    ensure!(data.as_deref() == Some("x,y\n1,2\n3,4\n"), "the teacher's change did not arrive: ~/course/data.csv is {data:?}");
+    ensure!(week2.as_deref() == Some("# Week 2\n"), "the teacher's new file did not arrive: ~/course/week2.md is {week2:?}");
+    progress!("second click: bob's edit kept, data.csv updated, week2.md added");
+    stop_and_wait_gone(run, bob).await
+}
+
+/// An nbgitpuller link as README "Teams and classes" shows how to make one: the hub's `user-redirect`
+/// (whoever clicks lands on their own server), then `git-pull` with the repository, its branch and the
+/// page to open, each URL-encoded.
+fn nbgitpuller_link(stack: &Stack, repo: &str, urlpath: &str) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    };
+    stack.url(&format!("/hub/user-redirect/git-pull?repo={}&branch={}&urlpath={}", encode(repo), gitserver::BRANCH, encode(urlpath)))
 }
 
 /// k6. `cargo xtask announce` shows its text on bob's hub pages at once (as text: the tags are shown, not

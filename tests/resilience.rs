@@ -116,6 +116,21 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
         ensure!(*labels == wanted, "the hub labelled {volume} {labels:?}, expected {wanted:?}");
     }
 
+    // A course's folder, as the hub makes one at a member's first spawn (its volume and labels), with files.
+    let course_folder = contract::group_folder_volume(&stack.project, "physics-101", "course");
+    let labels = contract::group_folder_labels(&stack.project, "physics-101", "course");
+    let options = bollard::models::VolumeCreateRequest {
+        name: Some(course_folder.clone()),
+        labels: Some(labels.into_iter().collect()),
+        ..Default::default()
+    };
+    setup.docker.create_volume(options).await?;
+    let fill =
+        "mkdir -p /volume/week1 && printf 'Read chapter 1.\\n' > /volume/week1/notes.md && chown -R 1000:100 /volume && chmod 2775 /volume";
+    docker::run_on_volume(&setup.docker, setup.hub_image(), &course_folder, true, &["sh", "-c", fill], "test-group-folder").await?;
+    let course_sum = docker::volume_tree_sum(&setup.docker, setup.hub_image(), &course_folder).await?;
+    let platform_labels = volume_labels(setup, stack).await?;
+
     let env = stack.env_file().to_path_buf();
     let env_arg = env.to_str().expect("a UTF-8 path");
     for round in 1..=2 {
@@ -126,6 +141,7 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
         ensure!(ok, "round {round}: cargo xtask backup failed:\n{text}");
         progress!("round {round}: backup: {} bytes in {:.1} s", folder_size(&backup), started.elapsed().as_secs_f64());
         ensure!(text.contains("2 user volume"), "round {round}: the backup should hold two user volumes:\n{text}");
+        ensure!(text.contains("1 group folder"), "round {round}: the backup should hold the course's folder:\n{text}");
 
         if round == 1 {
             // A backup never overwrites: the same folder again is refused.
@@ -141,6 +157,10 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
         ensure!(ok, "round {round}: cargo xtask down --volumes failed:\n{text}");
         let left = docker::user_volume_names(&setup.docker, &stack.volume_prefix).await?;
         ensure!(left.is_empty(), "round {round}: `down --volumes` kept the stack's user volumes {left:?}:\n{text}");
+        ensure!(
+            setup.docker.inspect_volume(&course_folder).await.is_err(),
+            "round {round}: `down --volumes` kept the group folder {course_folder}"
+        );
 
         if round == 1 {
             // A damaged copy is refused before anything is written.
@@ -184,6 +204,8 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
             );
         }
         progress!("round {round}: every restored volume carries the platform's labels: {restored_labels:?}");
+        let restored_sum = docker::volume_tree_sum(&setup.docker, setup.hub_image(), &course_folder).await?;
+        ensure!(restored_sum == course_sum, "round {round}: the restored course folder differs ({restored_sum}, {course_sum} before)");
 
         stack.compose(&["up", "-d", "--no-build"])?;
         stack.wait_healthy().await?;
@@ -212,7 +234,7 @@ async fn backup_restore(setup: &Setup, stack: &Stack, artifacts: &Artifacts) -> 
     Ok(())
 }
 
-/// The labels of the stack's volumes: its user volumes and its hub data volume, by name.
+/// The labels of the stack's volumes: its user volumes, its group folders and its hub data volume, by name.
 async fn volume_labels(setup: &Setup, stack: &Stack) -> Result<HashMap<String, HashMap<String, String>>> {
     let data_volume = contract::data_volume_name(&stack.project);
     let volumes = setup.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
@@ -220,7 +242,11 @@ async fn volume_labels(setup: &Setup, stack: &Stack) -> Result<HashMap<String, H
         .volumes
         .unwrap_or_default()
         .into_iter()
-        .filter(|volume| volume.name.starts_with(&stack.volume_prefix) || volume.name == data_volume)
+        .filter(|volume| {
+            volume.name.starts_with(&stack.volume_prefix)
+                || volume.name == data_volume
+                || volume.name.starts_with(&contract::group_folder_prefix(&stack.project))
+        })
         .map(|volume| (volume.name, volume.labels))
         .collect())
 }

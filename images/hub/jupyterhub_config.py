@@ -15,6 +15,7 @@ from jupyterhub.auth import DummyAuthenticator
 
 from jhub_hub import ConfigError, accounts, announcement, config, xheaders
 from jhub_hub.auth import TEMPLATE_DIR, JhubNativeAuthenticator
+from jhub_hub.ldap import JhubLDAPAuthenticator
 from jhub_hub.settings import ADMIN_NAME, MIN_PASSWORD_LENGTH, warnings_for
 from jhub_hub.spawner import JhubDockerSpawner, JhubProfilesSpawner, profile_groups, profiles_config
 from jhub_hub.swarm import JhubSwarmSpawner
@@ -104,6 +105,14 @@ if settings.auth_strategy == "native":
     c.JhubNativeAuthenticator.account_requests_dir = accounts.requests_dir(settings.data_dir)
     # The authorization area with buttons that POST (NativeAuthenticator's links changed accounts on a GET).
     c.JupyterHub.template_paths = [TEMPLATE_DIR]
+elif settings.auth_strategy == "ldap":
+    # The institution's directory checks passwords; its groups (those the catalog declares) become the users'
+    # groups at each login, LDAP_ADMIN_GROUPS makes admins, LDAP_ALLOWED_GROUPS says who may log in.
+    c.JupyterHub.authenticator_class = JhubLDAPAuthenticator
+    c.JhubLDAPAuthenticator.jhub_ldap = settings.ldap
+    c.JhubLDAPAuthenticator.jhub_catalog_groups = [group.name for group in view.groups]
+    c.Authenticator.manage_groups = True
+    c.Authenticator.admin_users = set()
 else:
     # One shared password for every name: a test setup. No admin, not even one from an earlier run.
     c.JupyterHub.authenticator_class = DummyAuthenticator

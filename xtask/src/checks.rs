@@ -24,6 +24,19 @@ pub struct Checks {
     #[serde(default)]
     check: Vec<Check>,
     versions: Option<VersionsCommand>,
+    /// Inherited checks this image is excused from, each with its reason.
+    #[serde(default)]
+    waive: Vec<Waiver>,
+}
+
+/// An inherited check an image may not pass, named as the build names it (`<image>: <check>`), and why:
+/// a test fixture's package that needs what the base keeps out. Every other inherited check still runs,
+/// and a waiver that names no inherited check fails the build (a renamed check is not silently skipped).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Waiver {
+    check: String,
+    because: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +115,19 @@ impl Checks {
             chain_hashes.push(format!("{}={hash}", entry.name));
             pending.extend(entry.inputs());
         }
+        for waiver in std::mem::take(&mut checks.waive) {
+            let before = checks.check.len();
+            checks.check.retain(|check| check.name != waiver.check);
+            if checks.check.len() == before || waiver.because.trim().is_empty() {
+                return Err(UserError::new(
+                    format!(
+                        "image `{}`: checks.toml waives `{}`, which is no check it inherits (or gives no reason)",
+                        image.name, waiver.check
+                    ),
+                    "name an inherited check as the build log names it (`<image>: <check>`) and say why in `because`",
+                ));
+            }
+        }
         let hash = if chain_hashes.len() == 1 { own_hash } else { crate::context::sha256_hex(chain_hashes.join("\n").as_bytes()) };
         Ok((checks.with_builtin(image), hash))
     }
@@ -141,7 +167,8 @@ impl Checks {
         let checks: Checks = toml::from_str(&String::from_utf8_lossy(&text)).map_err(|err| {
             UserError::new(
                 format!("image `{image_name}`: {file} is not valid: {}", err.to_string().lines().next().unwrap_or_default()),
-                "each [[check]] has name, argv and optionally stdout_contains and children_only; [versions] has argv",
+                "each [[check]] has name, argv and optionally stdout_contains and children_only; [versions] has argv; \
+                 each [[waive]] has check and because",
             )
         })?;
         for check in &checks.check {
@@ -334,6 +361,31 @@ mod tests {
         };
         assert_eq!(names("layer"), ["settings", "base: debian"], "the layer skips its children_only check");
         assert_eq!(names("lab"), ["lab", "tools: editor", "layer: settings", "layer: lab offline", "base: debian"], "base once");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_image_may_waive_an_inherited_check_with_a_reason_but_not_a_missing_one() {
+        let root = std::env::temp_dir().join(format!("jhub-checks-waive-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for folder in ["base", "fixture"] {
+            std::fs::create_dir_all(root.join("images").join(folder)).unwrap();
+        }
+        let write = |folder: &str, text: &str| std::fs::write(root.join("images").join(folder).join("checks.toml"), text).unwrap();
+        write("base", "[[check]]\nname = \"no perl\"\nargv = [\"true\"]\n[[check]]\nname = \"slim\"\nargv = [\"true\"]\n");
+        let catalog =
+            Catalog::parse("[[image]]\nname = \"base\"\nbootstrap = \"mmdebstrap\"\n[[image]]\nname = \"fixture\"\nparent = \"base\"\n")
+                .unwrap();
+        let fixture = catalog.get("fixture").unwrap();
+        write("fixture", "[[waive]]\ncheck = \"base: no perl\"\nbecause = \"slapd links libperl\"\n");
+        let (checks, _) = Checks::for_image(&catalog, fixture, &root).unwrap();
+        let names: Vec<&str> = checks.check.iter().filter(|check| check.argv == ["true"]).map(|check| check.name.as_str()).collect();
+        assert_eq!(names, ["base: slim"]);
+        for bad in ["check = \"base: no python\"\nbecause = \"x\"", "check = \"base: no perl\"\nbecause = \" \""] {
+            write("fixture", &format!("[[waive]]\n{bad}\n"));
+            let err = Checks::for_image(&catalog, fixture, &root).unwrap_err();
+            assert!(err.message.contains("which is no check it inherits"), "{}", err.message);
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -52,7 +52,7 @@ enum Verb {
     /// Build every catalog image (or IMAGE and its parents) and record them in images.lock
     BuildImages(BuildImagesArgs),
     /// Refresh pinned inputs: requirements.in → requirements.txt, package.json → package-lock.json
-    Lock,
+    Lock(LockArgs),
     /// Make your own image from a template folder: copy it to images/NAME and add its catalog entry
     NewImage(NewImageArgs),
     /// Set up what the host lacks (as root), build missing images, start the stack, wait for it and print
@@ -64,7 +64,8 @@ enum Verb {
     Logs(LogsArgs),
     /// Check the engine, mmdebstrap, disk space, Compose v2, chromium and chromedriver
     Doctor(DoctorArgs),
-    /// Save the hub's database, cookie secret, settings, images.lock and every user's files to DIR
+    /// Save the hub's database, cookie secret, settings, images.lock, every user's files and the groups'
+    /// folders to DIR
     Backup(BackupArgs),
     /// Bring a backup back into a stopped stack (every sum is checked first)
     Restore(RestoreArgs),
@@ -217,6 +218,13 @@ struct ArchivesArgs {
 }
 
 #[derive(Args, Debug)]
+struct LockArgs {
+    /// Catalog images whose folders' inputs to pin; every image's when none is named
+    #[arg(value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 struct AnnounceArgs {
     /// The message, one line of at most 500 characters (plain text)
     #[arg(value_name = "TEXT", conflicts_with = "clear")]
@@ -352,7 +360,7 @@ fn main() -> ExitCode {
         Verb::BuildImages(args) => {
             build::run(build::Options { selection: args.images, locked: args.locked, ca_bundle: ca_bundle(args.ca_bundle) })
         }
-        Verb::Lock => pin::run(),
+        Verb::Lock(args) => pin::run(&args.images),
         Verb::NewImage(args) => new_image::run(&new_image::Options {
             name: args.name,
             template: args.template,

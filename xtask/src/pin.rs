@@ -29,12 +29,22 @@ enum InputKind {
     Npm,
 }
 
-pub fn run() -> anyhow::Result<()> {
+/// Pins the inputs of the images named in `selection` (their folders'), or of every image when it is empty.
+pub fn run(selection: &[String]) -> anyhow::Result<()> {
     let root = jhub_docker::repo_root();
     let catalog = Catalog::load(&root)?;
     let lock_path = jhub_docker::lock_path(&root);
     let mut lock = Lock::load_for_rebuild(&lock_path)?;
-    let inputs = pinned_inputs(&root, &catalog)?;
+    let mut folders = std::collections::BTreeSet::new();
+    for name in selection {
+        let image = catalog.get(name).ok_or_else(|| {
+            let known: Vec<&str> = catalog.images.iter().map(|image| image.name.as_str()).collect();
+            UserError::new(format!("unknown image `{name}`"), format!("the catalog has: {}", known.join(", ")))
+        })?;
+        folders.insert(image.folder.clone());
+    }
+    let all_inputs = pinned_inputs(&root, &catalog)?;
+    let inputs: Vec<_> = all_inputs.iter().filter(|(image, _)| selection.is_empty() || folders.contains(&image.folder)).collect();
     for (image, input) in &inputs {
         let folder = input.source.parent().expect("a file has a folder");
         let file_name = input.source.file_name().expect("a file has a name").to_string_lossy().into_owned();
@@ -73,7 +83,7 @@ pub fn run() -> anyhow::Result<()> {
         lock.pinned.insert(input.key.clone(), pinned_hash(input)?);
     }
     // Sources that no longer exist drop out of the lock.
-    lock.pinned.retain(|key, _| inputs.iter().any(|(_, input)| &input.key == key));
+    lock.pinned.retain(|key, _| all_inputs.iter().any(|(_, input)| &input.key == key));
     lock.write_atomically(&lock_path)?;
     ui::note(&format!("pinned {} inputs; now run `cargo xtask build-images`", inputs.len()));
     Ok(())

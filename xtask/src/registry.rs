@@ -24,8 +24,8 @@ const REGISTRY_VOLUME: &str = "jhub-registry-data";
 /// The registry's port, inside its container and where it is published.
 pub const REGISTRY_PORT: u16 = 5000;
 
-/// Images nodes never run, so never pushed: the test cluster's machine itself.
-const NOT_PUSHED: [&str; 1] = ["node"];
+/// Images nodes never run, so never pushed: the test cluster's machine itself and the test directory.
+const NOT_PUSHED: [&str; 2] = ["node", "ldap"];
 
 /// The repository an image has in the registry at `address`: `<address>/jhub/<name>`.
 pub fn repository(address: &str, name: &str) -> String {

@@ -36,9 +36,14 @@ fn hub_view_path() -> PathBuf {
 
 fn compose_for(settings: &Settings, hub_image: &str) -> Result<Compose, UserError> {
     let cli = compose::detect_cli()?;
-    Ok(Compose::new(cli, &stack_dir().join("docker-compose.yml"), &settings.stack_name)
+    let mut compose = Compose::new(cli, &stack_dir().join("docker-compose.yml"), &settings.stack_name)
         .with_env("JHUB_HUB_IMAGE", hub_image)
-        .with_env("JHUB_HUB_VIEW", &hub_view_path().to_string_lossy()))
+        .with_env("JHUB_HUB_VIEW", &hub_view_path().to_string_lossy());
+    if settings.get("AUTH_STRATEGY", "native") == "ldap" {
+        // The directory's CA and the search account's password file, from stack/ldap/ (or JHUB_LDAP_DIR).
+        compose = compose.with_overlay(&stack_dir().join("docker-compose.ldap.yml"));
+    }
+    Ok(compose)
 }
 
 /// The hub image the lock records, as its content-keyed tag.
@@ -80,7 +85,9 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
         // Cached images cost a few seconds; missing or changed ones are built.
         build::run(options)?;
     }
-    let new_password = ensure_admin_password(&env_file)?;
+    // With the directory checking passwords there is no `admin` account to make.
+    let ldap = early.get("AUTH_STRATEGY", "native") == "ldap";
+    let new_password = if ldap { None } else { ensure_admin_password(&env_file)? };
     if let Some(password) = &new_password {
         // Printed now, not after the start: a start that fails must not swallow the only showing.
         println!("admin login: user `admin`, password `{password}`");
@@ -119,6 +126,7 @@ pub fn up(build: Option<build::Options>) -> anyhow::Result<()> {
     let url = tls.url.clone().unwrap_or_else(|| format!("http://{shown_host}:{port}"));
     println!("jhub-docker is up at {url} (ready in {:.0} s)", started.elapsed().as_secs_f64());
     match new_password {
+        None if ldap => println!("log in with a directory account; admins are the members of LDAP_ADMIN_GROUPS"),
         Some(_) => println!("log in as `admin` with the password shown above"),
         // ADMIN_PASSWORD may come from the shell instead of stack/.env (compose passes either on).
         None if settings.get("ADMIN_PASSWORD", "").is_empty() && std::env::var("ADMIN_PASSWORD").unwrap_or_default().is_empty() => {

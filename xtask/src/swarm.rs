@@ -189,6 +189,14 @@ pub struct Reach {
 /// `docker_host`), with nginx in front when JHUB_TLS is on (as `up`), then waits until the hub answers.
 pub async fn up(manager: &Docker, docker_host: &str, env_file: &Path, reach: &Reach) -> anyhow::Result<()> {
     let settings = Settings::load(env_file)?;
+    if settings.get("AUTH_STRATEGY", "native") == "ldap" {
+        // The LDAP folder is a bind mount of this machine's stack/ldap/, which the hub's node does not have.
+        return Err(UserError::new(
+            "AUTH_STRATEGY=ldap is not supported on a swarm yet: the hub's node has no stack/ldap/ folder",
+            "run the hub on one host with `cargo xtask up`, or use AUTH_STRATEGY=native on the swarm",
+        )
+        .into());
+    }
     // A swarm publishes on every address of its node (host-mode ports have no bind address): what
     // JHUB_BIND_ADDRESS=0.0.0.0 means to the TLS checks and their warnings.
     let mut tls = tls::prepare(|key, default| if key == "JHUB_BIND_ADDRESS" { "0.0.0.0".to_string() } else { settings.get(key, default) })?;

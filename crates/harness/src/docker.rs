@@ -177,14 +177,22 @@ pub async fn user_volume_names(docker: &Docker, prefix: &str) -> Result<Vec<Stri
 /// `image` (one with python3: the hub's).
 pub async fn volume_tree_sum(docker: &Docker, image: &str, volume: &str) -> Result<String> {
     let script = jhub_docker::tree_sum::print_tree_sum_script();
+    let logs = run_on_volume(docker, image, volume, false, &["python3", "-c", &script, "/volume"], "test-tree-sum").await?;
+    // The log lines carry the engine's timestamps: the sum is the last word.
+    logs.lines().last().and_then(|line| line.split_whitespace().last()).map(str::to_string).context("the tree sum printed nothing")
+}
+
+/// Runs `argv` as root in a throwaway container of `image` (no network) with `volume` at /volume
+/// (read-write when `writable`); returns its log, or fails with it when `argv` failed.
+pub async fn run_on_volume(docker: &Docker, image: &str, volume: &str, writable: bool, argv: &[&str], purpose: &str) -> Result<String> {
+    let mode = if writable { "rw" } else { "ro" };
     let config = bollard::models::ContainerCreateBody {
         image: Some(image.to_string()),
-        entrypoint: Some(vec!["python3".to_string()]),
-        cmd: Some(vec!["-c".to_string(), script, "/volume".to_string()]),
+        entrypoint: Some(argv.iter().map(|word| word.to_string()).collect()),
         user: Some("0:0".to_string()),
         network_disabled: Some(true),
-        labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), "test-tree-sum".to_string())].into()),
-        host_config: Some(bollard::models::HostConfig { binds: Some(vec![format!("{volume}:/volume:ro")]), ..Default::default() }),
+        labels: Some([(jhub_docker::contract::PURPOSE_LABEL.to_string(), purpose.to_string())].into()),
+        host_config: Some(bollard::models::HostConfig { binds: Some(vec![format!("{volume}:/volume:{mode}")]), ..Default::default() }),
         ..Default::default()
     };
     let id = docker.create_container(None::<bollard::query_parameters::CreateContainerOptions>, config).await?.id;
@@ -193,12 +201,11 @@ pub async fn volume_tree_sum(docker: &Docker, image: &str, volume: &str) -> Resu
         let code = match docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>).next().await {
             Some(Ok(response)) => response.status_code,
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            other => anyhow::bail!("waiting for the tree sum of {volume}: {other:?}"),
+            other => anyhow::bail!("waiting for `{}` on {volume}: {other:?}", argv.join(" ")),
         };
         let logs = logs(docker, &id).await;
-        anyhow::ensure!(code == 0, "the tree sum of {volume} failed ({code}): {logs}");
-        // The log lines carry the engine's timestamps: the sum is the last word.
-        logs.lines().last().and_then(|line| line.split_whitespace().last()).map(str::to_string).context("the tree sum printed nothing")
+        anyhow::ensure!(code == 0, "`{}` on {volume} failed ({code}): {logs}", argv.join(" "));
+        Ok(logs)
     }
     .await;
     let _ =

@@ -34,7 +34,8 @@ pub async fn sign_up(browser: &Browser, stack: &impl HubAddress, user: &str, pas
 }
 
 /// Submits the login form; returns `Ok(None)` when the hub let the user in (it left `/hub/login`),
-/// `Ok(Some(error))` with the page's login error otherwise.
+/// `Ok(Some(error))` with the page's login error otherwise, or the status and message of the hub's error page
+/// when the authenticator refused with one (403, 503).
 pub async fn submit_login(browser: &Browser, stack: &impl HubAddress, user: &str, password: &str) -> Result<Option<String>> {
     browser.goto(&stack.url("/hub/login")).await?;
     browser.fill("#username_input", user).await?;
@@ -46,7 +47,14 @@ pub async fn submit_login(browser: &Browser, stack: &impl HubAddress, user: &str
             return Ok(Some(None));
         }
         let errors = browser.texts(".login_error").await?;
-        Ok(errors.into_iter().find(|error| !error.is_empty()).map(Some))
+        if let Some(error) = errors.into_iter().find(|error| !error.is_empty()) {
+            return Ok(Some(Some(error)));
+        }
+        // The hub's error page (the authenticator refused with a status of its own, e.g. a directory down):
+        // its status line, then its message.
+        let Some(status) = browser.texts("div.error h1").await?.into_iter().next() else { return Ok(None) };
+        let message = browser.texts("div.error p").await?.join(" ");
+        Ok(Some(Some(format!("{status}: {message}"))))
     })
     .await
 }

@@ -344,3 +344,48 @@ pub async fn no_error_dialog(browser: &Browser) -> Result<()> {
     }
     Ok(())
 }
+
+/// One request to the user's server's contents API (`/api/contents/<path>`), from a page of that server
+/// (Lab), with the `_xsrf` cookie as Lab sends it: returns the status and the body.
+pub async fn contents(browser: &Browser, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u64, String)> {
+    let answer = browser
+        .js(
+            r#"
+            const [method, path, body] = arguments;
+            const base = location.pathname.replace(/\/(lab|tree|notebooks|edit).*$/, '/');
+            const cookie = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            const headers = { 'Content-Type': 'application/json' };
+            if (cookie) { headers['X-XSRFToken'] = cookie.slice('_xsrf='.length); }
+            const options = { method, headers };
+            if (body !== null) { options.body = JSON.stringify(body); }
+            return fetch(`${base}api/contents/${path}`, options)
+                .then(async r => ({ status: r.status, body: await r.text() }));
+            "#,
+            vec![json!(method), json!(path), body.unwrap_or(serde_json::Value::Null)],
+        )
+        .await?;
+    Ok((answer["status"].as_u64().unwrap_or_default(), answer["body"].as_str().unwrap_or_default().to_string()))
+}
+
+/// The text of `path` (relative to the home) through the contents API; None when there is no such file.
+pub async fn read_file(browser: &Browser, path: &str) -> Result<Option<String>> {
+    let (status, body) = contents(browser, "GET", &format!("{path}?type=file&format=text&content=1"), None).await?;
+    match status {
+        200 => {
+            let model: serde_json::Value =
+                serde_json::from_str(&body).map_err(|err| anyhow!("the contents API's model of {path}: {err}"))?;
+            Ok(model["content"].as_str().map(str::to_owned))
+        }
+        404 => Ok(None),
+        _ => bail!("reading {path} through the contents API answered {status}: {body}"),
+    }
+}
+
+/// Writes `text` to `path` (relative to the home) through the contents API, as the editor saves.
+pub async fn write_file(browser: &Browser, path: &str, text: &str) -> Result<()> {
+    let (status, body) = contents(browser, "PUT", path, Some(json!({ "type": "file", "format": "text", "content": text }))).await?;
+    if status != 200 && status != 201 {
+        bail!("writing {path} through the contents API answered {status}: {body}");
+    }
+    Ok(())
+}

@@ -25,6 +25,7 @@ pub mod checkout;
 pub mod client;
 pub mod cluster;
 pub mod docker;
+pub mod gitserver;
 pub mod hub;
 pub mod lab;
 pub mod preflight;

@@ -126,6 +126,8 @@ pub async fn check() -> Result<Setup> {
         needed.extend(catalog.single_user_images().map(|(image, _)| image.name.as_str()));
         // The HTTPS test's front door.
         needed.extend(catalog.get("nginx").map(|image| image.name.as_str()));
+        // The LDAP test's directory.
+        needed.extend(catalog.get("ldap").map(|image| image.name.as_str()));
         let unlocked: Vec<&str> = needed.iter().copied().filter(|name| !lock.image.contains_key(*name)).collect();
         if !unlocked.is_empty() {
             problems.push(format!(

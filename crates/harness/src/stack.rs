@@ -22,7 +22,7 @@ use crate::tls::Front;
 /// Read from the file itself, so a variable added there is covered without a list to keep in step.
 fn compose_variables() -> Vec<String> {
     let stack = jhub_docker::repo_root().join("stack");
-    let text: String = ["docker-compose.yml", "docker-compose.tls.yml"]
+    let text: String = ["docker-compose.yml", "docker-compose.tls.yml", "docker-compose.ldap.yml"]
         .iter()
         .map(|file| std::fs::read_to_string(stack.join(file)).unwrap_or_default())
         .collect();
@@ -200,6 +200,10 @@ impl Stack {
         let overlay = source.compose_file.with_file_name("docker-compose.tls.yml");
         if tls.is_some() {
             compose = compose.with_overlay(&overlay);
+        }
+        // AUTH_STRATEGY=ldap: the LDAP folder (JHUB_LDAP_DIR) mounted into the hub, as `cargo xtask up` does.
+        if settings.iter().any(|(key, value)| *key == "AUTH_STRATEGY" && *value == "ldap") {
+            compose = compose.with_overlay(&source.compose_file.with_file_name("docker-compose.ldap.yml"));
         }
         for (key, value) in &env {
             compose = compose.with_env(key, value);

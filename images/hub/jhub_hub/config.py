@@ -45,6 +45,12 @@ def load(environ):
             f"SPAWNER=profiles but view {settings.view_path} has no profile",
             "add a [[profile]] to images/catalog.toml and run `cargo xtask up`, or use SPAWNER=dockerspawner",
         )
+    foldered = [group.name for group in view.groups if group.course_folder or group.shared_folder]
+    if settings.mode == "swarm" and foldered:
+        raise ConfigError(
+            f"group folders ({', '.join(foldered)}) need one host: a swarm's nodes share no file system",
+            "drop course_folder and shared_folder from those [[group]]s of images/catalog.toml on a swarm",
+        )
     return Loaded(settings=settings, view=view, state=prepare_state(settings))
 
 

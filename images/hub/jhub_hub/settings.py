@@ -12,6 +12,20 @@ from dataclasses import dataclass
 from jhub_hub.errors import ConfigError
 from jhub_hub.placement import constraint_problem
 
+
+def ldap_settings_from(env):
+    # Imported here: ldap3 loads only on a hub that logs in against a directory.
+    from jhub_hub.ldap import settings_from
+
+    return settings_from(env)
+
+
+def ldap_warnings(ldap_settings):
+    from jhub_hub.ldap import warnings_for
+
+    return warnings_for(ldap_settings)
+
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -37,7 +51,7 @@ class Settings:
     stack_name: str  # JHUB_STACK_NAME: prefix of container names and the io.jhub-docker.stack label
     network: str  # JHUB_NETWORK: the Docker network user containers join
     user_volume_prefix: str  # JHUB_USER_VOLUME_PREFIX: each user's volume is <prefix><user>
-    auth_strategy: str  # AUTH_STRATEGY: "native" or "dummy"
+    auth_strategy: str  # AUTH_STRATEGY: "native", "ldap" or "dummy"
     spawner: str  # SPAWNER: "dockerspawner" or "profiles"
     open_signup: bool  # OPEN_SIGNUP; unset: true only when JHUB_BIND_ADDRESS is loopback
     bind_address: str  # JHUB_BIND_ADDRESS: where the stack's port is published (compose passes it on)
@@ -58,6 +72,7 @@ class Settings:
     subdomain_host: str  # JHUB_SUBDOMAIN_HOST: "" or https://HOST[:port], each user's server at <user>.HOST
     mode: str  # JHUB_MODE: "single" (containers on the hub's engine) or "swarm" (one Swarm service per server)
     swarm_constraints: tuple  # JHUB_SWARM_CONSTRAINTS: placement constraints of every user server in swarm mode
+    ldap: object = None  # the LDAP_* variables (jhub_hub.ldap.LdapSettings), with AUTH_STRATEGY=ldap only
 
 
 def from_environ(environ):
@@ -68,7 +83,7 @@ def from_environ(environ):
         stack_name=env.docker_name("JHUB_STACK_NAME", "jhub"),
         network=env.docker_name("JHUB_NETWORK", "jupyterhub-net"),
         user_volume_prefix=env.docker_name("JHUB_USER_VOLUME_PREFIX", "jupyterhub-user-"),
-        auth_strategy=env.choice("AUTH_STRATEGY", "native", ("native", "dummy")),
+        auth_strategy=env.choice("AUTH_STRATEGY", "native", ("native", "ldap", "dummy")),
         spawner=env.choice("SPAWNER", "dockerspawner", ("dockerspawner", "profiles")),
         open_signup=env.boolean("OPEN_SIGNUP", is_loopback(bind_address)),
         bind_address=bind_address,
@@ -89,6 +104,7 @@ def from_environ(environ):
         subdomain_host=env.origin("JHUB_SUBDOMAIN_HOST"),
         mode=env.choice("JHUB_MODE", "single", ("single", "swarm")),
         swarm_constraints=env.constraints("JHUB_SWARM_CONSTRAINTS"),
+        ldap=ldap_settings_from(env) if environ.get("AUTH_STRATEGY") == "ldap" else None,
     )
     if f"{settings.stack_name}-archive-".startswith(settings.user_volume_prefix):
         raise ConfigError(
@@ -103,6 +119,8 @@ def from_environ(environ):
                 f"set ADMIN_PASSWORD to at least {MIN_PASSWORD_LENGTH} characters, "
                 "or unset it to sign up as admin by hand",
             )
+    elif settings.auth_strategy == "ldap":
+        pass
     elif not settings.dummy_password:
         raise ConfigError(
             "AUTH_STRATEGY=dummy needs DUMMY_PASSWORD (else anyone logs in as anyone with no password)",
@@ -121,6 +139,12 @@ def warnings_for(settings):
             f"warning: OPEN_SIGNUP=true with JHUB_BIND_ADDRESS={settings.bind_address}: anyone who reaches the port "
             "gets an approved account and a shell in a container"
         )
+    if settings.auth_strategy == "ldap":
+        warnings.extend(ldap_warnings(settings.ldap))
+        if settings.admin_password:
+            warnings.append(
+                "warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=ldap (admins come from LDAP_ADMIN_GROUPS)"
+            )
     if settings.mode != "swarm" and settings.swarm_constraints:
         warnings.append("warning: JHUB_SWARM_CONSTRAINTS is ignored with JHUB_MODE=single")
     return warnings

@@ -57,6 +57,9 @@ def first_form_value(formdata, key):
 # Labels of the volumes: the account a user volume was made for (its creation time tells two accounts of
 # one name apart), and for an archive the deleted account and when it was archived.
 ACCOUNT_LABEL = "io.jhub-docker.account-created"
+# Labels of a group folder's volume: the group, and which of its folders ("course" or "shared").
+GROUP_LABEL = "io.jhub-docker.group"
+FOLDER_LABEL = "io.jhub-docker.group-folder"
 ARCHIVED_USER_LABEL = "io.jhub-docker.archived-user"
 ARCHIVED_AT_LABEL = "io.jhub-docker.archived-at"
 
@@ -266,7 +269,16 @@ class JhubDockerSpawner(DockerSpawner):
         # the config's prefix is loaded).
         self.object_name = self._object_name_default()
         self.default_url = image.default_url
-        self.volumes = {f"{self.jhub_user_volume_prefix}{{username}}": {"bind": image.home, "mode": "rw"}}
+        self.volumes = {
+            f"{self.jhub_user_volume_prefix}{{username}}": {"bind": image.home, "mode": "rw"},
+            **{
+                escape_braces(self.group_volume_name(group, kind)): {
+                    "bind": escape_braces(f"{image.home}/{group}/{kind}"),
+                    "mode": "rw" if writable else "ro",
+                }
+                for group, kind, writable in self.view.folders_for(user_groups(self.user))
+            },
+        }
         extra = dict(self.extra_create_kwargs) if isinstance(self.extra_create_kwargs, dict) else {}
         extra["labels"] = {
             **extra.get("labels", {}),
@@ -277,6 +289,35 @@ class JhubDockerSpawner(DockerSpawner):
         self.extra_create_kwargs = extra
         if not self.jhub_image_entry:
             self.apply_group_limits()
+
+    def group_volume_name(self, group, kind):
+        """The volume of `group`'s folder `kind` ("course" or "shared"), named by the stack."""
+        return f"{self.jhub_stack_name}-group-{group}-{kind}"
+
+    async def ensure_group_folders(self):
+        """Create each group folder volume this spawn mounts that does not exist yet, its top owned by uid
+        1000 (every user runs as uid 1000; Docker makes a new volume root's) with mode 2775. What keeps a
+        student from changing the course folder is the read-only mount, not these modes. A volume whose
+        preparation failed is removed again, so the next spawn prepares it anew."""
+        for group, kind, _ in self.view.folders_for(user_groups(self.user)):
+            volume = self.group_volume_name(group, kind)
+            try:
+                await self.docker("inspect_volume", volume)
+                continue
+            except docker.errors.NotFound:
+                pass
+            labels = {"io.jhub-docker.stack": self.jhub_stack_name, GROUP_LABEL: group, FOLDER_LABEL: kind}
+            await self.docker("create_volume", name=volume, labels=labels)
+            try:
+                await self.run_helper(
+                    {volume: {"bind": "/folder", "mode": "rw"}},
+                    ["sh", "-c", "chown 1000:100 /folder && chmod 2775 /folder"],
+                    purpose="group-folder",
+                )
+            except Exception:
+                await self.docker("remove_volume", volume)
+                raise
+            self.log.info("group %r: volume %s made for its %s folder", group, volume, kind)
 
     def account_id(self):
         """What tells this account from an earlier one of the same name: its creation time in the hub."""
@@ -341,19 +382,27 @@ class JhubDockerSpawner(DockerSpawner):
 
     async def copy_into_archive(self, volume, archive):
         """Run ARCHIVE_SCRIPT in a throwaway container (no network); raise with its output if it failed."""
+        binds = {volume: {"bind": "/from", "mode": "ro"}, archive: {"bind": "/to", "mode": "rw"}}
+        try:
+            output = await self.run_helper(binds, ["python3", "-c", ARCHIVE_SCRIPT, "/from", "/to"], purpose="archive")
+        except RuntimeError as e:
+            raise RuntimeError(f"copying volume {volume} into {archive} failed: {e}") from None
+        self.log.info("%s → %s: %s", volume, archive, output)
+
+    async def run_helper(self, binds, argv, purpose):
+        """Run `argv` as root in a throwaway container of the hub's image (no network) with `binds`; return
+        its output, or raise RuntimeError with it if it failed."""
         image = self.jhub_archive_image or self.view.images[0].image_id
         host_config = self.client.create_host_config(
-            binds={volume: {"bind": "/from", "mode": "ro"}, archive: {"bind": "/to", "mode": "rw"}},
-            network_mode="none",
-            security_opt=["no-new-privileges:true"],
+            binds=binds, network_mode="none", security_opt=["no-new-privileges:true"]
         )
         container = await self.docker(
             "create_container",
             image=image,
-            entrypoint=["python3", "-c", ARCHIVE_SCRIPT, "/from", "/to"],
+            entrypoint=argv,
             user="0:0",
             network_disabled=True,
-            labels={"io.jhub-docker.stack": self.jhub_stack_name, "io.jhub-docker.purpose": "archive"},
+            labels={"io.jhub-docker.stack": self.jhub_stack_name, "io.jhub-docker.purpose": purpose},
             host_config=host_config,
         )
         try:
@@ -363,8 +412,8 @@ class JhubDockerSpawner(DockerSpawner):
         finally:
             await self.docker("remove_container", container["Id"], force=True)
         if result.get("StatusCode") != 0:
-            raise RuntimeError(f"copying volume {volume} into {archive} failed: {output}")
-        self.log.info("%s → %s: %s", volume, archive, output)
+            raise RuntimeError(output)
+        return output
 
     async def start(self):
         image = self.catalog_image  # raises a 400 before any container exists
@@ -372,6 +421,7 @@ class JhubDockerSpawner(DockerSpawner):
         # Created here, labelled with the stack, so `xtask down --volumes` deletes this stack's volumes and
         # never another deployment's, and with the account, so a namesake never gets an earlier one's.
         await self.ensure_own_volume()
+        await self.ensure_group_folders()
         self.log.info(
             "spawning %s with catalog image %r (%s), volume %s at %s",
             self._log_name,

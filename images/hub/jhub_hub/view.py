@@ -62,6 +62,10 @@ class Group:
     cpu_limit: float | None = None
     mem_limit: str | None = None
     named_server_limit: int | None = None
+    # ~/<group>/course: read-only for members, read-write for the instructors; ~/<group>/shared: read-write.
+    course_folder: bool = False
+    shared_folder: bool = False
+    instructors: str | None = None
 
 
 def offered(kept_to, group_names, is_admin):
@@ -97,6 +101,22 @@ class View:
             "mem_limit": max(memory) if memory else None,
             "named_server_limit": max(servers) if servers else None,
         }
+
+    def folders_for(self, group_names):
+        """The group folders a user in `group_names` gets: (group, kind, writable) for each folder of each
+        group they are a member or an instructor of; kind is "course" or "shared". The course folder is
+        writable for instructors only."""
+        mine = set(group_names)
+        folders = []
+        for group in self.groups:
+            member, instructor = group.name in mine, group.instructors is not None and group.instructors in mine
+            if not (member or instructor):
+                continue
+            if group.course_folder:
+                folders.append((group.name, "course", instructor))
+            if group.shared_folder:
+                folders.append((group.name, "shared", True))
+        return folders
 
     def image_for_choice(self, choice):
         """The image a spawn request names by display name (what the form posts) or by name, else None."""
@@ -173,9 +193,18 @@ def parse(data, path):
                 cpu_limit=_optional(entry, "cpu_limit", at, _number),
                 mem_limit=mem_limit,
                 named_server_limit=_optional(entry, "named_server_limit", at, _count),
+                course_folder=_flag(entry, "course_folder", at),
+                shared_folder=_flag(entry, "shared_folder", at),
+                instructors=_optional(entry, "instructors", at, _text),
             )
         )
     declared = {group.name for group in groups}
+    for i, group in enumerate(groups):
+        if group.instructors is not None and group.instructors not in declared:
+            raise ConfigError(
+                f"{where}: groups[{i}] names instructors {group.instructors!r}, a group the view does not list",
+                VIEW_HINT,
+            )
     for kind, entries in (("images", images), ("profiles", profiles)):
         for i, entry in enumerate(entries):
             unknown = [name for name in entry.groups if name not in declared]
@@ -237,6 +266,14 @@ def _names(entry, key, where):
 def _optional(entry, key, where, read):
     """`read(entry, key, where)` when the key holds a value, None when it is absent or null."""
     return None if entry.get(key) is None else read(entry, key, where)
+
+
+def _flag(entry, key, where):
+    """An optional boolean (absent: false)."""
+    value = entry.get(key, False)
+    if type(value) is not bool:
+        raise ConfigError(f"{where}: {key!r} must be true or false, got {value!r}", VIEW_HINT)
+    return value
 
 
 def _count(entry, key, where):

@@ -115,7 +115,22 @@ def test_profiles_dummy_auth_no_culler_and_trusted_proxy(environment, monkeypatc
     assert "warning: ADMIN_PASSWORD is ignored with AUTH_STRATEGY=dummy" in capsys.readouterr().err
 
 
-def test_swarm_mode_spawns_services_with_the_platforms_constraints(environment, monkeypatch):
+def without_folders(view_data, write_view, monkeypatch):
+    """The sample view with no group folders (a swarm refuses them), as the hub's view."""
+    for group in view_data["groups"]:
+        group.update(course_folder=False, shared_folder=False, instructors=None)
+    monkeypatch.setenv("JHUB_VIEW", write_view(view_data, "no-folders.json"))
+
+
+def test_a_swarm_refuses_group_folders(environment, monkeypatch, capsys):
+    monkeypatch.setenv("JHUB_MODE", "swarm")
+    with pytest.raises(SystemExit) as stopped:
+        load_config()
+    assert str(stopped.value).startswith("error: group folders (physics-101) need one host")
+
+
+def test_swarm_mode_spawns_services_with_the_platforms_constraints(environment, monkeypatch, view_data, write_view):
+    without_folders(view_data, write_view, monkeypatch)
     monkeypatch.setenv("JHUB_MODE", "swarm")
     monkeypatch.setenv("JHUB_NETWORK", "jhub-overlay")
     monkeypatch.setenv("JHUB_SWARM_CONSTRAINTS", "node.labels.jhub.users==true")
@@ -127,7 +142,8 @@ def test_swarm_mode_spawns_services_with_the_platforms_constraints(environment, 
     assert c.JhubSwarmSpawner.jhub_pids_limit == 2048
 
 
-def test_swarm_mode_profiles_build_swarm_children(environment, monkeypatch):
+def test_swarm_mode_profiles_build_swarm_children(environment, monkeypatch, view_data, write_view):
+    without_folders(view_data, write_view, monkeypatch)
     monkeypatch.setenv("JHUB_MODE", "swarm")
     monkeypatch.setenv("SPAWNER", "profiles")
     c = load_config()
@@ -205,3 +221,17 @@ def test_the_culler_checks_a_quarter_of_its_timeout_within_bounds(timeout, every
     settings = from_environ({"IDLE_CULL_TIMEOUT": str(timeout)})
     (service,) = hub_config.culler_services(settings)
     assert service["command"][-1] == f"--cull-every={every}"
+
+
+def test_ldap_logs_in_against_the_directory_with_its_groups(environment, monkeypatch):
+    monkeypatch.setenv("AUTH_STRATEGY", "ldap")
+    monkeypatch.setenv("LDAP_SERVER", "ldap.school.example")
+    monkeypatch.setenv("LDAP_BIND_DN_TEMPLATE", "uid={username},ou=people,dc=school,dc=example")
+    monkeypatch.setenv("LDAP_GROUP_SEARCH_BASE", "ou=groups,dc=school,dc=example")
+    monkeypatch.setenv("LDAP_ADMIN_GROUPS", "hub-admins")
+    c = load_config()
+    assert c.JupyterHub.authenticator_class.__name__ == "JhubLDAPAuthenticator"
+    assert c.JhubLDAPAuthenticator.jhub_ldap.server == "ldap.school.example"
+    assert c.JhubLDAPAuthenticator.jhub_catalog_groups == ["physics-101", "staff"]
+    assert c.Authenticator.manage_groups is True
+    assert c.Authenticator.admin_users == set()

@@ -135,3 +135,65 @@ def test_the_named_server_limit_is_the_largest_of_a_users_groups(view, make_user
     assert limit(handler) == 3
     join(alice, "physics-101")
     assert limit(handler) == 1
+
+
+def mounts(spawner):
+    spawner.apply_catalog_image(spawner.image_for_choice("datascience"))
+    return {bind["bind"]: (volume, bind["mode"]) for volume, bind in spawner.volumes.items()}
+
+
+def test_members_get_the_course_read_only_and_instructors_read_write(config, make_user, join):
+    alice, carol, bob = make_user("alice"), make_user("carol"), make_user("bob")
+    join(alice, "physics-101")
+    join(carol, "staff")  # physics-101's instructors
+    student, instructor, outsider = (JhubDockerSpawner(user=u, config=config) for u in (alice, carol, bob))
+    assert mounts(student) == {
+        "/home/jovyan": ("testvol-{username}", "rw"),
+        "/home/jovyan/physics-101/course": ("teststack-group-physics-101-course", "ro"),
+        "/home/jovyan/physics-101/shared": ("teststack-group-physics-101-shared", "rw"),
+    }
+    assert mounts(instructor)["/home/jovyan/physics-101/course"] == ("teststack-group-physics-101-course", "rw")
+    assert mounts(instructor)["/home/jovyan/physics-101/shared"] == ("teststack-group-physics-101-shared", "rw")
+    assert mounts(outsider) == {"/home/jovyan": ("testvol-{username}", "rw")}
+
+
+@pytest.fixture
+def recording_engine(config):
+    from test_spawner import RecordingClient
+
+    def install(volumes, copy_status=0):
+        client = RecordingClient(volumes, copy_status)
+        JhubDockerSpawner._client = client
+        return client
+
+    yield install
+    JhubDockerSpawner._client = None
+
+
+def test_a_group_folder_is_made_once_owned_by_the_users_uid(config, make_user, join, recording_engine):
+    alice = make_user("alice")
+    join(alice, "physics-101")
+    spawner = JhubDockerSpawner(user=alice, config=config)
+    client = recording_engine({"teststack-group-physics-101-shared": {}})
+    asyncio.run(spawner.ensure_group_folders())
+    course = "teststack-group-physics-101-course"
+    assert client.volumes[course] == {
+        "io.jhub-docker.stack": "teststack",
+        "io.jhub-docker.group": "physics-101",
+        "io.jhub-docker.group-folder": "course",
+    }
+    assert ("create_container", {course: {"bind": "/folder", "mode": "rw"}}) in client.calls
+    made = [call for call in client.calls if call[0] == "create_volume"]
+    assert made == [("create_volume", course)], "the shared folder existed: left alone"
+    client.calls.clear()
+    asyncio.run(spawner.ensure_group_folders())
+    assert [call[0] for call in client.calls] == ["inspect_volume", "inspect_volume"], "nothing made twice"
+
+
+def test_a_folder_whose_preparation_failed_is_removed_for_the_next_spawn(config, make_user, join, recording_engine):
+    alice = make_user("alice")
+    join(alice, "physics-101")
+    client = recording_engine({}, copy_status=1)
+    with pytest.raises(RuntimeError):
+        asyncio.run(JhubDockerSpawner(user=alice, config=config).ensure_group_folders())
+    assert client.volumes == {}

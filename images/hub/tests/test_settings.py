@@ -155,7 +155,11 @@ BAD_ENVIRONMENTS = [
         "JHUB_NAMED_SERVER_LIMIT='three' is not a whole number >= 0",
         "set JHUB_NAMED_SERVER_LIMIT to e.g. 3",
     ),
-    ({"AUTH_STRATEGY": "ldap"}, "unknown AUTH_STRATEGY 'ldap'", "set AUTH_STRATEGY to one of: native, dummy"),
+    (
+        {"AUTH_STRATEGY": "kerberos"},
+        "unknown AUTH_STRATEGY 'kerberos'",
+        "set AUTH_STRATEGY to one of: native, ldap, dummy",
+    ),
     ({"SPAWNER": "k8s"}, "unknown SPAWNER 'k8s'", "set SPAWNER to one of: dockerspawner, profiles"),
     ({"JHUB_MEM_LIMIT": "4GB"}, "JHUB_MEM_LIMIT '4GB' is not a memory size", "set JHUB_MEM_LIMIT to e.g. 4G or 512M"),
     (

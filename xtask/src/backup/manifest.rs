@@ -38,6 +38,11 @@ pub(super) struct FileEntry {
     /// For a user volume of a swarm stack, the node (hostname) that held it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) node: Option<String>,
+    /// For a group folder, its group and which folder (`course` or `shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) folder: Option<String>,
     pub(super) bytes: u64,
     pub(super) sha256: String,
 }
@@ -50,6 +55,7 @@ pub(super) enum FileKind {
     Env,
     Lock,
     UserVolume,
+    GroupFolder,
 }
 
 /// Writes `bytes` to `dir/relative` with mode 600 (the backup holds password hashes and secrets) and
@@ -59,7 +65,16 @@ pub(super) fn write_private(dir: &Path, relative: &str, bytes: &[u8], kind: File
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    Ok(FileEntry { path: relative.to_string(), kind, user: None, node: None, bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
+    Ok(FileEntry {
+        path: relative.to_string(),
+        kind,
+        user: None,
+        node: None,
+        group: None,
+        folder: None,
+        bytes: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+    })
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
@@ -134,6 +149,12 @@ fn entry_problem(dir: &Path, file: &FileEntry) -> Option<&'static str> {
     }
     if file.kind == FileKind::UserVolume && !file.user.as_deref().is_some_and(valid_volume_part) {
         return Some("a user volume without a user name a volume can carry");
+    }
+    if file.kind == FileKind::GroupFolder
+        && !(file.group.as_deref().is_some_and(jhub_docker::catalog::is_group_name)
+            && file.folder.as_deref().is_some_and(|folder| jhub_docker::contract::GROUP_FOLDERS.contains(&folder)))
+    {
+        return Some("a group folder without a group name and a folder (course or shared)");
     }
     None
 }
@@ -210,7 +231,37 @@ mod tests {
     }
 
     fn entry(path: &str, kind: FileKind, user: Option<&str>) -> FileEntry {
-        FileEntry { path: path.to_string(), kind, user: user.map(str::to_string), node: None, bytes: 0, sha256: String::new() }
+        FileEntry {
+            path: path.to_string(),
+            kind,
+            user: user.map(str::to_string),
+            node: None,
+            group: None,
+            folder: None,
+            bytes: 0,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_group_folder_names_a_catalog_group_and_one_of_its_folders() {
+        let folder = Folder::new("group-folders");
+        let group_folder = |group: Option<&str>, name: Option<&str>| FileEntry {
+            group: group.map(str::to_string),
+            folder: name.map(str::to_string),
+            ..entry("groups/x.tar", FileKind::GroupFolder, None)
+        };
+        assert!(entry_problem(&folder.0, &group_folder(Some("physics-101"), Some("course"))).is_none());
+        assert!(entry_problem(&folder.0, &group_folder(Some("physics-101"), Some("shared"))).is_none());
+        for (group, name) in
+            [(None, Some("course")), (Some("physics-101"), None), (Some("../x"), Some("course")), (Some("p"), Some("home"))]
+        {
+            assert_eq!(
+                entry_problem(&folder.0, &group_folder(group, name)),
+                Some("a group folder without a group name and a folder (course or shared)"),
+                "{group:?} {name:?}"
+            );
+        }
     }
 
     fn manifest(files: Vec<FileEntry>) -> Manifest {

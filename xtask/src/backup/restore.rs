@@ -39,9 +39,11 @@ pub fn run_restore(options: &RestoreOptions) -> anyhow::Result<()> {
         return Err(err);
     }
     let users = manifest.files.iter().filter(|file| file.kind == FileKind::UserVolume).count();
+    let group_folders = manifest.files.iter().filter(|file| file.kind == FileKind::GroupFolder).count();
     let bytes: u64 = manifest.files.iter().map(|file| file.bytes).sum();
     println!(
-        "restored stack `{}` from {} ({}) in {:.1} s: the hub's database, cookie secret, {users} user volume(s), {}",
+        "restored stack `{}` from {} ({}) in {:.1} s: the hub's database, cookie secret, {users} user volume(s), \
+         {group_folders} group folder(s), {}",
         target.stack,
         options.dir.display(),
         ui::human_size(bytes),
@@ -150,6 +152,16 @@ pub(super) async fn write_restore(
             what: format!("files of {user}{}", super::save::on_node(engines[index].node.as_deref())),
             tar: TarSource::File(options.dir.join(&file.path), file.bytes),
             labels: target.user_volume_labels(&user, &accounts),
+        });
+    }
+    // The groups' folders go back next to the hub (a single-host feature), before its data.
+    for file in manifest.files.iter().filter(|file| file.kind == FileKind::GroupFolder) {
+        let (group, folder) = (file.group.clone().expect("checked by read_manifest"), file.folder.clone().expect("checked"));
+        groups[hub_index].push(VolumeJob {
+            volume: contract::group_folder_volume(&target.stack, &group, &folder),
+            what: format!("{folder} folder of group {group}"),
+            tar: TarSource::File(options.dir.join(&file.path), file.bytes),
+            labels: contract::group_folder_labels(&target.stack, &group, &folder).into_iter().collect(),
         });
     }
     let hub_tar = hub_data_tar(&database_bytes, &std::fs::read(options.dir.join(&secret.path))?)?;

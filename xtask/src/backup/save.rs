@@ -61,6 +61,7 @@ pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
         UserError::new(format!("cannot create {}: {err}", partial.display()), "check that the parent folder exists and is writable")
     })?;
     std::fs::DirBuilder::new().mode(0o700).create(partial.join("users"))?;
+    std::fs::DirBuilder::new().mode(0o700).create(partial.join("groups"))?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(write_backup(&target, options, &partial));
@@ -74,14 +75,18 @@ pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
     std::fs::rename(&partial, dir).with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
 
     let size = |kind: FileKind| manifest.files.iter().filter(|file| file.kind == kind).map(|file| file.bytes).sum::<u64>();
-    let users = manifest.files.iter().filter(|file| file.kind == FileKind::UserVolume).count();
+    let count = |kind: FileKind| manifest.files.iter().filter(|file| file.kind == kind).count();
     println!(
-        "backed up stack `{}` to {} in {:.1} s: the hub's database ({}), {users} user volume(s) ({}), cookie secret, settings, images.lock",
+        "backed up stack `{}` to {} in {:.1} s: the hub's database ({}), {} user volume(s) ({}), {} group folder(s) ({}), cookie secret, \
+         settings, images.lock",
         target.stack,
         dir.display(),
         started.elapsed().as_secs_f64(),
         ui::human_size(size(FileKind::Database)),
+        count(FileKind::UserVolume),
         ui::human_size(size(FileKind::UserVolume)),
+        count(FileKind::GroupFolder),
+        ui::human_size(size(FileKind::GroupFolder)),
     );
     if !manifest.running_servers.is_empty() {
         ui::note(&format!(
@@ -157,7 +162,10 @@ pub(super) async fn write_backup(target: &Target, options: &BackupOptions, parti
         }
     }
     users.sort();
-    let bar = bar(users.len() as u64 + 2, "backup");
+    // The groups' folders (course material, shared work) live next to the hub: group folders are a
+    // single-host feature (the hub refuses them on a swarm).
+    let group_folders = group_folders(docker, &target.stack).await?;
+    let bar = bar(users.len() as u64 + group_folders.len() as u64 + 2, "backup");
     let mut files = Vec::new();
 
     say(&bar, "copying the hub's database (sqlite online backup) and cookie secret");
@@ -194,6 +202,26 @@ pub(super) async fn write_backup(target: &Target, options: &BackupOptions, parti
             kind: FileKind::UserVolume,
             user: Some(user.clone()),
             node: engine.node.clone(),
+            group: None,
+            folder: None,
+            bytes,
+            sha256,
+        });
+        bar.inc(1);
+    }
+    for (group, folder) in &group_folders {
+        let volume = contract::group_folder_volume(&target.stack, group, folder);
+        bar.set_message(format!("group {group}, {folder}"));
+        say(&bar, &format!("saving the {folder} folder of group {group} (volume {volume})"));
+        let relative = format!("groups/{group}.{folder}.tar");
+        let (bytes, sha256) = save_volume(docker, helper_image, &volume, &partial.join(&relative), &bar).await?;
+        files.push(FileEntry {
+            path: relative,
+            kind: FileKind::GroupFolder,
+            user: None,
+            node: None,
+            group: Some(group.clone()),
+            folder: Some(folder.clone()),
             bytes,
             sha256,
         });
@@ -235,6 +263,27 @@ pub(super) async fn user_volumes(docker: &Docker, target: &Target) -> anyhow::Re
         .collect();
     users.sort();
     Ok(users)
+}
+
+/// The group folders of `stack` on this engine, as (group, folder), sorted: the volumes the hub labelled
+/// with the stack, a catalog group name and one of the folders, named as the hub names them.
+pub(super) async fn group_folders(docker: &Docker, stack: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())).await?;
+    let mut folders: Vec<(String, String)> = volumes
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|volume| volume.labels.get(STACK_LABEL).is_some_and(|owner| owner == stack))
+        .filter_map(|volume| {
+            let group = volume.labels.get(contract::GROUP_LABEL)?.clone();
+            let folder = volume.labels.get(contract::GROUP_FOLDER_LABEL)?.clone();
+            let named = volume.name == contract::group_folder_volume(stack, &group, &folder);
+            (named && jhub_docker::catalog::is_group_name(&group) && contract::GROUP_FOLDERS.contains(&folder.as_str()))
+                .then_some((group, folder))
+        })
+        .collect();
+    folders.sort();
+    Ok(folders)
 }
 
 /// The database (copied by sqlite's online backup) and the cookie secret: inside the running hub through
