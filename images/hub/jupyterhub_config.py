@@ -148,7 +148,9 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = config.named_server_limit(view, settings.named_server_limit)
 # The catalog's groups exist from the start (an image kept to a group shows to its members only; the
 # group's CPU and memory limits apply to their servers of an image); members come from the admin panel.
-c.JupyterHub.load_groups = config.catalog_groups(view)
+# With LDAP the directory manages groups (JupyterHub then refuses load_groups): they appear at logins.
+if settings.auth_strategy != "ldap":
+    c.JupyterHub.load_groups = config.catalog_groups(view)
 # Forwarded headers count only as the stack's proxies write them: on connections from the proxy, whose
 # own X-Forwarded-For entry names the client, or, with TRUST_XHEADERS, the entry before it when that one is
 # a front named in JHUB_TRUSTED_PROXIES (the TLS overlay: nginx, which overwrites them). X-Real-Ip and

@@ -7,11 +7,12 @@ or a lab needs around it:
   read-only at /srv/jupyterhub/ldap), never in `.env`;
 - the user's groups read from the directory at each login (`LDAP_GROUP_SEARCH_BASE`): those the catalog
   declares become the user's JupyterHub groups (they choose images and limits), a member of
-  `LDAP_ADMIN_GROUPS` is an admin and a user in none of `LDAP_ALLOWED_GROUPS` is turned away with a page
+  `LDAP_ADMIN_GROUPS` is an admin and a user in none of `LDAP_ALLOWED_GROUPS` is turned away with a message
   saying so;
 - the directory's blocking calls in a worker thread with timeouts, so a slow or absent directory never
-  stalls the hub: a login then gets a 503 page saying the directory cannot be reached, and users already
-  logged in keep working (their session is the hub's cookie, not a directory lookup).
+  stalls the hub: the login page then says the directory cannot be reached (a 503 from `authenticate`,
+  which JupyterHub shows on the login form), and users already logged in keep working (their session is
+  the hub's cookie, not a directory lookup).
 """
 
 import asyncio
@@ -27,7 +28,7 @@ from ldap3.utils.dn import escape_rdn
 from ldapauthenticator import LDAPAuthenticator
 from ldapauthenticator.ldapauthenticator import TlsStrategy
 from tornado import web
-from traitlets import Float, Instance, List, Unicode
+from traitlets import Instance, Integer, List, Unicode
 
 from jhub_hub.errors import ConfigError
 
@@ -137,9 +138,9 @@ class JhubLDAPAuthenticator(LDAPAuthenticator):
     jhub_catalog_groups = List(
         Unicode(), help="The catalog's groups: the directory's groups of these names become the user's."
     ).tag(config=True)
-    jhub_timeout = Float(5.0, help="Seconds to connect to, and to wait for each answer of, the directory.").tag(
-        config=True
-    )
+    jhub_timeout = Integer(
+        5, min=1, help="Whole seconds to connect to, and to wait for each answer of, the directory."
+    ).tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -197,7 +198,12 @@ class JhubLDAPAuthenticator(LDAPAuthenticator):
         )
         try:
             return ldap3.Connection(
-                server, user=userdn, password=password, auto_bind=auto_bind, receive_timeout=self.jhub_timeout
+                # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds: an int, not a float.
+                server,
+                user=userdn,
+                password=password,
+                auto_bind=auto_bind,
+                receive_timeout=self.jhub_timeout,
             )
         except LDAPBindError:
             return None

@@ -235,3 +235,4 @@ def test_ldap_logs_in_against_the_directory_with_its_groups(environment, monkeyp
     assert c.JhubLDAPAuthenticator.jhub_catalog_groups == ["physics-101", "staff"]
     assert c.Authenticator.manage_groups is True
     assert c.Authenticator.admin_users == set()
+    assert "load_groups" not in c.JupyterHub, "JupyterHub refuses load_groups when the authenticator manages groups"
