@@ -578,17 +578,11 @@ async fn stack_three() -> Result<()> {
     let settings =
         [("AUTH_STRATEGY", "native"), ("OPEN_SIGNUP", "true"), ("ADMIN_PASSWORD", admin_password.as_str()), ("IDLE_CULL_TIMEOUT", "0")];
     let course = format!(
-        "\ngroups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\ncpu_limit = {COURSE_CPUS:.1}\nmem_limit = \"{COURSE_MEMORY}\"\n\
+        "groups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\ncpu_limit = {COURSE_CPUS:.1}\nmem_limit = \"{COURSE_MEMORY}\"\n\
          course_folder = true\nshared_folder = true\ninstructors = \"{COURSE_STAFF}\"\n\n[[group]]\nname = \"{COURSE_STAFF}\"\n"
     );
-    let (setup, artifacts, stack, driver) = steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| {
-        // The group table goes after the minimal image's entry, whose last line is its default_url.
-        let minimal = text.find("name = \"minimal\"").expect("the catalog has the minimal image");
-        let end =
-            minimal + text[minimal..].find("default_url = \"/lab\"").expect("minimal has a default_url") + "default_url = \"/lab\"".len();
-        format!("{}{course}{}", &text[..end], &text[end..])
-    })
-    .await?;
+    let (setup, artifacts, stack, driver) =
+        steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| steps::append_to_image(&text, "minimal", &course)).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let admin = run.session(&driver, "admin").await?;
     let alice = run.session(&driver, "alice").await?;

@@ -69,13 +69,9 @@ async fn scenario() -> Result<()> {
         ("JHUB_LDAP_DIR", ldap_dir_text.as_str()),
         ("IDLE_CULL_TIMEOUT", "0"),
     ];
-    let (setup, artifacts, stack, driver) = steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| {
-        let minimal = text.find("name = \"minimal\"").expect("the catalog has the minimal image");
-        let end =
-            minimal + text[minimal..].find("default_url = \"/lab\"").expect("minimal has a default_url") + "default_url = \"/lab\"".len();
-        format!("{}\ngroups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\n{}", &text[..end], &text[end..])
-    })
-    .await?;
+    let course = format!("groups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\n");
+    let (setup, artifacts, stack, driver) =
+        steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| steps::append_to_image(&text, "minimal", &course)).await?;
     let directory = Directory::create(&setup.docker, setup.image_id("ldap"), &stack, &tls).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let course_image = steps::display_name(&setup, "minimal")?;

@@ -110,6 +110,14 @@ pub async fn start_scenario_with_catalog(
     start_scenario_of(setup, test, settings, door).await
 }
 
+/// The catalog `text` with `lines` (TOML: more fields of the entry, then maybe more tables) added at the end of
+/// the [[image]] entry named `image`: where its fields end, at the blank line before the next entry.
+pub fn append_to_image(text: &str, image: &str, lines: &str) -> String {
+    let entry = text.find(&format!("\nname = \"{image}\"\n")).unwrap_or_else(|| panic!("the catalog has no image `{image}`"));
+    let end = text[entry + 1..].find("\n\n").map_or(text.trim_end_matches('\n').len(), |blank| entry + 1 + blank);
+    format!("{}\n{}{}", &text[..end], lines.trim_end_matches('\n'), &text[end..])
+}
+
 async fn start_scenario_of(
     setup: Setup,
     test: &str,
@@ -140,4 +148,18 @@ pub fn display_name(setup: &Setup, image: &str) -> Result<String> {
 pub async fn start_image(run: &Run<'_>, browser: &Browser, image: &str) -> Result<Instant> {
     hub::start_from_home(browser, run.stack).await?;
     hub::choose_and_start(browser, "image", &display_name(run.setup, image)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_go_at_the_end_of_the_named_image_entry() {
+        let text = "[[image]]\nname = \"a\"\nhome = \"/a\"\n\n[[image]]\nname = \"b\"\nhome = \"/b\"\n";
+        let edited = super::append_to_image(text, "a", "groups = [\"g\"]\n\n[[group]]\nname = \"g\"\n");
+        assert_eq!(
+            edited,
+            "[[image]]\nname = \"a\"\nhome = \"/a\"\ngroups = [\"g\"]\n\n[[group]]\nname = \"g\"\n\n[[image]]\nname = \"b\"\nhome = \"/b\"\n"
+        );
+        assert_eq!(super::append_to_image(text, "b", "x = 1"), format!("{text}x = 1\n"), "the last entry too");
+    }
 }

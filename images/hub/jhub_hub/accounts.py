@@ -15,7 +15,7 @@ import sys
 
 import bcrypt
 
-from jhub_hub.errors import ConfigError
+from jhub_hub.errors import ConfigError, run_command
 from jhub_hub.settings import ADMIN_NAME, from_environ
 
 UNLOCK = "unlock"
@@ -112,8 +112,4 @@ def main(argv, environ=os.environ, out=sys.stdout):
 
 def run():
     """The `jhub-account` command: one `error:` and one `hint:` line on bad input."""
-    try:
-        return main(sys.argv[1:])
-    except ConfigError as e:
-        print(e.exit_text(), file=sys.stderr)
-        return 1
+    return run_command(main)

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from jhub_hub.errors import ConfigError
+from jhub_hub.errors import ConfigError, run_command
 from jhub_hub.settings import from_environ
 
 FILE_NAME = "announcement.json"
@@ -123,8 +123,4 @@ def main(argv, environ=os.environ, out=sys.stdout):
 
 def run():
     """The `jhub-announce` command: one `error:` and one `hint:` line on bad input."""
-    try:
-        return main(sys.argv[1:])
-    except ConfigError as e:
-        print(e.exit_text(), file=sys.stderr)
-        return 1
+    return run_command(main)

@@ -1,9 +1,11 @@
-"""Shared fixtures of the hub's unit tests: a sample view, a real JupyterHub user in an in-memory database."""
+"""Shared fixtures of the hub's unit tests: a sample view, a real JupyterHub user in an in-memory database, and
+a recording stand-in for the Docker engine."""
 
 import json
 import os
 from pathlib import Path
 
+import docker.errors
 import pytest
 from jupyterhub import orm
 from jupyterhub.user import User
@@ -91,3 +93,61 @@ def restore_umask():
     os.umask(previous)
     yield
     os.umask(previous)
+
+
+class RecordingClient:
+    """A stand-in for docker-py's APIClient that records the spawner's calls and answers as the engine
+    does; `volumes` maps the volumes that exist to their labels."""
+
+    def __init__(self, volumes, copy_status=0):
+        self.volumes = dict(volumes)
+        self.copy_status = copy_status
+        self.calls = []
+
+    def create_host_config(self, **kwargs):
+        return kwargs
+
+    def inspect_volume(self, name):
+        self.calls.append(("inspect_volume", name))
+        if name not in self.volumes:
+            raise docker.errors.NotFound(f"no such volume: {name}")
+        return {"Name": name, "Labels": self.volumes[name]}
+
+    def create_volume(self, name, labels=None):
+        self.calls.append(("create_volume", name))
+        self.volumes.setdefault(name, labels or {})
+        return {"Name": name, "Labels": self.volumes[name]}
+
+    def remove_volume(self, name):
+        self.calls.append(("remove_volume", name))
+        del self.volumes[name]
+
+    def create_container(self, **kwargs):
+        self.calls.append(("create_container", kwargs["host_config"]["binds"]))
+        return {"Id": "c0ffee"}
+
+    def start(self, container):
+        self.calls.append(("start", container))
+
+    def wait(self, container, timeout=None):
+        return {"StatusCode": self.copy_status}
+
+    def logs(self, container):
+        return b"archived and verified 3 entries" if self.copy_status == 0 else b"the copy differs"
+
+    def remove_container(self, container, force=False):
+        self.calls.append(("remove_container", container))
+
+
+@pytest.fixture
+def engine():
+    """Install a RecordingClient as every JhubDockerSpawner's engine client; removed after the test."""
+    from jhub_hub.spawner import JhubDockerSpawner
+
+    def install(volumes, copy_status=0):
+        client = RecordingClient(volumes, copy_status)
+        JhubDockerSpawner._client = client
+        return client
+
+    yield install
+    JhubDockerSpawner._client = None

@@ -157,24 +157,11 @@ def test_members_get_the_course_read_only_and_instructors_read_write(config, mak
     assert mounts(outsider) == {"/home/jovyan": ("testvol-{username}", "rw")}
 
 
-@pytest.fixture
-def recording_engine(config):
-    from test_spawner import RecordingClient
-
-    def install(volumes, copy_status=0):
-        client = RecordingClient(volumes, copy_status)
-        JhubDockerSpawner._client = client
-        return client
-
-    yield install
-    JhubDockerSpawner._client = None
-
-
-def test_a_group_folder_is_made_once_owned_by_the_users_uid(config, make_user, join, recording_engine):
+def test_a_group_folder_is_made_once_owned_by_the_users_uid(config, make_user, join, engine):
     alice = make_user("alice")
     join(alice, "physics-101")
     spawner = JhubDockerSpawner(user=alice, config=config)
-    client = recording_engine({"teststack-group-physics-101-shared": {}})
+    client = engine({"teststack-group-physics-101-shared": {}})
     asyncio.run(spawner.ensure_group_folders())
     course = "teststack-group-physics-101-course"
     assert client.volumes[course] == {
@@ -190,10 +177,10 @@ def test_a_group_folder_is_made_once_owned_by_the_users_uid(config, make_user, j
     assert [call[0] for call in client.calls] == ["inspect_volume", "inspect_volume"], "nothing made twice"
 
 
-def test_a_folder_whose_preparation_failed_is_removed_for_the_next_spawn(config, make_user, join, recording_engine):
+def test_a_folder_whose_preparation_failed_is_removed_for_the_next_spawn(config, make_user, join, engine):
     alice = make_user("alice")
     join(alice, "physics-101")
-    client = recording_engine({}, copy_status=1)
+    client = engine({}, copy_status=1)
     with pytest.raises(RuntimeError):
         asyncio.run(JhubDockerSpawner(user=alice, config=config).ensure_group_folders())
     assert client.volumes == {}

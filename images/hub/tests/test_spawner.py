@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import docker.errors
 import pytest
 from tornado import web
 
@@ -301,61 +300,6 @@ def test_waiting_for_a_server_ends_when_its_container_exited(docker_spawner, mon
     listening, waited = asyncio.run(scenario())
     assert not listening
     assert waited < 2.0
-
-
-class RecordingClient:
-    """A stand-in for docker-py's APIClient that records the spawner's calls and answers as the engine
-    does; `volumes` maps the volumes that exist to their labels."""
-
-    def __init__(self, volumes, copy_status=0):
-        self.volumes = dict(volumes)
-        self.copy_status = copy_status
-        self.calls = []
-
-    def create_host_config(self, **kwargs):
-        return kwargs
-
-    def inspect_volume(self, name):
-        self.calls.append(("inspect_volume", name))
-        if name not in self.volumes:
-            raise docker.errors.NotFound(f"no such volume: {name}")
-        return {"Name": name, "Labels": self.volumes[name]}
-
-    def create_volume(self, name, labels=None):
-        self.calls.append(("create_volume", name))
-        self.volumes.setdefault(name, labels or {})
-        return {"Name": name, "Labels": self.volumes[name]}
-
-    def remove_volume(self, name):
-        self.calls.append(("remove_volume", name))
-        del self.volumes[name]
-
-    def create_container(self, **kwargs):
-        self.calls.append(("create_container", kwargs["host_config"]["binds"]))
-        return {"Id": "c0ffee"}
-
-    def start(self, container):
-        self.calls.append(("start", container))
-
-    def wait(self, container, timeout=None):
-        return {"StatusCode": self.copy_status}
-
-    def logs(self, container):
-        return b"archived and verified 3 entries" if self.copy_status == 0 else b"the copy differs"
-
-    def remove_container(self, container, force=False):
-        self.calls.append(("remove_container", container))
-
-
-@pytest.fixture
-def engine(docker_spawner):
-    def install(volumes, copy_status=0):
-        client = RecordingClient(volumes, copy_status)
-        JhubDockerSpawner._client = client
-        return client
-
-    yield install
-    JhubDockerSpawner._client = None
 
 
 def test_deleting_a_user_archives_then_removes_the_volume(docker_spawner, engine):
