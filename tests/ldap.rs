@@ -8,11 +8,14 @@
 //! CA did not sign is refused (a man in the middle); with the directory down the login page says it cannot
 //! be reached while a user already logged in keeps working, and logins work again once it is back.
 //!
+//! `ldaps_with_a_search_account` does the other way in: ldaps, people found by a search account whose
+//! password is a file of the LDAP folder, and names built to widen the search refused.
+//!
 //! Run with `cargo test --test ldap` after `cargo xtask build-images`. Artifacts of a failed step land in
-//! `target/acceptance-artifacts/ldap_logins/`.
+//! `target/acceptance-artifacts/<test>/`.
 
 // The shared test support (crates/harness): the stack, the hub client, the browser, the engine helpers.
-use jhub_harness::{browser, docker, hub, progress, stack, steps, wait};
+use jhub_harness::{browser, cases, docker, hub, progress, stack, steps, wait};
 use steps::{Door, Failure, Run};
 
 use std::collections::BTreeSet;
@@ -39,21 +42,100 @@ const COURSE: &str = "physics-101";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_logins() -> Result<(), Failure> {
+    let _one = cases::one_stack_at_a_time().await;
     Ok(scenario().await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldaps_with_a_search_account() -> Result<(), Failure> {
+    let _one = cases::one_stack_at_a_time().await;
+    Ok(search_scenario().await?)
+}
+
+/// What a test gives the hub and the directory: the LDAP folder (the hub's view of stack/ldap/, holding
+/// the CA), and the directory's certificate for `directory`, made by the test's own CA.
+struct Folders {
+    root: std::path::PathBuf,
+    tls: SelfSignedFiles,
+    names: BTreeSet<Name>,
+    ldap_dir: std::path::PathBuf,
+}
+
+impl Folders {
+    fn make(test: &str) -> Result<Folders> {
+        let root = jhub_docker::repo_root().join("target").join(format!("{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let tls = SelfSignedFiles { dir: root.join("directory-tls") };
+        let names: BTreeSet<Name> = certs::server_names(None, &[Name::Dns(DIRECTORY.to_string())]);
+        certs::ensure_self_signed(&tls, &names, time::OffsetDateTime::now_utc()).map_err(|err| anyhow!("{err}"))?;
+        let ldap_dir = root.join("hub");
+        std::fs::create_dir_all(&ldap_dir)?;
+        std::fs::copy(tls.ca_cert(), ldap_dir.join("ca.pem"))?;
+        Ok(Folders { root, tls, names, ldap_dir })
+    }
+}
+
+impl Drop for Folders {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The same directory over ldaps (TLS from the first byte, port 636), people found by a search account
+/// whose password the hub reads from a file of the LDAP folder (never from the settings): alice logs in
+/// through the search; a wrong password, a name the directory does not have, and names built to widen the
+/// search (`*`, a filter) are refused.
+async fn search_scenario() -> Result<()> {
+    let test = "ldaps_with_a_search_account";
+    let folders = Folders::make(test)?;
+    let password_file = folders.ldap_dir.join("search-password");
+    jhub_docker::write_atomically(&password_file, b"jhub-ldap-admin\n", 0o600)?;
+    let ldap_dir_text = folders.ldap_dir.display().to_string();
+    let (people, groups, manager) = (format!("ou=people,{SUFFIX}"), format!("ou=groups,{SUFFIX}"), format!("cn=admin,{SUFFIX}"));
+    let settings = [
+        ("AUTH_STRATEGY", "ldap"),
+        ("LDAP_SERVER", DIRECTORY),
+        ("LDAP_TLS", "ldaps"),
+        ("LDAP_CA_FILE", "ca.pem"),
+        ("LDAP_USER_SEARCH_BASE", people.as_str()),
+        ("LDAP_USER_ATTRIBUTE", "uid"),
+        ("LDAP_SEARCH_USER", manager.as_str()),
+        ("LDAP_SEARCH_PASSWORD_FILE", "search-password"),
+        ("LDAP_GROUP_SEARCH_BASE", groups.as_str()),
+        ("LDAP_ALLOWED_GROUPS", "jhub-users"),
+        ("JHUB_LDAP_DIR", ldap_dir_text.as_str()),
+        ("IDLE_CULL_TIMEOUT", "0"),
+    ];
+    let (setup, artifacts, stack, driver) = steps::start_scenario(test, &settings, Door::Http).await?;
+    let _directory = Directory::create(&setup.docker, setup.image_id("ldap"), &stack, &folders.tls).await?;
+    let run = Run::new(&setup, &stack, &artifacts);
+    let alice = run.session(&driver, "alice").await?;
+    let mallory = run.session(&driver, "mallory").await?;
+    run.step("s1.found-by-the-search-over-ldaps", "alice", hub::log_in(&alice, &stack, ALICE.0, ALICE.1)).await?;
+    run.step("s2.refused", "mallory", async {
+        for (name, password, what) in [
+            (BOB.0, "not-bobs-password", "a wrong password"),
+            ("zed", "zed-in-ldap", "a name the directory does not have"),
+            ("*", ALICE.1, "`*`, which would match everyone"),
+            ("alice)(uid=*", ALICE.1, "a name that closes the search filter"),
+        ] {
+            let refused = hub::submit_login(&mallory, &stack, name, password).await?;
+            ensure!(refused.is_some(), "{what} ({name:?}) logged in");
+            progress!("{what}: refused ({})", refused.unwrap_or_default());
+        }
+        Ok(())
+    })
+    .await?;
+    let _ = alice.close().await;
+    let _ = mallory.close().await;
+    Ok(())
 }
 
 async fn scenario() -> Result<()> {
     let started = Instant::now();
     let test = "ldap_logins";
-    // The LDAP folder (the hub's view of stack/ldap/) and the directory's certificate, made before the stack.
-    let folder = jhub_docker::repo_root().join("target").join(format!("ldap-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&folder);
-    let tls = SelfSignedFiles { dir: folder.join("directory-tls") };
-    let names: BTreeSet<Name> = certs::server_names(None, &[Name::Dns(DIRECTORY.to_string())]);
-    certs::ensure_self_signed(&tls, &names, time::OffsetDateTime::now_utc()).map_err(|err| anyhow!("{err}"))?;
-    let ldap_dir = folder.join("hub");
-    std::fs::create_dir_all(&ldap_dir)?;
-    std::fs::copy(tls.ca_cert(), ldap_dir.join("ca.pem"))?;
+    let folders = Folders::make(test)?;
+    let (tls, names, ldap_dir) = (&folders.tls, &folders.names, &folders.ldap_dir);
     let ldap_dir_text = ldap_dir.display().to_string();
     let bind_template = format!("uid={{username}},ou=people,{SUFFIX}");
     let group_base = format!("ou=groups,{SUFFIX}");
@@ -72,7 +154,7 @@ async fn scenario() -> Result<()> {
     let course = format!("groups = [\"{COURSE}\"]\n\n[[group]]\nname = \"{COURSE}\"\n");
     let (setup, artifacts, stack, driver) =
         steps::start_scenario_with_catalog(test, &settings, Door::Http, |text| steps::append_to_image(&text, "minimal", &course)).await?;
-    let directory = Directory::create(&setup.docker, setup.image_id("ldap"), &stack, &tls).await?;
+    let directory = Directory::create(&setup.docker, setup.image_id("ldap"), &stack, tls).await?;
     let run = Run::new(&setup, &stack, &artifacts);
     let course_image = steps::display_name(&setup, "minimal")?;
     let alice = run.session(&driver, "alice").await?;
@@ -114,7 +196,7 @@ async fn scenario() -> Result<()> {
         hub::log_in(&bob, &stack, BOB.0, BOB.1).await?;
         ensure!(!offered(&bob, &stack).await?.contains(&course_image), "bob (not in {COURSE}) is offered {course_image}");
         directory.add_member(COURSE, "bob").await?;
-        bob.goto(&stack.url("/hub/logout")).await?;
+        bob.open(&stack.url("/hub/logout")).await?;
         hub::log_in(&bob, &stack, BOB.0, BOB.1).await?;
         ensure!(
             offered(&bob, &stack).await?.contains(&course_image),
@@ -125,10 +207,10 @@ async fn scenario() -> Result<()> {
     .await?;
     run.step("l6.a-directory-the-ca-did-not-sign-is-refused", "carol", async {
         // A man in the middle: the hub now trusts another CA, as if the directory's certificate were forged.
-        let other = SelfSignedFiles { dir: folder.join("other-ca") };
-        certs::ensure_self_signed(&other, &names, time::OffsetDateTime::now_utc()).map_err(|err| anyhow!("{err}"))?;
+        let other = SelfSignedFiles { dir: folders.root.join("other-ca") };
+        certs::ensure_self_signed(&other, names, time::OffsetDateTime::now_utc()).map_err(|err| anyhow!("{err}"))?;
         std::fs::copy(other.ca_cert(), ldap_dir.join("ca.pem"))?;
-        carol.goto(&stack.url("/hub/logout")).await?;
+        carol.open(&stack.url("/hub/logout")).await?;
         let refused = hub::submit_login(&carol, &stack, CAROL.0, CAROL.1)
             .await?
             .context("carol logged in through a certificate the CA did not sign")?;
@@ -139,11 +221,11 @@ async fn scenario() -> Result<()> {
     .await?;
     run.step("l7.directory-down", "carol", async {
         directory.stop().await?;
-        carol.goto(&stack.url("/hub/logout")).await?;
+        carol.open(&stack.url("/hub/logout")).await?;
         let refused = hub::submit_login(&carol, &stack, CAROL.0, CAROL.1).await?.context("carol logged in with the directory down")?;
         ensure!(refused.contains("cannot be reached"), "with the directory down a login gave {refused:?}");
         progress!("directory down: {refused}");
-        alice.goto(&stack.url("/hub/home")).await?;
+        alice.open(&stack.url("/hub/home")).await?;
         alice.visible("#start", wait::DEFAULT).await.context("alice, logged in before the directory went down, lost her home page")?;
         directory.start().await?;
         hub::log_in(&carol, &stack, CAROL.0, CAROL.1).await
@@ -153,21 +235,19 @@ async fn scenario() -> Result<()> {
     for browser in [alice, bob, carol, dave] {
         let _ = browser.close().await;
     }
-    drop(stack);
-    let _ = std::fs::remove_dir_all(&folder);
     Ok(())
 }
 
 /// The image choices the spawn form offers the logged-in user.
 async fn offered(browser: &Browser, stack: &Stack) -> Result<Vec<String>> {
-    browser.goto(&stack.url("/hub/spawn")).await?;
+    browser.open(&stack.url("/hub/spawn")).await?;
     hub::wait_spawn_form(browser).await?;
     Ok(hub::spawn_choices(browser, "image").await?.into_iter().map(|choice| choice.text).collect())
 }
 
 /// Whether the admin panel loads for the logged-in user (a 403 page otherwise).
 async fn is_admin_page(browser: &Browser, stack: &Stack) -> Result<bool> {
-    browser.goto(&stack.url("/hub/admin")).await?;
+    browser.open(&stack.url("/hub/admin")).await?;
     let denied = !browser.texts("div.error h1").await?.is_empty();
     Ok(!denied && browser.client.current_url().await?.path().starts_with("/hub/admin"))
 }

@@ -121,6 +121,19 @@ impl Browser {
         self.client.goto(url).await.with_context(|| format!("cannot open {url}"))
     }
 
+    /// Opens `url` as `goto` does, and reloads it (at most three times, saying so) while Chromium shows
+    /// its network error page instead: a container that started or stopped a moment before is a network
+    /// change to Chromium, which can abort this navigation (see `arrive_at`). For pages a GET may load again.
+    pub async fn open(&self, url: &str) -> Result<()> {
+        self.goto(url).await?;
+        for _ in 0..3 {
+            let Some(code) = self.network_error().await? else { return Ok(()) };
+            progress!("{url} did not load ({code}, Chromium's error page); loading it again");
+            self.goto(url).await?;
+        }
+        Ok(())
+    }
+
     pub async fn url(&self) -> Result<String> {
         Ok(self.client.current_url().await?.to_string())
     }

@@ -37,7 +37,7 @@ pub async fn sign_up(browser: &Browser, stack: &impl HubAddress, user: &str, pas
 /// `Ok(Some(error))` with the page's login error otherwise, or the status and message of the hub's error page
 /// when the authenticator refused with one (403, 503).
 pub async fn submit_login(browser: &Browser, stack: &impl HubAddress, user: &str, password: &str) -> Result<Option<String>> {
-    browser.goto(&stack.url("/hub/login")).await?;
+    browser.open(&stack.url("/hub/login")).await?;
     browser.fill("#username_input", user).await?;
     browser.fill("#password_input", password).await?;
     browser.click("#login_submit", wait::DEFAULT).await?;

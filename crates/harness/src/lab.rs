@@ -348,6 +348,20 @@ pub async fn no_error_dialog(browser: &Browser) -> Result<()> {
 /// One request to the user's server's contents API (`/api/contents/<path>`), from a page of that server
 /// (Lab), with the `_xsrf` cookie as Lab sends it: returns the status and the body.
 pub async fn contents(browser: &Browser, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u64, String)> {
+    // A request a network change on the Docker host aborted (status 0: no answer) is sent again, at most
+    // twice: the requests of these tests are the same whether they ran once or twice.
+    let mut answer = contents_once(browser, method, path, body.clone()).await?;
+    for _ in 0..2 {
+        if answer.0 != 0 {
+            break;
+        }
+        progress!("{method} {path}: {}; sending it again", answer.1);
+        answer = contents_once(browser, method, path, body.clone()).await?;
+    }
+    Ok(answer)
+}
+
+async fn contents_once(browser: &Browser, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u64, String)> {
     let answer = browser
         .js(
             r#"
@@ -359,7 +373,8 @@ pub async fn contents(browser: &Browser, method: &str, path: &str, body: Option<
             const options = { method, headers };
             if (body !== null) { options.body = JSON.stringify(body); }
             return fetch(`${base}api/contents/${path}`, options)
-                .then(async r => ({ status: r.status, body: await r.text() }));
+                .then(async r => ({ status: r.status, body: await r.text() }))
+                .catch(e => ({ status: 0, body: `the request did not complete: ${e}` }));
             "#,
             vec![json!(method), json!(path), body.unwrap_or(serde_json::Value::Null)],
         )

@@ -166,6 +166,8 @@ class JhubLDAPAuthenticator(LDAPAuthenticator):
             self.lookup_dn = True
             self.user_search_base = ldap_settings.user_search_base
             self.user_attribute = ldap_settings.user_attribute
+            # The attribute the lookup reads back from the person found (ldapauthenticator has no default).
+            self.lookup_dn_user_dn_attribute = ldap_settings.user_attribute
             self.lookup_dn_search_user = ldap_settings.search_user
             self.lookup_dn_search_password = self.read_search_password(ldap_settings)
 

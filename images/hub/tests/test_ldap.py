@@ -55,6 +55,7 @@ def test_search_mode_reads_the_password_from_the_ldap_folder(tmp_path):
     authenticator = JhubLDAPAuthenticator(jhub_ldap=from_environ(environ).ldap, jhub_ldap_dir=str(tmp_path))
     assert authenticator.lookup_dn is True
     assert authenticator.user_attribute == "sAMAccountName"
+    assert authenticator.lookup_dn_user_dn_attribute == "sAMAccountName"
     assert authenticator.lookup_dn_search_password == "s3cret"
 
 
