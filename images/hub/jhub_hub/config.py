@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from jhub_hub import settings as settings_module
 from jhub_hub import view as view_module
 from jhub_hub.errors import ConfigError
+from jhub_hub.ldap import LDAP_DIR
 from jhub_hub.secrets import ensure_secret_file, read_secret_file
 
 COOKIE_SECRET_RE = r"[0-9a-f]{64}"
@@ -45,6 +46,8 @@ def load(environ):
             f"SPAWNER=profiles but view {settings.view_path} has no profile",
             "add a [[profile]] to images/catalog.toml and run `cargo xtask up`, or use SPAWNER=dockerspawner",
         )
+    if settings.ldap is not None:
+        ldap_files_present(settings.ldap, LDAP_DIR)
     foldered = [group.name for group in view.groups if group.course_folder or group.shared_folder]
     if settings.mode == "swarm" and foldered:
         raise ConfigError(
@@ -166,3 +169,17 @@ def named_server_limit(view, default):
         return default if limit is None else limit
 
     return limit_for
+
+
+def ldap_files_present(ldap_settings, folder):
+    """The LDAP folder's files the settings name (the directory's CA, the search account's password file)
+    exist, so a missing one stops the hub at start with a hint instead of failing every login later."""
+    for variable, name in (
+        ("LDAP_CA_FILE", ldap_settings.ca_file),
+        ("LDAP_SEARCH_PASSWORD_FILE", ldap_settings.search_password_file),
+    ):
+        if name and not os.path.isfile(os.path.join(folder, name)):
+            raise ConfigError(
+                f"{variable}={name} is not in the LDAP folder",
+                f"put the file at stack/ldap/{name} (or in the folder JHUB_LDAP_DIR names) and run `cargo xtask up`",
+            )

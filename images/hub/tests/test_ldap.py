@@ -96,3 +96,15 @@ def test_a_missing_password_file_is_named(tmp_path):
 
 def test_other_strategies_read_no_ldap_settings():
     assert from_environ({"LDAP_SERVER": "ignored"}).ldap is None
+
+
+def test_a_file_the_settings_name_must_be_in_the_ldap_folder(tmp_path):
+    from jhub_hub.config import ldap_files_present
+
+    ldap = from_environ({**BASE, "LDAP_CA_FILE": "ca.pem"}).ldap
+    with pytest.raises(ConfigError) as caught:
+        ldap_files_present(ldap, str(tmp_path))
+    assert caught.value.message == "LDAP_CA_FILE=ca.pem is not in the LDAP folder"
+    assert "stack/ldap/ca.pem" in caught.value.hint
+    (tmp_path / "ca.pem").write_text("a CA")
+    ldap_files_present(ldap, str(tmp_path))
