@@ -2,7 +2,7 @@
 //! API. Each case asserts what a user would see and that nothing was lost: backup and restore (two round
 //! trips, the labels of every restored volume), the adoption of unlabelled volumes, the login lockout,
 //! dummy authentication, the idle culler, forwarded client addresses, the hub killed mid-spawn and during signups, a kernel past its memory limit, a fork bomb, an
-//! upgrade under a running user, and (last, only with `JHUB_TEST_RESTART_ENGINE=1`) a Docker daemon restart.
+//! upgrade under a running user, a class whose starts queue, and (last, only with `JHUB_TEST_RESTART_ENGINE=1`) a Docker daemon restart.
 //!
 //! Run with `cargo test --test resilience -- --test-threads=1` after `cargo xtask build-images`: one stack
 //! at a time, in the order of the names. The engine-restart case stops and starts `dockerd` (every container
@@ -469,13 +469,14 @@ async fn c08_concurrent_signups_hub_killed() -> Result<()> {
             let session = Session::new(stack, &user)?;
             tasks.push(tokio::spawn(async move { (user, password.clone(), session.sign_up(&password).await) }));
         }
-        // bcrypt runs on the hub's event loop (about 0.3 s a signup): killing it 1.5 s in lands in the middle.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The hub hashes one password at a time per core but one: once the first signup has its answer, the
+        // others are queued or half-way, and the hub is killed then.
+        let (first, _, others) = futures_util::future::select_all(tasks).await;
         crash_hub(setup, stack).await?;
         let mut succeeded = Vec::new();
         let mut failed = Vec::new();
-        for task in tasks {
-            let (user, password, outcome) = task.await?;
+        for outcome in std::iter::once(first).chain(futures_util::future::join_all(others).await) {
+            let (user, password, outcome) = outcome?;
             match outcome {
                 Ok(class) if class == "alert-success" => succeeded.push((user, password)),
                 Ok(class) => failed.push(format!("{user}: {class}")),
@@ -700,6 +701,72 @@ async fn upgrade(setup: &Setup, stack: &Stack, copy: &Path) -> Result<()> {
 }
 
 /// The engine's pid file, as `dockerd` writes it by default.
+/// A class arriving at once on a host that starts one server at a time (JHUB_CONCURRENT_STARTS=1): every
+/// pupil's server starts, in turn; those who wait read on the spawn page how many are ahead of them, then
+/// that their turn came; no spawn fails for waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_a_class_waits_its_turn_to_start() -> Result<()> {
+    const PUPILS: usize = 6;
+    cases::run("resilience", "c13-start-queue", &settings(&[("JHUB_CONCURRENT_STARTS", "1")]), async |case| {
+        let stack = &case.stack;
+        let mut pupils = Vec::new();
+        for index in 1..=PUPILS {
+            let (session, api, _) = cases::new_user(stack, &format!("pupil{index}")).await?;
+            pupils.push((session, api));
+        }
+        let mut spawns = Vec::new();
+        for (session, api) in pupils {
+            spawns.push(tokio::spawn(async move {
+                let user = session.user.clone();
+                // The spawn page's way: the request, and the progress stream once the hub shows it pending.
+                let request = {
+                    let (api, user) = (api.clone(), user.clone());
+                    tokio::spawn(async move { api.request_spawn(&user, json!({"image": IMAGE})).await })
+                };
+                wait::until(&format!("the spawn of {user} to be pending or done"), wait::SPAWN, || async {
+                    let server = &api.user(&user).await?["servers"][""];
+                    Ok((server["pending"] == json!("spawn") || server["ready"] == json!(true)).then_some(()))
+                })
+                .await?;
+                let progress = session.follow_spawn_progress().await.with_context(|| format!("the progress of {user}"))?;
+                request.await??;
+                anyhow::Ok((user, progress))
+            }));
+        }
+        let mut told = Vec::new();
+        for spawn in spawns {
+            let (user, progress) = spawn.await??;
+            ensure!(
+                progress.end == client::SpawnEnd::Ready,
+                "{user}'s spawn did not end ready ({:?}): {:?}",
+                progress.end,
+                progress.messages
+            );
+            let waiting: Vec<&String> = progress.messages.iter().filter(|m| m.starts_with("Many people are starting servers")).collect();
+            if let Some(first) = waiting.first() {
+                ensure!(
+                    progress.messages.iter().any(|m| m == "Your turn: starting your server"),
+                    "{user} was told {first:?} but never that its turn came: {:?}",
+                    progress.messages
+                );
+                told.push(format!("{user}: {first:?}"));
+            }
+        }
+        progress!("told while waiting: {}", told.join("; "));
+        ensure!(!told.is_empty(), "{PUPILS} spawns at once with one start at a time, and nobody was told they wait");
+        for index in 1..=PUPILS {
+            let name = format!("pupil{index}");
+            let container = docker::running_user_container(&case.setup.docker, &stack.project, &name).await?;
+            ensure!(
+                container.state.and_then(|state| state.running) == Some(true),
+                "{name}'s server is not running after its spawn was ready"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 const DOCKERD_PID_FILE: &str = "/var/run/docker.pid";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,9 +82,18 @@ if settings.spawner == "profiles":
 # Shared by the profiles wrapper and its child (both are Spawners).
 c.Spawner.environment = {"JUPYTERHUB_SINGLEUSER_APP": "jupyter_server.serverapp.ServerApp"}
 c.Spawner.default_url = view.images[0].default_url  # each spawn sets its image's own
-# Cold starts of the full image on 2 cores take tens of seconds.
-c.Spawner.start_timeout = 120
+# At most JHUB_CONCURRENT_STARTS servers start at once on this host (one per core by default; swarm mode
+# spreads them over nodes instead); the others wait in arrival order, told their place on the spawn page
+# (jhub_hub/start_queue.py). The hub's limit then covers the wait plus the start, so it is wide; the start
+# itself, once its turn comes, has 120 s (cold starts of the full image on 2 cores take tens of seconds).
+queued = settings.mode == "single" and settings.concurrent_starts > 0
+c.JhubDockerSpawner.concurrent_starts = settings.concurrent_starts if queued else 0
+c.JhubDockerSpawner.start_limit = 120
+c.Spawner.start_timeout = 900 if queued else 120
 c.Spawner.http_timeout = 90
+# Spawns pending at once (the queue's included) before the hub answers "too many users, try again" (429):
+# JupyterHub's default of 100 would turn the 101st student of a class away instead of queueing them.
+c.JupyterHub.concurrent_spawn_limit = 500
 
 # ---- Authentication
 
@@ -95,6 +104,8 @@ if settings.auth_strategy == "native":
     c.JupyterHub.authenticator_class = JhubNativeAuthenticator
     c.Authenticator.admin_users = {ADMIN_NAME}
     c.JhubNativeAuthenticator.bootstrap_admin_password = settings.admin_password
+    # bcrypt at JHUB_BCRYPT_COST (10, OWASP's least, by default; jhub_hub/passwords.py says why).
+    c.JhubNativeAuthenticator.bcrypt_cost = settings.bcrypt_cost
     # Open signup: users log in at once; closed: the admin authorizes each at /hub/authorize.
     c.NativeAuthenticator.open_signup = settings.open_signup
     c.NativeAuthenticator.minimum_password_length = MIN_PASSWORD_LENGTH

@@ -16,7 +16,7 @@
 # code-server on the image's Node; /etc/code-server/config.yaml turns telemetry, update checks and
 # workspace trust off.
 set -eu
-exec jupyter-standaloneproxy \
+exec jhub-start jupyter-standaloneproxy \
     --timeout=60 \
     --activity-interval=0 \
     -- code-server --auth=none --bind-addr=127.0.0.1:{port} --ignore-last-opened "$HOME"

@@ -14,7 +14,7 @@
 # - --headless, --skip-update-check, --no-sandbox, -y: no browser, no call to the internet, no prompts, and
 #   notebooks use the image's venv instead of making one each.
 set -eu
-exec jupyter-standaloneproxy \
+exec jhub-start jupyter-standaloneproxy \
     --absolute-url \
     --timeout=60 \
     --activity-interval=0 \

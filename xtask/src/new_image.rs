@@ -448,3 +448,22 @@ mem_limit = "1G"
         assert_eq!(std::fs::read_to_string(tree.0.join("images/catalog.toml")).unwrap(), CATALOG, "the catalog is untouched");
     }
 }
+
+#[cfg(test)]
+mod copies {
+    /// The uv template keeps its own copy of the shared Jupyter layer's `jhub-start` (a team copies the
+    /// template's folder alone): the two stay the same file, executable.
+    #[test]
+    fn the_templates_jhub_start_is_the_layers() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = jhub_docker::repo_root();
+        let layer = root.join("images/jupyter/jhub-start");
+        let template = root.join("images/singleuser-uv/jupyter/jhub-start");
+        let read = |path: &std::path::Path| std::fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert!(read(&layer) == read(&template), "{} differs from {}: copy it over", template.display(), layer.display());
+        for path in [&layer, &template] {
+            let mode = std::fs::metadata(path).expect("read above").permissions().mode();
+            assert!(mode & 0o111 != 0, "{} is not executable", path.display());
+        }
+    }
+}

@@ -34,6 +34,27 @@ fn xsrf_of(page: &str) -> Option<String> {
     Some(value[..value.find('"')?].to_string())
 }
 
+/// What a spawn's progress stream said: its messages in order, and how it ended.
+pub struct SpawnProgress {
+    pub messages: Vec<String>,
+    pub end: SpawnEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnEnd {
+    Ready,
+    Failed,
+    /// The hub closed the stream before either.
+    StreamEnded,
+}
+
+impl SpawnProgress {
+    /// The last message, or "" when there was none.
+    pub fn last_message(&self) -> &str {
+        self.messages.last().map(String::as_str).unwrap_or_default()
+    }
+}
+
 /// A page as a browser ends up with it: the status and path where the redirects ended, and the body.
 pub struct Page {
     pub status: StatusCode,
@@ -224,6 +245,40 @@ impl Session {
         }
         headers.insert("Origin", self.base.parse()?);
         Kernel::connect(request, &self.user).await
+    }
+
+    /// Reads `user`'s spawn progress as the spawn page does (`/hub/api/users/<u>/server/progress`, an event
+    /// stream) until its `ready` or `failed` event, or until the hub ends it: every message in order.
+    pub async fn follow_spawn_progress(&self) -> Result<SpawnProgress> {
+        let path = format!("/hub/api/users/{}/server/progress", self.user);
+        let mut response = self.request(reqwest::Method::GET, &path).header("Accept", "text/event-stream").send().await?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.text().await.unwrap_or_default();
+            bail!("HTTP {}: {}", status.as_u16(), body.chars().take(200).collect::<String>());
+        }
+        let mut progress = SpawnProgress { messages: Vec::new(), end: SpawnEnd::StreamEnded };
+        let mut pending = String::new();
+        while let Some(chunk) = response.chunk().await? {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
+                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
+                if let Some(message) = event["message"].as_str() {
+                    progress.messages.push(message.to_string());
+                }
+                if event["ready"] == json!(true) {
+                    progress.end = SpawnEnd::Ready;
+                    return Ok(progress);
+                }
+                if event["failed"] == json!(true) {
+                    progress.end = SpawnEnd::Failed;
+                    return Ok(progress);
+                }
+            }
+        }
+        Ok(progress)
     }
 
     /// A plain GET of the session (for a header-carrying probe), returning the status.

@@ -13,8 +13,7 @@ import secrets
 import sqlite3
 import sys
 
-import bcrypt
-
+from jhub_hub import passwords
 from jhub_hub.errors import ConfigError, run_command
 from jhub_hub.settings import ADMIN_NAME, from_environ
 
@@ -103,7 +102,7 @@ def main(argv, environ=os.environ, out=sys.stdout):
             "change ADMIN_PASSWORD in stack/.env and run `cargo xtask up`",
         )
     password = secrets.token_urlsafe(12)
-    write_request(directory, username, PASSWORD, bcrypt.hashpw(password.encode(), bcrypt.gensalt()))
+    write_request(directory, username, PASSWORD, passwords.hash_password(password, settings.bcrypt_cost))
     write_request(directory, username, UNLOCK)
     print(f"new password: {password}", file=out)
     print(f"(shown once; {username!r} can change it at /hub/change-password)", file=out)

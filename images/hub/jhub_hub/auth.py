@@ -1,11 +1,13 @@
-"""NativeAuthenticator for jhub-docker: the `admin` account from ADMIN_PASSWORD, bcrypt off the event loop,
-a lockout per name and client address, and no account change by a GET.
+"""NativeAuthenticator for jhub-docker: the `admin` account from ADMIN_PASSWORD, bcrypt off the event loop
+at the configured cost, a lockout per name and client address, and no account change by a GET.
 
 NativeAuthenticator 1.3.0 hashes with bcrypt (cost 12, about 0.3 CPU-s) inside `authenticate()`, in the
 login page's failure path and at signup, all on the hub's event loop, so one login stalls every other
-request meanwhile. Here every such hash runs in a worker thread (bcrypt >= 5 releases the GIL); what is
-checked, and in which order, stays NativeAuthenticator's: lockout after `allowed_failed_logins`
-failures, the authorization flag, the 2FA token, signup's password and name rules.
+request meanwhile. Here every such hash runs on a bounded pool of threads at JHUB_BCRYPT_COST
+(jhub_hub/passwords.py says why 10, and why bounded); what is checked, and in which order, stays
+NativeAuthenticator's: lockout after `allowed_failed_logins` failures, the authorization flag, the 2FA
+token, signup's password and name rules. A hash below the configured cost is made again at the next
+successful login.
 
 Its lockout counts failures per name, so five wrong passwords from anyone locked `admin` for everyone;
 here it counts per (name, client address), and `cargo xtask unlock NAME` / `reset-password NAME` reach
@@ -16,13 +18,11 @@ admin approved, unapproved or discarded an account; here they act on a POST only
 for `_xsrf`), never on a cross-site one, and the authorization area's buttons post.
 """
 
-import asyncio
 import contextvars
 import datetime
 import os
 import re
 
-import bcrypt
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import (
     DiscardHandler,
@@ -35,9 +35,9 @@ from nativeauthenticator.handlers import (
 from nativeauthenticator.orm import UserInfo
 from tornado import web
 from tornado.escape import url_escape
-from traitlets import Unicode
+from traitlets import Integer, Unicode
 
-from jhub_hub import accounts
+from jhub_hub import accounts, passwords
 from jhub_hub.settings import ADMIN_NAME
 
 # Templates that replace NativeAuthenticator's (JupyterHub.template_paths): the authorization area with
@@ -47,16 +47,6 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
 # The hash a signup request computed in a thread for its own password, read by create_user in the same
 # request (a context variable is per task, so concurrent signups never see each other's).
 _signup_hash = contextvars.ContextVar("jhub_signup_hash", default=None)
-
-
-def hash_password(password):
-    """A new bcrypt hash of `password` (blocking; about 0.3 CPU-s)."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt())
-
-
-def password_matches(password, hashed):
-    """Whether `password` hashes to `hashed` (blocking), as UserInfo.is_valid_password decides it."""
-    return bcrypt.checkpw(password.encode(), hashed)
 
 
 def client_address(handler):
@@ -81,6 +71,12 @@ class JhubNativeAuthenticator(NativeAuthenticator):
     """
 
     bootstrap_admin_password = Unicode("", help="Password of the `admin` account (ADMIN_PASSWORD).").tag(config=True)
+    bcrypt_cost = Integer(
+        passwords.MIN_COST,
+        min=passwords.MIN_COST,
+        max=passwords.MAX_COST,
+        help="bcrypt's cost for new hashes (JHUB_BCRYPT_COST); lower ones are made again at the next login.",
+    ).tag(config=True)
     account_requests_dir = Unicode(
         "", help="Folder of the requests `jhub-account` leaves (unlock, new password hash): jhub_hub/accounts.py."
     ).tag(config=True)
@@ -123,18 +119,42 @@ class JhubNativeAuthenticator(NativeAuthenticator):
         """Create the `admin` account with `password`, authorized, or set that password if it changed."""
         info = UserInfo.find(self.db, ADMIN_NAME)
         if info is None:
-            self.db.add(UserInfo(username=ADMIN_NAME, password=hash_password(password), is_authorized=True))
+            self.db.add(UserInfo(username=ADMIN_NAME, password=self.hash_password(password), is_authorized=True))
             self.log.info("created the %r account from ADMIN_PASSWORD", ADMIN_NAME)
         else:
             if not info.is_valid_password(password):
-                info.password = hash_password(password)
+                info.password = self.hash_password(password)
                 self.log.info("ADMIN_PASSWORD changed: updated the %r account's password", ADMIN_NAME)
             info.is_authorized = True
         self.db.commit()
 
+    def hash_password(self, password):
+        """A new hash of `password` at the configured cost (blocking)."""
+        return passwords.hash_password(password, self.bcrypt_cost)
+
+    def change_password(self, username, new_password):
+        # NativeAuthenticator.change_password line by line, with the hash at the configured cost (upstream
+        # uses bcrypt's default, 12). Its handlers call it without awaiting: one hash on the loop, as before.
+        user = self.get_user(username)
+        if user is None or not self.is_password_strong(new_password):
+            return None
+        user.password = self.hash_password(new_password)
+        self.db.commit()
+        return True
+
     async def check_password(self, user_info, password):
-        """`user_info.is_valid_password(password)`, computed in a worker thread."""
-        return await asyncio.to_thread(password_matches, password, user_info.password)
+        """`user_info.is_valid_password(password)`, computed on the hashing pool."""
+        return await passwords.off_the_loop(passwords.password_matches, password, user_info.password)
+
+    async def rehash_if_cheaper(self, user_info, password):
+        """After a successful login: a hash made at a lower cost than the configured one is made again."""
+        cost = passwords.cost_of(user_info.password)
+        if cost is not None and cost < self.bcrypt_cost:
+            user_info.password = await passwords.off_the_loop(self.hash_password, password)
+            self.db.commit()
+            self.log.info(
+                "the password hash of %r was made again at cost %d (was %d)", user_info.username, self.bcrypt_cost, cost
+            )
 
     async def authenticate(self, handler, data):
         # NativeAuthenticator.authenticate with the bcrypt check awaited in a thread; the same checks in
@@ -157,6 +177,7 @@ class JhubNativeAuthenticator(NativeAuthenticator):
 
         if all(validations):
             self.successful_login(key)
+            await self.rehash_if_cheaper(user, password)
             return username
 
         self.forget_old_attempts()
@@ -260,7 +281,7 @@ class JhubSignUpHandler(SignUpHandler):
         if not self.authenticator.enable_signup:
             raise web.HTTPError(404)
         password = self.get_body_argument("signup_password", strip=False)
-        hashed = await asyncio.to_thread(hash_password, password)
+        hashed = await passwords.off_the_loop(self.authenticator.hash_password, password)
         token = _signup_hash.set((password, hashed))
         try:
             await super().post()

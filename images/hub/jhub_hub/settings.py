@@ -6,10 +6,12 @@ variable, its value and what to write instead.
 
 import ipaddress
 import math
+import os
 import re
 from dataclasses import dataclass
 
 from jhub_hub.errors import ConfigError
+from jhub_hub.passwords import COST_VARIABLE, MAX_COST, MIN_COST
 from jhub_hub.placement import constraint_problem
 
 
@@ -72,6 +74,8 @@ class Settings:
     subdomain_host: str  # JHUB_SUBDOMAIN_HOST: "" or https://HOST[:port], each user's server at <user>.HOST
     mode: str  # JHUB_MODE: "single" (containers on the hub's engine) or "swarm" (one Swarm service per server)
     swarm_constraints: tuple  # JHUB_SWARM_CONSTRAINTS: placement constraints of every user server in swarm mode
+    bcrypt_cost: int = 10  # JHUB_BCRYPT_COST: bcrypt's cost for new password hashes (10-16; OWASP's least is 10)
+    concurrent_starts: int = 2  # JHUB_CONCURRENT_STARTS: servers that start at once on this host; others queue
     ldap: object = None  # the LDAP_* variables (jhub_hub.ldap.LdapSettings), with AUTH_STRATEGY=ldap only
 
 
@@ -104,6 +108,8 @@ def from_environ(environ):
         subdomain_host=env.origin("JHUB_SUBDOMAIN_HOST"),
         mode=env.choice("JHUB_MODE", "single", ("single", "swarm")),
         swarm_constraints=env.constraints("JHUB_SWARM_CONSTRAINTS"),
+        bcrypt_cost=env.bcrypt_cost(),
+        concurrent_starts=env.integer("JHUB_CONCURRENT_STARTS", default_concurrent_starts(), minimum=0),
         ldap=ldap_settings_from(env) if environ.get("AUTH_STRATEGY") == "ldap" else None,
     )
     if f"{settings.stack_name}-archive-".startswith(settings.user_volume_prefix):
@@ -148,6 +154,12 @@ def warnings_for(settings):
     if settings.mode != "swarm" and settings.swarm_constraints:
         warnings.append("warning: JHUB_SWARM_CONSTRAINTS is ignored with JHUB_MODE=single")
     return warnings
+
+
+def default_concurrent_starts():
+    """One server start per core of the host (at least two): a start is mostly one busy core, so more at once
+    only makes each slower; 0 in JHUB_CONCURRENT_STARTS turns the queue off."""
+    return max(2, os.cpu_count() or 2)
 
 
 def is_loopback(address):
@@ -199,6 +211,18 @@ class _Environment:
         if value is None or value < minimum:
             raise ConfigError(f"{name}={raw!r} is not a whole number >= {minimum}", f"set {name} to e.g. {default}")
         return value
+
+    def bcrypt_cost(self):
+        raw = self.raw(COST_VARIABLE)
+        if not raw:
+            return MIN_COST
+        if not raw.isdigit() or not MIN_COST <= int(raw) <= MAX_COST:
+            raise ConfigError(
+                f"{COST_VARIABLE}={raw!r} is not a bcrypt cost from {MIN_COST} to {MAX_COST}",
+                f"unset {COST_VARIABLE} for {MIN_COST} (OWASP's least for bcrypt), or set a whole number up to "
+                f"{MAX_COST}; each step doubles the time of every login",
+            )
+        return int(raw)
 
     def choice(self, name, default, choices):
         raw = self.raw(name).lower() or default

@@ -17,6 +17,7 @@ from tornado import web
 from traitlets import Callable, Dict, Float, Instance, Integer, Unicode, Union, default, directional_link
 from wrapspawner import ProfilesSpawner
 
+from jhub_hub.start_queue import StartQueue
 from jhub_hub.view import View, offered
 
 
@@ -112,6 +113,15 @@ NOTHING_OFFERED = (
 )
 
 
+def waiting_message(ahead, slots):
+    """What a user waiting in the start queue reads."""
+    servers = "1 server starts" if slots == 1 else f"{slots} servers start"
+    if ahead == 0:
+        return f"Many people are starting servers: yours is next ({servers} at a time here)"
+    people = "1 person is" if ahead == 1 else f"{ahead} people are"
+    return f"Many people are starting servers: {people} ahead of you ({servers} at a time here)"
+
+
 def utc_now():
     return datetime.datetime.now(datetime.UTC)
 
@@ -158,8 +168,24 @@ class JhubDockerSpawner(DockerSpawner):
         help="Seconds start() waits for the server to listen before handing over to the hub's own check.",
     ).tag(config=True)
 
+    concurrent_starts = Integer(
+        0,
+        min=0,
+        help="Servers that may start at once on this host (0: no limit); the others wait their turn in the "
+        "start queue, told their place by the spawn page's progress messages.",
+    ).tag(config=True)
+    start_limit = Float(
+        120.0,
+        help="Seconds a start may take once its turn in the queue has come (Spawner.start_timeout then covers "
+        "the wait as well).",
+    ).tag(config=True)
+
     # One pool for every JhubDockerSpawner (and the profile children, which are JhubDockerSpawners too).
     _jhub_executor = None
+    # One start queue for them all, made at the first start (None: no limit).
+    _jhub_start_queue = None
+    # This spawner's start: None when none is under way, "waiting" for its turn, "starting" once it has it.
+    _jhub_start_stage = None
 
     @property
     def executor(self):
@@ -415,8 +441,47 @@ class JhubDockerSpawner(DockerSpawner):
             raise RuntimeError(output)
         return output
 
+    @property
+    def start_queue(self):
+        """The hub's one start queue, or None when starts are not limited."""
+        if self.concurrent_starts and JhubDockerSpawner._jhub_start_queue is None:
+            JhubDockerSpawner._jhub_start_queue = StartQueue(self.concurrent_starts)
+        return JhubDockerSpawner._jhub_start_queue if self.concurrent_starts else None
+
     async def start(self):
         image = self.catalog_image  # raises a 400 before any container exists
+        queue = self.start_queue
+        if queue is None:
+            return await self.start_container(image)
+        self._jhub_start_stage = "waiting"
+        try:
+            async with queue.slot(self):
+                self._jhub_start_stage = "starting"
+                return await asyncio.wait_for(self.start_container(image), self.start_limit)
+        finally:
+            self._jhub_start_stage = None
+
+    async def progress(self):
+        """The spawn page's messages while this start waits for its turn: how many are ahead, each time that
+        changes, then that its turn has come. (The hub stops reading once the server is up or failed.)"""
+        queue = self.start_queue
+        if queue is None:
+            return
+        shown = None
+        while True:
+            stage = self._jhub_start_stage
+            if stage == "starting" or (stage is None and shown is not None):
+                break
+            ahead = queue.place(self) - 1
+            if stage == "waiting" and ahead >= 0 and ahead != shown:
+                shown = ahead
+                yield {"progress": 10, "message": waiting_message(ahead, queue.slots)}
+            await asyncio.sleep(0.5)
+        if shown is not None:
+            yield {"progress": 40, "message": "Your turn: starting your server"}
+
+    async def start_container(self, image):
+        """Creates and starts this user's container of catalog image `image`; returns once it listens."""
         self.apply_catalog_image(image)
         # Created here, labelled with the stack, so `xtask down --volumes` deletes this stack's volumes and
         # never another deployment's, and with the account, so a namesake never gets an earlier one's.

@@ -11,6 +11,7 @@ from jupyterhub import orm
 from nativeauthenticator.orm import UserInfo
 
 import jhub_hub.auth
+import jhub_hub.passwords
 from jhub_hub import ConfigError, accounts
 from jhub_hub.auth import (
     JhubDiscardHandler,
@@ -19,8 +20,8 @@ from jhub_hub.auth import (
     JhubSignUpHandler,
     JhubToggleAuthorizationHandler,
     _signup_hash,
-    hash_password,
 )
+from jhub_hub.passwords import cost_of, hash_password
 
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -189,13 +190,13 @@ def test_unauthorized_users_cannot_log_in(db_url):
 def test_password_checks_run_outside_the_event_loop_thread(db_url, monkeypatch):
     auth = start_hub(db_url, ADMIN_PASSWORD)
     threads = []
-    real = jhub_hub.auth.password_matches
+    real = jhub_hub.passwords.password_matches
 
     def recording(password, hashed):
         threads.append(threading.get_ident())
         return real(password, hashed)
 
-    monkeypatch.setattr(jhub_hub.auth, "password_matches", recording)
+    monkeypatch.setattr(jhub_hub.passwords, "password_matches", recording)
 
     async def two_logins_and_a_ticker():
         loop_thread = threading.get_ident()
@@ -269,3 +270,68 @@ def test_the_login_and_signup_pages_are_ours(db_url):
     assert handlers["/authorize/([^/]*)"] is JhubToggleAuthorizationHandler
     assert handlers["/discard/([^/]*)"] is JhubDiscardHandler
     assert len(handlers) == 8
+
+
+def test_new_hashes_are_made_at_the_configured_cost(db_url):
+    assert cost_of(hash_password("a password")) == 10, "10 unless JHUB_BCRYPT_COST says otherwise"
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    assert cost_of(UserInfo.find(auth.db, "admin").password) == 10
+    dearer = authenticator(db_url, bcrypt_cost=11)
+    assert cost_of(dearer.hash_password("a password")) == 11
+
+
+def test_a_hash_cheaper_than_the_setting_is_made_again_at_the_next_login(db_url):
+    auth = start_hub(db_url, ADMIN_PASSWORD)
+    assert cost_of(UserInfo.find(auth.db, "admin").password) == 10
+    # The admin raises JHUB_BCRYPT_COST and restarts the hub: the next login makes the hash again.
+    raised = authenticator(db_url, bcrypt_cost=11)
+    assert login(raised, "admin", "wrong password") is None
+    assert cost_of(UserInfo.find(raised.db, "admin").password) == 10, "a failed login changes nothing"
+    assert login(raised, "admin", ADMIN_PASSWORD) == "admin"
+    assert cost_of(UserInfo.find(raised.db, "admin").password) == 11
+    # A dearer hash than the setting is kept: it is no weaker.
+    lowered = authenticator(db_url)
+    assert login(lowered, "admin", ADMIN_PASSWORD) == "admin"
+    assert cost_of(UserInfo.find(lowered.db, "admin").password) == 11
+
+
+def test_hashes_run_at_most_cores_minus_one_at_a_time(monkeypatch):
+    for cores, threads in [(1, 1), (2, 1), (4, 3), (None, 1)]:
+        monkeypatch.setattr(jhub_hub.passwords.os, "cpu_count", lambda cores=cores: cores)
+        assert jhub_hub.passwords.hashing_threads() == threads
+    monkeypatch.setattr(jhub_hub.passwords.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(jhub_hub.passwords, "_pool", None)
+    running, most = 0, 0
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def hash_like():
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        gate.wait(0.2)
+        with lock:
+            running -= 1
+
+    async def six_at_once():
+        await asyncio.gather(*(jhub_hub.passwords.off_the_loop(hash_like) for _ in range(6)))
+
+    asyncio.run(six_at_once())
+    monkeypatch.setattr(jhub_hub.passwords, "_pool", None)
+    assert most == 2, "3 cores: two hashes at a time, one core left to the event loop"
+
+
+def test_a_changed_password_is_hashed_at_the_configured_cost(db_url):
+    auth = authenticator(db_url, open_signup=True)
+    auth.create_user("gina", "gina's first password")
+    assert auth.change_password("gina", "short") is None, "the strength rule still applies"
+    assert auth.change_password("gina", "gina's second password") is True
+    assert cost_of(UserInfo.find(auth.db, "gina").password) == 10
+    assert login(auth, "gina", "gina's second password") == "gina"
+
+
+def test_the_cost_of_a_hash_is_read_from_it():
+    assert cost_of(b"$2b$12$abcdefghijklmnopqrstuu") == 12
+    assert cost_of("$2b$10$abcdefghijklmnopqrstuu") == 10
+    assert cost_of(b"not a hash") is None

@@ -3,7 +3,7 @@
 import pytest
 
 from jhub_hub import ConfigError
-from jhub_hub.settings import from_environ, is_loopback, is_mem_size, warnings_for
+from jhub_hub.settings import default_concurrent_starts, from_environ, is_loopback, is_mem_size, warnings_for
 
 
 def test_defaults_from_an_empty_environment():
@@ -17,6 +17,13 @@ def test_defaults_from_an_empty_environment():
     assert s.proxy_token_file == "/srv/jupyterhub/proxy/proxy_auth_token"
     assert s.admin_password == ""
     assert (s.mode, s.swarm_constraints) == ("single", ())
+    assert s.bcrypt_cost == 10
+    assert s.concurrent_starts >= 2
+
+
+def test_bcrypt_cost_and_concurrent_starts():
+    s = from_environ({"JHUB_BCRYPT_COST": "12", "JHUB_CONCURRENT_STARTS": "0"})
+    assert (s.bcrypt_cost, s.concurrent_starts) == (12, 0)
 
 
 def test_swarm_mode_and_its_constraints():
@@ -196,6 +203,23 @@ BAD_ENVIRONMENTS = [
         {"ADMIN_PASSWORD": "short"},
         "ADMIN_PASSWORD is shorter than 8 characters",
         "set ADMIN_PASSWORD to at least 8 characters, or unset it to sign up as admin by hand",
+    ),
+    (
+        {"JHUB_BCRYPT_COST": "9"},
+        "JHUB_BCRYPT_COST='9' is not a bcrypt cost from 10 to 16",
+        "unset JHUB_BCRYPT_COST for 10 (OWASP's least for bcrypt), or set a whole number up to 16; each step "
+        "doubles the time of every login",
+    ),
+    (
+        {"JHUB_BCRYPT_COST": "twelve"},
+        "JHUB_BCRYPT_COST='twelve' is not a bcrypt cost from 10 to 16",
+        "unset JHUB_BCRYPT_COST for 10 (OWASP's least for bcrypt), or set a whole number up to 16; each step "
+        "doubles the time of every login",
+    ),
+    (
+        {"JHUB_CONCURRENT_STARTS": "-1"},
+        "JHUB_CONCURRENT_STARTS='-1' is not a whole number >= 0",
+        f"set JHUB_CONCURRENT_STARTS to e.g. {default_concurrent_starts()}",
     ),
     (
         {"AUTH_STRATEGY": "dummy"},

@@ -385,3 +385,58 @@ def test_the_archive_script_copies_and_verifies_a_home(tmp_path):
     assert (archive / "diary.txt").read_text() == "dear diary"
     assert os.readlink(archive / "dangling") == "nowhere"
     assert (archive / "private").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_start_waits_its_turn_and_its_progress_says_where_it_stands(config, make_user, monkeypatch):
+    # One start at a time: the second user's start waits for the first's and its progress events say how
+    # many are ahead, then that its turn came. No container is made: start_container is the stand-in.
+    config.JhubDockerSpawner.concurrent_starts = 1
+    monkeypatch.setattr(JhubDockerSpawner, "_jhub_start_queue", None)
+    first, second = (JhubDockerSpawner(user=make_user(name), config=config) for name in ("ann", "bob"))
+    for spawner in (first, second):
+        spawner.user_options = {}
+    first_may_finish = asyncio.Event()
+    started = []
+
+    async def stand_in(self, image):
+        started.append(self.user.name)
+        if self is first:
+            await first_may_finish.wait()
+        return ("127.0.0.1", 8888)
+
+    monkeypatch.setattr(JhubDockerSpawner, "start_container", stand_in)
+
+    async def scenario():
+        first_start = asyncio.create_task(first.start())
+        await asyncio.sleep(0)
+        second_start = asyncio.create_task(second.start())
+        await asyncio.sleep(0)
+        messages = []
+
+        async def read_progress():
+            async for event in second.progress():
+                messages.append(event["message"])
+
+        reading = asyncio.create_task(read_progress())
+        await asyncio.sleep(0.1)
+        assert started == ["ann"], "bob waits while ann starts"
+        first_may_finish.set()
+        results = await asyncio.gather(first_start, second_start)
+        await asyncio.wait_for(reading, 2)
+        return results, messages
+
+    results, messages = asyncio.run(scenario())
+    assert results == [("127.0.0.1", 8888)] * 2
+    assert started == ["ann", "bob"]
+    assert messages[0] == "Many people are starting servers: yours is next (1 server starts at a time here)"
+    assert messages[-1] == "Your turn: starting your server"
+
+
+def test_waiting_messages_count_people_and_slots():
+    from jhub_hub.spawner import waiting_message
+
+    assert (
+        waiting_message(1, 2)
+        == "Many people are starting servers: 1 person is ahead of you (2 servers start at a time here)"
+    )
+    assert waiting_message(7, 2).startswith("Many people are starting servers: 7 people are ahead of you")

@@ -31,10 +31,12 @@ use crate::ui::{self, ProgressBar, UserError};
 const SCENARIOS: &str = "\
 scenarios:
   spawn   one user, --cycles spawn/stop cycles per single-user image (or --image): request → ready,
-          the container's CPU-seconds until ready, Lab, a kernel, stop
+          the container's CPU-seconds until ready, Lab, a kernel, stop; at the last cycle the server's
+          memory and CPU at rest (Lab and the kernel open)
   burst   --users users at the same instant: signup, login, spawn, Lab, kernel `5 * 4`, stop
   ramp    --users users arriving evenly over --duration seconds, the same journey
-  idle    --users servers running: hub and proxy memory and CPU once they settle";
+  idle    --users servers running, each with a kernel open (or its app): hub, proxy and server memory
+          and CPU once they settle";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -210,14 +212,8 @@ pub fn run_with(options: &BenchOptions) -> anyhow::Result<()> {
     let hub_image = runtime.block_on(stack::hub_image(&docker, &lock))?;
     let machine = runtime.block_on(machine(&docker))?;
     // The fixed work every figure is also shown against, measured before anything else loads the machine.
-    let import_image = view
-        .images
-        .iter()
-        .find(|image| image.name == reference::IMPORT_IMAGE)
-        .map(|image| image.image_id.clone())
-        .ok_or_else(|| UserError::new("the catalog has no datascience image, the bench's reference", "see images/catalog.toml"))?;
-    ui::note("measuring the reference: the single-user server's imports and one bcrypt hash, three times each");
-    let reference = runtime.block_on(reference::measure(&docker, &import_image, &hub_image))?;
+    ui::note("measuring the reference: compiling stdlib packages and one bcrypt hash at cost 12, three times each");
+    let reference = runtime.block_on(reference::measure(&docker, &hub_image))?;
     let (commit, dirty) = git_commit(&root);
     let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let started_utc = report::utc_stamp(unix_now);
@@ -335,12 +331,29 @@ fn run_pass(
             }
             *bench.started.lock().expect("no poisoned lock") = Instant::now();
             bench.tracker.reset();
-            match options.scenario {
+            let host_before = host_busy_cpu_seconds();
+            let outcome = match options.scenario {
                 Scenario::Spawn => spawn_cycles(&bench, images, cycles).await,
                 Scenario::Burst => crowd(&bench, &images[0], users, Duration::ZERO).await,
                 Scenario::Ramp => crowd(&bench, &images[0], users, duration).await,
                 Scenario::Idle => idle(&bench, &images[0], users).await,
+            };
+            // The whole machine's CPU over the scenario (the hub, the proxy, the engine, every server): what
+            // a class costs a host, per user, for the sizing guide. On the cluster the nodes' are elsewhere.
+            if let (false, Some(before), Some(after)) = (on_swarm, host_before, host_busy_cpu_seconds()) {
+                let group = if options.scenario == Scenario::Spawn { "session" } else { "stack" };
+                let used = after - before;
+                bench.sample(group, "host cpu", "cpu-s", used, "");
+                if options.scenario != Scenario::Spawn {
+                    bench.sample(group, "host cpu per user", "cpu-s", used / users as f64, "");
+                }
+                let wall = bench.at();
+                let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
+                if wall > 0.0 {
+                    bench.sample(group, "host busy", "%", used / wall / cores * 100.0, "");
+                }
             }
+            outcome
         };
         tokio::select! {
             outcome = scenario => outcome,
@@ -463,15 +476,20 @@ impl Bench {
     /// that app's first page, which starts it; then the stop (also when a phase failed). `group` is the
     /// image's name. Returns whether every phase passed.
     async fn use_and_stop(&self, user: &User, group: &str) -> bool {
+        let used = self.use_server(user, group).await;
+        let stopped = self.step(user, group, "stop", user.stop()).await.is_some();
+        used && stopped
+    }
+
+    /// Opens what the user lands on: Lab and a kernel running `5 * 4` (which stays open), or the app.
+    async fn use_server(&self, user: &User, group: &str) -> bool {
         let default_url = self.default_urls.get(group).map(String::as_str).unwrap_or("/lab");
-        let used = if default_url.starts_with("/lab") {
+        if default_url.starts_with("/lab") {
             self.step(user, group, "lab", user.open_lab()).await.is_some()
                 && self.step(user, group, "kernel", user.run_kernel()).await.is_some()
         } else {
             self.step(user, group, "app", user.open_app(default_url)).await.is_some()
-        };
-        let stopped = self.step(user, group, "stop", user.stop()).await.is_some();
-        used && stopped
+        }
     }
 
     /// The whole journey of one user of `burst` and `ramp`.
@@ -525,11 +543,48 @@ async fn spawn_cycles(bench: &Arc<Bench>, images: &[String], cycles: usize) -> a
                 Ok(seconds) => bench.sample(image, "cpu-until-ready", "cpu-s", seconds, &user.name),
                 Err(err) => bench.fail(image, "cpu-until-ready", &user.name, &format!("engine stats: {err:#}")),
             }
-            let ok = bench.use_and_stop(&user, image).await;
-            bench.tracker.done(&user.name, ok);
+            let used = bench.use_server(&user, image).await;
+            if used && cycle == cycles && bench.swarm.is_none() {
+                // Once per image, the sizing guide's figures: the server's memory and CPU at rest.
+                if let Err(err) = idle_server_usage(bench, image, &user.name).await {
+                    bench.fail(image, "server rss", &user.name, &format!("engine stats: {err:#}"));
+                }
+            }
+            let stopped = bench.step(&user, image, "stop", user.stop()).await.is_some();
+            bench.tracker.done(&user.name, used && stopped);
         }
     }
     Ok(())
+}
+
+/// How long a server rests after Lab and its kernel opened before its idle use is measured, and over what.
+const SERVER_REST: Duration = Duration::from_secs(5);
+const SERVER_IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// A user's server at rest (Lab and a kernel open, or the app): its resident memory and CPU use.
+async fn idle_server_usage(bench: &Bench, image: &str, user: &str) -> anyhow::Result<()> {
+    let stack = bench.stack.get().ok_or_else(|| anyhow::anyhow!("no bench stack"))?;
+    let id = stack::user_container(stack, &bench.docker, user).await?;
+    tokio::time::sleep(SERVER_REST).await;
+    let before = container_usage(&bench.docker, &id).await?;
+    tokio::time::sleep(SERVER_IDLE_WINDOW).await;
+    let after = container_usage(&bench.docker, &id).await?;
+    bench.sample(image, "server rss", "MB", after.rss_bytes as f64 / 1e6, user);
+    bench.sample(image, "server cpu", "%", cpu_percent(&before, &after), user);
+    Ok(())
+}
+
+/// The seconds every core of this machine has spent busy since boot (`/proc/stat`: user, nice, system,
+/// irq, softirq and steal, in clock ticks of 1/100 s), None where there is no such file.
+fn host_busy_cpu_seconds() -> Option<f64> {
+    busy_seconds(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn busy_seconds(stat: &str) -> Option<f64> {
+    let fields: Vec<u64> = stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|field| field.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal …
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&index| fields.get(index)).sum();
+    (fields.len() >= 8).then_some(busy as f64 / 100.0)
 }
 
 /// The CPU time a user's container has used since it started (Engine stats API).
@@ -595,8 +650,8 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 /// The window over which idle CPU is measured.
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
-/// `idle`: `count` servers started a few at a time; once the hub settles, the hub's and the proxy's memory
-/// and CPU, and each server's; then every server is stopped.
+/// `idle`: `count` servers started a few at a time, each with Lab and a kernel open (or its app); once the
+/// hub settles, the hub's and the proxy's memory and CPU, and each server's; then every server is stopped.
 async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<()> {
     let gate = Arc::new(tokio::sync::Semaphore::new(IDLE_SETUP_CONCURRENCY));
     let mut setups = tokio::task::JoinSet::new();
@@ -616,7 +671,8 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
             let signed_in = bench.step(&user, &image, "signup", user.sign_up()).await.is_some()
                 && bench.step(&user, &image, "login", user.log_in()).await.is_some();
             let spawned = signed_in && bench.step(&user, &image, "spawn", user.spawn(&image, bench.mode)).await.is_some();
-            if !spawned {
+            // Idle as a user leaves it: Lab open with a kernel (or the app) running.
+            if !spawned || !bench.use_server(&user, &image).await {
                 if signed_in {
                     let _ = user.stop().await;
                 }
@@ -766,6 +822,14 @@ mod tests {
 
     fn refusal(text: &str) -> String {
         parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn the_hosts_busy_time_leaves_idle_and_iowait_out() {
+        let stat = "cpu  100 20 30 5000 70 1 2 3 0 0\ncpu0 50 10 15 2500 35 0 1 1 0 0\n";
+        assert_eq!(super::busy_seconds(stat), Some(1.56));
+        assert_eq!(super::busy_seconds("intr 1 2 3\n"), None);
+        assert_eq!(super::busy_seconds("cpu  1 2 3\n"), None, "too few fields");
     }
 
     #[test]

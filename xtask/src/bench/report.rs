@@ -120,8 +120,9 @@ pub fn render(run: &Run) -> String {
     let keys = ordered_keys(run);
     if let Some(reference) = &run.reference {
         out.push_str(&format!(
-            "\nreference on this machine: the server's imports {} + one bcrypt hash {} = {} (×ref: a figure divided by it)\n",
-            format_value("cpu-s", reference.import_cpu_seconds),
+            "\nreference on this machine: {} {} + one bcrypt hash {} = {} (×ref: a figure divided by it)\n",
+            reference.python_work(),
+            format_value("cpu-s", reference.python_cpu_seconds),
             format_value("cpu-s", reference.bcrypt_cpu_seconds),
             format_value("cpu-s", reference.seconds()),
         ));
@@ -193,11 +194,16 @@ pub fn render(run: &Run) -> String {
 }
 
 /// Whether two runs' figures are compared as ratios to each run's reference: when they ran on machines
-/// that differ (cores, memory, kernel or engine) and both measured it. On one machine the raw figures are
-/// compared, as the reference would only add its own noise.
+/// that differ (cores, memory, kernel or engine) and both measured the same work. On one machine the raw
+/// figures are compared, as the reference would only add its own noise.
 pub fn compares_by_reference(new: &Run, old: &Run) -> bool {
     let machine = |run: &Run| (run.machine.cores, run.machine.memory_bytes, run.machine.kernel.clone(), run.machine.engine_version.clone());
-    new.reference.is_some() && old.reference.is_some() && machine(new) != machine(old)
+    same_reference_work(new, old) && machine(new) != machine(old)
+}
+
+/// Whether both runs measured a reference, and the same work for it.
+fn same_reference_work(new: &Run, old: &Run) -> bool {
+    matches!((new.reference, old.reference), (Some(n), Some(o)) if n.work == o.work)
 }
 
 /// new/old of one summary value of a figure: raw, or, by reference, each value divided by its run's
@@ -232,6 +238,8 @@ pub fn render_comparison(new: &Run, old: &Run, old_path: &Path) -> String {
             stats::format_ratio(stats::ratio(new_reference.seconds(), old_reference.seconds())),
             if by_reference {
                 "; the machines differ, so times are compared as multiples of each run's reference (memory and % as they are)"
+            } else if !same_reference_work(new, old) {
+                "; the references measured different work (the old run timed the server's imports), so figures are compared as measured"
             } else {
                 "; the same machine, so figures are compared as measured"
             }
@@ -304,6 +312,7 @@ pub fn utc_stamp(unix_seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::reference::ReferenceWork;
 
     fn sample(group: &str, phase: &str, value: f64, user: &str) -> Sample {
         Sample { group: group.into(), phase: phase.into(), unit: "s".into(), value, user: user.into(), at: 0.0 }
@@ -334,8 +343,8 @@ mod tests {
         assert!(!compares_by_reference(&new, &old));
         assert_eq!(compared(&new, &old, "s", 3.0, 1.0), Some(3.0));
         // A machine half as fast (its reference took twice as long): a spawn three times as long is 1.5×.
-        old.reference = Some(Reference { import_cpu_seconds: 0.8, bcrypt_cpu_seconds: 0.2 });
-        new.reference = Some(Reference { import_cpu_seconds: 1.6, bcrypt_cpu_seconds: 0.4 });
+        old.reference = Some(Reference::new(0.8, 0.2));
+        new.reference = Some(Reference::new(1.6, 0.4));
         new.machine.cores = 4;
         assert!(compares_by_reference(&new, &old));
         assert_eq!(compared(&new, &old, "s", 3.0, 1.0), Some(1.5));
@@ -344,6 +353,10 @@ mod tests {
         assert!(table.contains("the machines differ"), "{table}");
         assert!(table.contains("1.50×"), "{table}");
         assert!(table.contains("1.50× (300 MB)"), "memory is compared as measured: {table}");
+        // A reference of other work (an older file timed the server's imports) is compared as measured.
+        old.reference = Some(Reference { work: ReferenceWork::ServerImports, ..Reference::new(0.8, 0.2) });
+        assert!(!compares_by_reference(&new, &old));
+        assert!(render_comparison(&new, &old, Path::new("old.json")).contains("measured different work"));
         // A run without a reference (an older file) is compared as measured.
         old.reference = None;
         assert!(!compares_by_reference(&new, &old));
@@ -354,7 +367,7 @@ mod tests {
         let mut measured = run(vec![sample("minimal", "spawn", 2.0, "u1")], Vec::new());
         let spawn_line = |table: &str| table.lines().find(|line| line.trim_start().starts_with("spawn")).unwrap_or_default().to_string();
         assert!(spawn_line(&render(&measured)).trim_end().ends_with('-'), "no reference, no multiple");
-        measured.reference = Some(Reference { import_cpu_seconds: 0.75, bcrypt_cpu_seconds: 0.25 });
+        measured.reference = Some(Reference::new(0.75, 0.25));
         let table = render(&measured);
         assert!(table.contains("reference on this machine"), "{table}");
         assert!(spawn_line(&table).trim_end().ends_with("2.00"), "{table}");

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use jhub_harness::client::Session;
+use jhub_harness::client::{Session, SpawnEnd};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -166,38 +166,15 @@ impl User {
 
     /// Reads the spawn's progress event stream until its `ready` (or `failed`) event.
     async fn follow_progress(&self) -> Result<(), String> {
-        let path = format!("/hub/api/users/{}/server/progress", self.name);
         let what = "GET /hub/api/users/<u>/server/progress";
-        let mut response = self
-            .request(Method::GET, &path)
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|err| format!("{what}: {}", request_error(&err)))?;
-        if response.status() != StatusCode::OK {
-            let status = response.status().as_u16();
-            let body = response.text().await.unwrap_or_default();
-            return Err(format!("{what}: HTTP {status}: {}", body_message(&body)));
-        }
-        let mut pending = String::new();
-        let mut last_message = String::new();
-        while let Some(chunk) = response.chunk().await.map_err(|err| format!("{what}: {}", request_error(&err)))? {
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = pending.find('\n') {
-                let line: String = pending.drain(..=end).collect();
-                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
-                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
-                if event["ready"] == json!(true) {
-                    return Ok(());
-                }
-                let message = event["message"].as_str().unwrap_or_default().to_string();
-                if event["failed"] == json!(true) {
-                    return Err(format!("spawn failed: {}", message.chars().take(200).collect::<String>()));
-                }
-                last_message = message;
+        let progress = self.session.follow_spawn_progress().await.map_err(|err| format!("{what}: {}", short(&err)))?;
+        match progress.end {
+            SpawnEnd::Ready => Ok(()),
+            SpawnEnd::Failed => Err(format!("spawn failed: {}", progress.last_message().chars().take(200).collect::<String>())),
+            SpawnEnd::StreamEnded => {
+                Err(format!("{what}: the stream ended before the server was ready (last event: {:?})", progress.last_message()))
             }
         }
-        Err(format!("{what}: the stream ended before the server was ready (last event: {last_message:?})"))
     }
 
     /// Requests the spawn and, from that moment, asks for the user model every 0.2 s until it shows the
