@@ -332,6 +332,7 @@ fn run_pass(
             *bench.started.lock().expect("no poisoned lock") = Instant::now();
             bench.tracker.reset();
             let host_before = host_busy_cpu_seconds();
+            let parts_before = if on_swarm { None } else { cpu_by_part(&bench).await.ok() };
             let outcome = match options.scenario {
                 Scenario::Spawn => spawn_cycles(&bench, images, cycles).await,
                 Scenario::Burst => crowd(&bench, &images[0], users, Duration::ZERO).await,
@@ -351,6 +352,15 @@ fn run_pass(
                 let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
                 if wall > 0.0 {
                     bench.sample(group, "host busy", "%", used / wall / cores * 100.0, "");
+                }
+            }
+            // Whose CPU it was: the hub's, the proxy's and the engine's (the rest is the users' servers).
+            if let (Some(before), Ok(after)) = (parts_before, cpu_by_part(&bench).await) {
+                let per = if options.scenario == Scenario::Spawn { (images.len() * cycles) as f64 } else { users as f64 };
+                let suffix = if options.scenario == Scenario::Spawn { "per spawn" } else { "per user" };
+                let group = if options.scenario == Scenario::Spawn { "session" } else { "stack" };
+                for (part, used) in [("hub", after.hub - before.hub), ("proxy", after.proxy - before.proxy), ("engine", after.engine - before.engine)] {
+                    bench.sample(group, &format!("{part} cpu {suffix}"), "cpu-s", used / per, "");
                 }
             }
             outcome
@@ -572,6 +582,51 @@ async fn idle_server_usage(bench: &Bench, image: &str, user: &str) -> anyhow::Re
     bench.sample(image, "server rss", "MB", after.rss_bytes as f64 / 1e6, user);
     bench.sample(image, "server cpu", "%", cpu_percent(&before, &after), user);
     Ok(())
+}
+
+/// CPU-seconds used so far by the bench stack's hub and proxy containers and by the engine's own processes.
+struct CpuByPart {
+    hub: f64,
+    proxy: f64,
+    engine: f64,
+}
+
+async fn cpu_by_part(bench: &Bench) -> anyhow::Result<CpuByPart> {
+    let stack = bench.stack.get().ok_or_else(|| anyhow::anyhow!("no bench stack"))?;
+    let hub = stack::service_container(stack, &bench.docker, "hub").await?;
+    let proxy = stack::service_container(stack, &bench.docker, "proxy").await?;
+    Ok(CpuByPart {
+        hub: container_usage(&bench.docker, &hub).await?.cpu_ns as f64 / 1e9,
+        proxy: container_usage(&bench.docker, &proxy).await?.cpu_ns as f64 / 1e9,
+        engine: engine_cpu_seconds(),
+    })
+}
+
+/// The engine's processes (dockerd, containerd and the shims of the containers, the port proxies), from
+/// `/proc`: their own CPU and that of the children they reaped (runc, which exits after each call).
+fn engine_cpu_seconds() -> f64 {
+    const ENGINE: &[&str] = &["dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy"];
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit()))
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| process_cpu_seconds(&stat, ENGINE))
+        .sum()
+}
+
+/// utime + stime + cutime + cstime of one `/proc/<pid>/stat` line, in seconds, if its command is one of
+/// `names` (clock ticks of 1/100 s).
+fn process_cpu_seconds(stat: &str, names: &[&str]) -> Option<f64> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let command = head.split_once('(')?.1;
+    if !names.contains(&command) {
+        return None;
+    }
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state(0) ppid … utime(11) stime(12) cutime(13) cstime(14).
+    let ticks: u64 = (11..=14).map(|index| fields.get(index).and_then(|field| field.parse::<u64>().ok())).sum::<Option<u64>>()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// The seconds every core of this machine has spent busy since boot (`/proc/stat`: user, nice, system,
@@ -822,6 +877,15 @@ mod tests {
 
     fn refusal(text: &str) -> String {
         parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn an_engine_process_counts_its_own_and_its_reaped_childrens_cpu() {
+        let dockerd = "812 (dockerd) S 1 812 812 0 -1 4194560 9 0 0 0 250 50 7 3 20 0 30 0 100 1 1\n";
+        assert_eq!(super::process_cpu_seconds(dockerd, &["dockerd"]), Some(3.1));
+        assert_eq!(super::process_cpu_seconds(dockerd, &["containerd"]), None, "another command");
+        let odd = "9 (a) b (c)) S 1 9 9 0 -1 0 0 0 0 0 100 0 0 0 20 0 1 0 1 1 1\n";
+        assert_eq!(super::process_cpu_seconds(odd, &["a) b (c)"]), Some(1.0), "a command with parentheses");
     }
 
     #[test]
