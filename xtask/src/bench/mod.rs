@@ -359,7 +359,9 @@ fn run_pass(
                 let per = if options.scenario == Scenario::Spawn { (images.len() * cycles) as f64 } else { users as f64 };
                 let suffix = if options.scenario == Scenario::Spawn { "per spawn" } else { "per user" };
                 let group = if options.scenario == Scenario::Spawn { "session" } else { "stack" };
-                for (part, used) in [("hub", after.hub - before.hub), ("proxy", after.proxy - before.proxy), ("engine", after.engine - before.engine)] {
+                for (part, used) in
+                    [("hub", after.hub - before.hub), ("proxy", after.proxy - before.proxy), ("engine", after.engine - before.engine)]
+                {
                     bench.sample(group, &format!("{part} cpu {suffix}"), "cpu-s", used / per, "");
                 }
             }
@@ -636,7 +638,8 @@ fn host_busy_cpu_seconds() -> Option<f64> {
 }
 
 fn busy_seconds(stat: &str) -> Option<f64> {
-    let fields: Vec<u64> = stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|field| field.parse().ok()).collect::<Option<_>>()?;
+    let fields: Vec<u64> =
+        stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|field| field.parse().ok()).collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal …
     let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&index| fields.get(index)).sum();
     (fields.len() >= 8).then_some(busy as f64 / 100.0)

@@ -26,7 +26,8 @@ const REFERENCE_TIMEOUT: Duration = Duration::from_secs(180);
 /// code; about half a CPU-second, as long as the server's imports took.
 const COMPILE_SCRIPT: &str = "import pathlib, sysconfig, time;     root = pathlib.Path(sysconfig.get_paths()['stdlib']);     sources = [(str(f), f.read_text()) for d in ('asyncio', 'email', 'json', 'http', 'logging') for f in sorted((root / d).glob('*.py'))];     t = time.process_time(); [compile(text, name, 'exec') for _ in range(4) for name, text in sources]; print(time.process_time() - t)";
 /// One hash at cost 12, bcrypt's default: fixed, so lowering the hub's cost shows as faster logins.
-const BCRYPT_SCRIPT: &str = "import time, bcrypt; t = time.process_time();     bcrypt.hashpw(b'reference', bcrypt.gensalt(12)); print(time.process_time() - t)";
+const BCRYPT_SCRIPT: &str =
+    "import time, bcrypt; t = time.process_time();     bcrypt.hashpw(b'reference', bcrypt.gensalt(12)); print(time.process_time() - t)";
 
 /// What a run's reference measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
