@@ -107,6 +107,11 @@ def user_groups(user):
     return [group.name for group in getattr(user, "groups", None) or []]
 
 
+def user_standing(user):
+    """What decides the images and profiles `user` is offered: their groups' names, and whether an admin."""
+    return user_groups(user), bool(getattr(user, "admin", False))
+
+
 NOTHING_OFFERED = (
     "no image is offered to you: the images of this hub are kept to groups you are not in; "
     "ask the admin to add you to your course's or team's group"
@@ -222,7 +227,7 @@ class JhubDockerSpawner(DockerSpawner):
     def offered_images(self):
         """The view's images this spawner's user is offered now: those kept to none of the catalog's groups,
         those kept to a group the user is in, and for an admin all of them."""
-        groups, is_admin = user_groups(self.user), bool(getattr(self.user, "admin", False))
+        groups, is_admin = user_standing(self.user)
         return [image for image in self.view.images if image.offered_to(groups, is_admin)]
 
     def image_for_choice(self, choice):
@@ -288,8 +293,10 @@ class JhubDockerSpawner(DockerSpawner):
 
     def apply_catalog_image(self, image):
         """Point this spawner at `image`: its id, default URL, the user's volume at its home, the labels,
-        and (unless a profile sets them) the CPU and memory of the user's groups."""
+        and (unless a profile sets them) the CPU and memory of the user's groups. Returns the group folders
+        it mounts, read once here so that the ones ensure_group_folders prepares are exactly those."""
         self.image = image.image_id
+        folders = self.view.folders_for(user_groups(self.user))
         # The container name comes from name_template at this start, not from whatever an earlier trait
         # change rendered (DockerSpawner re-renders it when `image` changes, even during __init__, before
         # the config's prefix is loaded).
@@ -302,7 +309,7 @@ class JhubDockerSpawner(DockerSpawner):
                     "bind": escape_braces(f"{image.home}/{group}/{kind}"),
                     "mode": "rw" if writable else "ro",
                 }
-                for group, kind, writable in self.view.folders_for(user_groups(self.user))
+                for group, kind, writable in folders
             },
         }
         extra = dict(self.extra_create_kwargs) if isinstance(self.extra_create_kwargs, dict) else {}
@@ -315,17 +322,18 @@ class JhubDockerSpawner(DockerSpawner):
         self.extra_create_kwargs = extra
         if not self.jhub_image_entry:
             self.apply_group_limits()
+        return folders
 
     def group_volume_name(self, group, kind):
         """The volume of `group`'s folder `kind` ("course" or "shared"), named by the stack."""
         return f"{self.jhub_stack_name}-group-{group}-{kind}"
 
-    async def ensure_group_folders(self):
-        """Create each group folder volume this spawn mounts that does not exist yet, its top owned by uid
-        1000 (every user runs as uid 1000; Docker makes a new volume root's) with mode 2775. What keeps a
-        student from changing the course folder is the read-only mount, not these modes. A volume whose
-        preparation failed is removed again, so the next spawn prepares it anew."""
-        for group, kind, _ in self.view.folders_for(user_groups(self.user)):
+    async def ensure_group_folders(self, folders):
+        """Create each of `folders` (what apply_catalog_image mounts) that does not exist yet as a volume, its
+        top owned by uid 1000 (every user runs as uid 1000; Docker makes a new volume root's) with mode 2775.
+        What keeps a student from changing the course folder is the read-only mount, not these modes. A
+        volume whose preparation failed is removed again, so the next spawn prepares it anew."""
+        for group, kind, _ in folders:
             volume = self.group_volume_name(group, kind)
             try:
                 await self.docker("inspect_volume", volume)
@@ -482,11 +490,11 @@ class JhubDockerSpawner(DockerSpawner):
 
     async def start_container(self, image):
         """Creates and starts this user's container of catalog image `image`; returns once it listens."""
-        self.apply_catalog_image(image)
+        folders = self.apply_catalog_image(image)
         # Created here, labelled with the stack, so `xtask down --volumes` deletes this stack's volumes and
         # never another deployment's, and with the account, so a namesake never gets an earlier one's.
         await self.ensure_own_volume()
-        await self.ensure_group_folders()
+        await self.ensure_group_folders(folders)
         self.log.info(
             "spawning %s with catalog image %r (%s), volume %s at %s",
             self._log_name,
@@ -592,7 +600,7 @@ class JhubProfilesSpawner(ProfilesSpawner):
 
     def offered_profiles(self):
         """The profiles this user is offered now (kept to no group, or to one of theirs; all for an admin)."""
-        groups, is_admin = user_groups(self.user), bool(getattr(self.user, "admin", False))
+        groups, is_admin = user_standing(self.user)
         return [p for p in self.profiles if offered(self.jhub_profile_groups.get(p[1], ()), groups, is_admin)]
 
     @default("options_form")

@@ -162,7 +162,9 @@ def test_a_group_folder_is_made_once_owned_by_the_users_uid(config, make_user, j
     join(alice, "physics-101")
     spawner = JhubDockerSpawner(user=alice, config=config)
     client = engine({"teststack-group-physics-101-shared": {}})
-    asyncio.run(spawner.ensure_group_folders())
+    folders = spawner.apply_catalog_image(spawner.image_for_choice("minimal"))
+    assert [(group, kind) for group, kind, _ in folders] == [("physics-101", "course"), ("physics-101", "shared")]
+    asyncio.run(spawner.ensure_group_folders(folders))
     course = "teststack-group-physics-101-course"
     assert client.volumes[course] == {
         "io.jhub-docker.stack": "teststack",
@@ -173,7 +175,7 @@ def test_a_group_folder_is_made_once_owned_by_the_users_uid(config, make_user, j
     made = [call for call in client.calls if call[0] == "create_volume"]
     assert made == [("create_volume", course)], "the shared folder existed: left alone"
     client.calls.clear()
-    asyncio.run(spawner.ensure_group_folders())
+    asyncio.run(spawner.ensure_group_folders(folders))
     assert [call[0] for call in client.calls] == ["inspect_volume", "inspect_volume"], "nothing made twice"
 
 
@@ -181,6 +183,8 @@ def test_a_folder_whose_preparation_failed_is_removed_for_the_next_spawn(config,
     alice = make_user("alice")
     join(alice, "physics-101")
     client = engine({}, copy_status=1)
+    spawner = JhubDockerSpawner(user=alice, config=config)
+    folders = spawner.apply_catalog_image(spawner.image_for_choice("minimal"))
     with pytest.raises(RuntimeError):
-        asyncio.run(JhubDockerSpawner(user=alice, config=config).ensure_group_folders())
+        asyncio.run(spawner.ensure_group_folders(folders))
     assert client.volumes == {}
