@@ -26,18 +26,9 @@ MAX_COST = 16
 COST_VARIABLE = "JHUB_BCRYPT_COST"
 
 
-def configured_cost(environ=os.environ):
-    """The cost JHUB_BCRYPT_COST sets (the hub's settings refuse a bad value at start; here it falls back)."""
-    try:
-        cost = int(environ.get(COST_VARIABLE, MIN_COST))
-    except ValueError:
-        return MIN_COST
-    return min(max(cost, MIN_COST), MAX_COST)
-
-
-def hash_password(password, cost=None):
-    """A new bcrypt hash of `password` at `cost` (the configured one if None); blocking."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost or configured_cost()))
+def hash_password(password, cost=MIN_COST):
+    """A new bcrypt hash of `password` at `cost` (callers pass the setting, `Settings.bcrypt_cost`); blocking."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost))
 
 
 def password_matches(password, hashed):

@@ -341,8 +341,13 @@ fn run_pass(
             };
             // The whole machine's CPU over the scenario (the hub, the proxy, the engine, every server): what
             // a class costs a host, per user, for the sizing guide. On the cluster the nodes' are elsewhere.
+            // Spawn's figures are per spawn, under the account's group; the others' per user, under the stack.
+            let (group, per, suffix) = if options.scenario == Scenario::Spawn {
+                ("session", (images.len() * cycles) as f64, "per spawn")
+            } else {
+                ("stack", users as f64, "per user")
+            };
             if let (false, Some(before), Some(after)) = (on_swarm, host_before, host_busy_cpu_seconds()) {
-                let group = if options.scenario == Scenario::Spawn { "session" } else { "stack" };
                 let used = after - before;
                 bench.sample(group, "host cpu", "cpu-s", used, "");
                 if options.scenario != Scenario::Spawn {
@@ -356,9 +361,6 @@ fn run_pass(
             }
             // Whose CPU it was: the hub's, the proxy's and the engine's (the rest is the users' servers).
             if let (Some(before), Ok(after)) = (parts_before, cpu_by_part(&bench).await) {
-                let per = if options.scenario == Scenario::Spawn { (images.len() * cycles) as f64 } else { users as f64 };
-                let suffix = if options.scenario == Scenario::Spawn { "per spawn" } else { "per user" };
-                let group = if options.scenario == Scenario::Spawn { "session" } else { "stack" };
                 for (part, used) in
                     [("hub", after.hub - before.hub), ("proxy", after.proxy - before.proxy), ("engine", after.engine - before.engine)]
                 {
