@@ -580,11 +580,9 @@ async fn idle_server_usage(bench: &Bench, image: &str, user: &str) -> anyhow::Re
     let stack = bench.stack.get().ok_or_else(|| anyhow::anyhow!("no bench stack"))?;
     let id = stack::user_container(stack, &bench.docker, user).await?;
     tokio::time::sleep(SERVER_REST).await;
-    let before = container_usage(&bench.docker, &id).await?;
-    tokio::time::sleep(SERVER_IDLE_WINDOW).await;
-    let after = container_usage(&bench.docker, &id).await?;
-    bench.sample(image, "server rss", "MB", after.rss_bytes as f64 / 1e6, user);
-    bench.sample(image, "server cpu", "%", cpu_percent(&before, &after), user);
+    let server = one_usage_over(&bench.docker, &id, SERVER_IDLE_WINDOW).await?;
+    bench.sample(image, "server rss", "MB", server.rss_mb, user);
+    bench.sample(image, "server cpu", "%", server.cpu_percent, user);
     Ok(())
 }
 
@@ -675,6 +673,34 @@ async fn container_usage(docker: &Docker, id: &str) -> anyhow::Result<Usage> {
     Ok(Usage { cpu_ns, rss_bytes: from_stats.or(memory.usage).unwrap_or_default(), taken: Instant::now() })
 }
 
+/// A container over a window: its memory at the end, its CPU over the whole window.
+struct WindowUsage {
+    rss_mb: f64,
+    cpu_percent: f64,
+}
+
+/// Reads each container, waits `window`, reads them again (one window for all): one result per container,
+/// in the order given.
+async fn usage_over(docker: &Docker, ids: &[String], window: Duration) -> anyhow::Result<Vec<WindowUsage>> {
+    let mut before = Vec::new();
+    for id in ids {
+        before.push(container_usage(docker, id).await?);
+    }
+    tokio::time::sleep(window).await;
+    let mut usages = Vec::new();
+    for (id, earlier) in ids.iter().zip(&before) {
+        let now = container_usage(docker, id).await?;
+        usages.push(WindowUsage { rss_mb: now.rss_bytes as f64 / 1e6, cpu_percent: cpu_percent(earlier, &now) });
+    }
+    Ok(usages)
+}
+
+/// `usage_over` of one container.
+async fn one_usage_over(docker: &Docker, id: &str, window: Duration) -> anyhow::Result<WindowUsage> {
+    let mut usages = usage_over(docker, &[id.to_string()], window).await?;
+    usages.pop().ok_or_else(|| anyhow::anyhow!("no usage read for {id}"))
+}
+
 /// CPU use between two readings, in % of one core.
 fn cpu_percent(before: &Usage, after: &Usage) -> f64 {
     let wall = after.taken.duration_since(before.taken).as_secs_f64();
@@ -754,24 +780,18 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
     let proxy = stack::service_container(stack, &bench.docker, "proxy").await?;
     let settling = Instant::now();
     loop {
-        let before = container_usage(&bench.docker, &hub).await?;
-        tokio::time::sleep(SETTLE_WINDOW).await;
-        let after = container_usage(&bench.docker, &hub).await?;
-        if cpu_percent(&before, &after) < SETTLED_CPU_PERCENT || settling.elapsed() > SETTLE_LIMIT {
+        if one_usage_over(&bench.docker, &hub, SETTLE_WINDOW).await?.cpu_percent < SETTLED_CPU_PERCENT || settling.elapsed() > SETTLE_LIMIT
+        {
             break;
         }
     }
     bench.sample("stack", "settle", "s", settling.elapsed().as_secs_f64(), "");
     ui::note(&format!("idle: measuring over {} s", IDLE_WINDOW.as_secs()));
 
-    let servers = stack::user_containers(stack, &bench.docker).await?;
-    let mut before = BTreeMap::new();
-    for id in [&hub, &proxy].into_iter().chain(&servers) {
-        before.insert(id.clone(), container_usage(&bench.docker, id).await?);
-    }
-    tokio::time::sleep(IDLE_WINDOW).await;
-    for (id, earlier) in &before {
-        let now = container_usage(&bench.docker, id).await?;
+    let measured: Vec<String> =
+        [hub.clone(), proxy.clone()].into_iter().chain(stack::user_containers(stack, &bench.docker).await?).collect();
+    let usages = usage_over(&bench.docker, &measured, IDLE_WINDOW).await?;
+    for (id, usage) in measured.iter().zip(usages) {
         let (group, who) = if *id == hub {
             ("stack", "hub")
         } else if *id == proxy {
@@ -779,8 +799,8 @@ async fn idle(bench: &Arc<Bench>, image: &str, count: usize) -> anyhow::Result<(
         } else {
             (image, "server")
         };
-        bench.sample(group, &format!("{who} rss"), "MB", now.rss_bytes as f64 / 1e6, "");
-        bench.sample(group, &format!("{who} cpu"), "%", cpu_percent(earlier, &now), "");
+        bench.sample(group, &format!("{who} rss"), "MB", usage.rss_mb, "");
+        bench.sample(group, &format!("{who} cpu"), "%", usage.cpu_percent, "");
     }
 
     let mut stops = tokio::task::JoinSet::new();
