@@ -36,14 +36,14 @@ pub(super) struct NodeEngine {
     pub(super) holds_hub: bool,
 }
 
-/// The engines of the stack: this host's, or one per node of the swarm whose manager `DOCKER_HOST` names.
-pub(super) async fn engines(settings: &Settings, swarm: Option<&SwarmAccess>) -> anyhow::Result<Vec<NodeEngine>> {
-    let docker = crate::engine::connect().await?;
+/// The engines of the stack: this host's, or one per node of the swarm whose manager `DOCKER_HOST` names
+/// (`docker`, the engine `DOCKER_HOST` names, connected once by the caller).
+pub(super) async fn engines(docker: &Docker, settings: &Settings, swarm: Option<&SwarmAccess>) -> anyhow::Result<Vec<NodeEngine>> {
     let Some(access) = swarm else {
-        let helper_image = helper_image(&docker).await?;
-        return Ok(vec![NodeEngine { node: None, docker, helper_image, holds_hub: true }]);
+        let helper_image = helper_image(docker).await?;
+        return Ok(vec![NodeEngine { node: None, docker: docker.clone(), helper_image, holds_hub: true }]);
     };
-    let nodes = swarm_nodes(&docker).await?;
+    let nodes = swarm_nodes(docker).await?;
     let given = move_home::given_node_engines(&access.node_engines)?;
     let mut engines = Vec::new();
     for node in &nodes {

@@ -124,7 +124,7 @@ pub(super) async fn write_restore(
         Some(_) => super::engines::refuse_while_deployed(&manager, &target.stack).await?,
         None => refuse_while_running(&manager, &target.stack, "a restore").await?,
     }
-    let engines = super::engines::engines(&settings, options.swarm.as_ref()).await?;
+    let engines = super::engines::engines(&manager, &settings, options.swarm.as_ref()).await?;
     let hub_index = engines.iter().position(|engine| engine.holds_hub).expect("engines() names the hub's engine");
     let hub = &engines[hub_index];
     let file_of = |kind: FileKind| manifest.files.iter().find(|file| file.kind == kind);

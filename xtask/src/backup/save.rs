@@ -99,7 +99,8 @@ pub fn run_backup(options: &BackupOptions) -> anyhow::Result<()> {
 
 pub(super) async fn write_backup(target: &Target, options: &BackupOptions, partial: &Path) -> anyhow::Result<Manifest> {
     let settings = crate::stack_settings::Settings::load(&options.env_file)?;
-    let engines = super::engines::engines(&settings, options.swarm.as_ref()).await?;
+    let manager = crate::engine::connect().await?;
+    let engines = super::engines::engines(&manager, &settings, options.swarm.as_ref()).await?;
     let hub = engines.iter().find(|engine| engine.holds_hub).expect("engines() names the hub's engine");
     let (docker, helper_image) = (&hub.docker, hub.helper_image.as_str());
     let data_volume = target.data_volume();
@@ -113,7 +114,7 @@ pub(super) async fn write_backup(target: &Target, options: &BackupOptions, parti
     // Every home on every engine; on a swarm, a home found on two nodes is the one its pin names (the
     // other is a copy a move or a lost node left behind, which the hub never mounts).
     let labels = match options.swarm {
-        Some(_) => super::engines::home_labels(&crate::engine::connect().await?, &target.stack).await?,
+        Some(_) => super::engines::home_labels(&manager, &target.stack).await?,
         None => Default::default(),
     };
     let pins = &labels.pinned;
